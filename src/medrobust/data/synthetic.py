@@ -132,12 +132,12 @@ def make_synthetic(
         strip = resample(strip, GENERATOR_FS, out_fs)
         peaks = rescale_positions(peaks, GENERATOR_FS, out_fs)
         if format == "kachuee":
-            beats.append(kachuee_windows(strip, peaks, out_fs, window_s=len(strip) / out_fs + 1)[1:2])
+            beats.append(kachuee_windows(strip, peaks, out_fs, window_s=len(strip) / out_fs + 1)[1])
         else:
             pad = int(round(max(before_s, after_s) * out_fs))
             padded = np.pad(strip, pad, mode="edge")
             b, _ = native_windows(padded[None], peaks[1:2] + pad, out_fs, before_s=before_s, after_s=after_s)
-            beats.append(b[:, 0])
+            beats.append(b[0, 0])
     x = np.stack(beats)[:, None, :].astype(np.float32)
     options = {"n_per_class": n_per_class, "seed": seed, "format": format, "fs": out_fs,
                "before_s": before_s, "after_s": after_s}
