@@ -12,7 +12,10 @@ from medrobust.data.synthetic import load_synthetic, make_synthetic
 
 register_dataset("synthetic")(load_synthetic)
 
-from medrobust.data import mitdb as _mitdb  # noqa: E402,F401  (registers mitdb, kaggle_heartbeat)
+from medrobust.data import kaggle as _kaggle  # noqa: E402,F401  (registers kaggle_heartbeat)
+from medrobust.data import mitdb as _mitdb  # noqa: E402,F401  (registers mitdb)
+from medrobust.data import image_folder as _image_folder  # noqa: E402,F401  (registers image_folder)
+from medrobust.data import medmnist as _medmnist  # noqa: E402,F401  (registers medmnist)
 from medrobust.data.balance import class_weights, oversample_indices  # noqa: E402
 
 __all__ = [

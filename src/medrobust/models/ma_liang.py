@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medrobust.errors import ConfigError
 from medrobust.models.kernel_norm import KernelNormMixin, unit_norm_init
 from medrobust.models.registry import register_model
 
@@ -64,7 +65,7 @@ class CNN1(KernelNormMixin, nn.Module):
         for _ in range(5):
             length = (length - 5) // 2 + 1
         if length < 1:
-            raise ValueError(f"input_length={input_length} is too short for 5 pooling stages (need >= 67)")
+            raise ConfigError(f"cnn1: input_length={input_length} is too short for 5 pooling stages (need >= 67).")
         self.linear1 = nn.Linear(channels * length, 32, bias=bias)
         self.linear2 = nn.Linear(32, num_classes, bias=bias)
         if weight_norm:
