@@ -1,0 +1,48 @@
+"""The ``medrobust`` command line.
+
+Sub-commands live one per module in this package; each exposes ``add_parser(subparsers)`` and a
+``run(args) -> int``. Input errors (:class:`medrobust.errors.MedrobustError`) are printed as one
+line naming the argument or file and the fix, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from medrobust import __version__
+from medrobust.errors import MedrobustError
+
+COMMANDS = ("data", "train", "demo", "models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medrobust",
+        description="Measure and improve the adversarial robustness of medical (ECG, image) classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from medrobust.cli import data, demo, models, train
+
+    for module in (data, train, demo, models):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedrobustError as exc:
+        print(f"medrobust: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medrobust: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
