@@ -46,6 +46,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -117,6 +118,7 @@ def save_checkpoint(
             "torch_version": torch.__version__,
             "weights_sha256": digest,
         }
+        os.chmod(tmp_weights, 0o644)
         os.replace(tmp_weights, out / WEIGHTS_NAME)
     except BaseException:
         Path(tmp_weights).unlink(missing_ok=True)
