@@ -6,7 +6,14 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+# The image architectures need torchvision, which exists here only as a large CUDA build paired with a
+# newer torch: it lives in its own venv so that .venv keeps the CPU torch 2.13.0.
+IMG_VENV   := .venv-images
+IMG_BIN    := $(IMG_VENV)/bin
+IMG_TORCH  ?= torch==2.14.1 torchvision==0.29.1
+IMG_STAMP  := $(IMG_VENV)/.installed
+
+.PHONY: demo test test-images venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +29,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+$(IMG_STAMP): pyproject.toml
+	test -x $(IMG_BIN)/python || $(PYTHON) -m venv $(IMG_VENV)
+	$(IMG_BIN)/python -m pip install -q $(IMG_TORCH)
+	$(IMG_BIN)/python -m pip install -q -e ".[test,images]"
+	touch $(IMG_STAMP)
+
+test-images: $(IMG_STAMP)
+	$(IMG_BIN)/python -m pytest -q -m images
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

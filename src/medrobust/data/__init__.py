@@ -16,6 +16,9 @@ from medrobust.data import kaggle as _kaggle  # noqa: E402,F401  (registers kagg
 from medrobust.data import mitdb as _mitdb  # noqa: E402,F401  (registers mitdb)
 from medrobust.data import image_folder as _image_folder  # noqa: E402,F401  (registers image_folder)
 from medrobust.data import medmnist as _medmnist  # noqa: E402,F401  (registers medmnist)
+from medrobust.data import cinc2017 as _cinc2017  # noqa: E402,F401  (registers cinc2017)
+from medrobust.data import cpsc2018 as _cpsc2018  # noqa: E402,F401  (registers cpsc2018)
+from medrobust.data import cinc2021 as _cinc2021  # noqa: E402,F401  (registers cinc2021)
 from medrobust.data.balance import class_weights, oversample_indices  # noqa: E402
 
 __all__ = [
