@@ -1,0 +1,42 @@
+"""White-box attacks on any input shape: FGSM, PGD (L∞/L2), SAP (smooth ECG perturbations), APGD.
+
+>>> import torch
+>>> from medrobust.attacks import PGD, get_attack
+>>> atk = PGD(model, eps=0.05, steps=100, step_size=0.01, norm="linf", random_start=True,
+...           generator=torch.Generator().manual_seed(0))                     # doctest: +SKIP
+>>> res = atk(x, y)                       # res.x_adv, res.success, res.norms, res.grad_evals  # doctest: +SKIP
+>>> atk = get_attack("sap", model, eps=0.05, steps=100, step_size=0.01)      # doctest: +SKIP
+
+Every attack shares one threat model (:class:`ThreatModel`: norm, absolute/relative ε, bounds,
+mask) and the final template :meth:`Attack.__call__`; see ``docs/attacks.md``.
+"""
+
+from medrobust.attacks.apgd import APGD
+from medrobust.attacks.base import Attack, AttackResult, frozen_eval
+from medrobust.attacks.fgsm import FGSM
+from medrobust.attacks.losses import LOSSES, BinaryLogitWrapper, get_loss
+from medrobust.attacks.pgd import PGD
+from medrobust.attacks.registry import attack_class, available_attacks, get_attack, register_attack
+from medrobust.attacks.sap import SAP
+from medrobust.attacks.smoothing import sap_kernel, smooth
+from medrobust.attacks.threat import ThreatModel
+
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "ThreatModel",
+    "PGD",
+    "FGSM",
+    "SAP",
+    "APGD",
+    "BinaryLogitWrapper",
+    "get_attack",
+    "available_attacks",
+    "attack_class",
+    "register_attack",
+    "get_loss",
+    "LOSSES",
+    "sap_kernel",
+    "smooth",
+    "frozen_eval",
+]

@@ -1,0 +1,91 @@
+"""PGD specifics: active-set early stop, restarts, the Adamax update, targeted mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medrobust.attacks import PGD
+from medrobust.attacks.pgd import AdamaxState
+from medrobust.errors import ConfigError
+
+from .conftest import SmallECGNet
+
+
+@pytest.fixture()
+def beat_model(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = SmallECGNet(1, classes=5)
+    with torch.no_grad():
+        y = model(beats_x).argmax(1)
+    return model, beats_x, y
+
+
+def test_early_stop_skips_misclassified_and_stops_successes(beat_model) -> None:
+    model, x, y = beat_model
+    y = y.clone()
+    y[:2] = (y[:2] + 1) % 5  # two samples misclassified when clean
+    res = PGD(model, eps=0.3, steps=20, bounds=(0, 1), generator=torch.Generator().manual_seed(0))(x, y)
+    assert bool((res.grad_evals_per_sample[:2] == 0).all())  # never attacked
+    assert torch.equal(res.x_adv[:2], x[:2]) and bool(res.success[:2].all())
+    full = PGD(model, eps=0.3, steps=20, bounds=(0, 1), early_stop=False,
+               generator=torch.Generator().manual_seed(0))(x, y)
+    assert bool((full.grad_evals_per_sample == 20).all())
+    assert res.grad_evals < full.grad_evals
+    # early stop keeps every success that the full run finds on the attacked samples
+    assert bool((res.success | ~full.success).all())
+
+
+def test_restarts_only_add_successes(beat_model) -> None:
+    model, x, y = beat_model
+    one = PGD(model, eps=0.02, steps=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
+    three = PGD(model, eps=0.02, steps=3, restarts=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
+    assert bool((three.success | ~one.success).all())
+    assert three.grad_evals >= one.grad_evals
+    with pytest.raises(ConfigError, match="random_start"):
+        PGD(model, eps=0.1, restarts=2, random_start=False)
+
+
+def test_adamax_state_matches_torch_optim() -> None:
+    g = torch.Generator().manual_seed(0)
+    p = torch.zeros(2, 3, 7, dtype=torch.float64)
+    ours = p.clone()
+    p.requires_grad_(True)
+    opt = torch.optim.Adamax([p], lr=0.01)
+    state = AdamaxState(ours)
+    for _ in range(6):
+        d = torch.randn(2, 3, 7, generator=g, dtype=torch.float64).sign()
+        p.grad = -d  # the optimiser minimises -d
+        opt.step()
+        ours = ours + state.increment(d, torch.full((2,), 0.01, dtype=torch.float64))
+    torch.testing.assert_close(ours, p.detach())
+
+
+def test_adamax_update_runs_and_stays_in_ball(beat_model) -> None:
+    model, x, y = beat_model
+    res = PGD(model, eps=0.05, steps=10, step_size=0.01, update="adamax", bounds=(0, 1),
+              generator=torch.Generator().manual_seed(0))(x, y)
+    assert bool((res.norms <= 0.05).all())
+    with pytest.raises(ConfigError, match="update"):
+        PGD(model, eps=0.05, update="adam")
+
+
+def test_targeted_linear_reaches_the_target() -> None:
+    """Three-class linear model: a target class is reachable with a large enough budget."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 3))
+    x = torch.randn(16, 1, 20)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    target = (y + 1) % 3
+    res = PGD(model, eps=5.0, steps=50, rel_step_size=0.05, loss="margin")(x, y, target=target)
+    assert bool(res.success.all()) and torch.equal(res.adv_pred, target)
+
+
+def test_step_size_argument_checks(beat_model) -> None:
+    model, _, _ = beat_model
+    with pytest.raises(ConfigError, match="not both"):
+        PGD(model, eps=0.1, step_size=0.01, rel_step_size=0.1)
+    with pytest.raises(ConfigError, match="step_size"):
+        PGD(model, eps=0.1, step_size=-0.01)
+    assert PGD(model, eps=0.1, steps=10).rel_step_size == pytest.approx(0.25)
