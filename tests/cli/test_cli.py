@@ -83,4 +83,10 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert a["max_linf"] <= a["eps"] + 1e-6
     pgd_big = [a for a in res["attacks"] if a["attack"] == "pgd" and a["eps"] == 0.3][0]
     assert pgd_big["robust_accuracy"] <= res["clean_accuracy"]
-    assert "PGD-5 robust acc" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "PGD-5 robust acc" in printed
+    # the demo ends with the evaluation protocol and its report
+    html = out / "evaluation" / "report.html"
+    assert html.is_file() and f"report: {html}" in printed
+    card = json.loads((out / "evaluation" / "card.json").read_text())
+    assert card["environment"]["torch_version"] and card["results"]

@@ -2,7 +2,9 @@
 
 Synthetic AAMI beats -> train CNN1 -> FGSM and PGD (L∞) at several ε on held-out beats -> a printed
 table of clean and robust accuracy and an output folder (checkpoint, training history,
-``results.json`` written after every attack).
+``results.json`` written after every attack). It ends with the evaluation protocol (FGSM, PGD and
+SAP, each on every held-out beat, reliability flags, a result card in ``OUT/evaluation/``) and
+the report ``OUT/evaluation/report.html`` (and ``report.md``).
 """
 
 from __future__ import annotations
@@ -101,4 +103,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nclean accuracy on {len(test)} held-out beats: {results['clean_accuracy']:.4f}")
     print(format_table(["eps (L∞)", "FGSM robust acc", f"PGD-{args.pgd_steps} robust acc"], rows))
     print(f"\noutput: {out}/ (checkpoint/, history.jsonl, results.json); {results['seconds_total']:.0f} s in all")
+    report = evaluate_and_report(model, test, out, eps_list, args)
+    print(f"report: {report} (result card: {out / 'evaluation' / 'card.json'})")
     return 0
+
+
+def evaluate_and_report(model: torch.nn.Module, test: Any, out: Path, eps_list: list[float],
+                        args: argparse.Namespace) -> Path:
+    """Run the evaluation protocol on the demo's held-out beats and write its report; returns the HTML path."""
+    from medrobust.evaluation import AttackSpec, ProtocolConfig, evaluate
+    from medrobust.models.checkpoint import read_card
+    from medrobust.report import write_report
+
+    steps = args.pgd_steps
+    protocol = ProtocolConfig(
+        attacks=(AttackSpec("fgsm"),
+                 AttackSpec("pgd", {"steps": steps, "rel_step_size": 0.25, "random_start": True}),
+                 AttackSpec("sap", {"steps": steps, "smooth_steps": 2 * steps, "rel_step_size": 0.25})),
+        eps=tuple(eps_list), norm="linf", bounds=(0.0, 1.0), mode="individual", seed=args.seed,
+        large_eps_steps=max(steps, 10), n_examples=3, name="demo")
+    run_dir = out / "evaluation"
+    print(f"\nevaluation protocol ({', '.join(a.label for a in protocol.attacks)}, reliability checks) -> {run_dir}/")
+    evaluate(model, test, protocol, out_dir=run_dir, model_card=read_card(out / "checkpoint"),
+             checkpoint=str(out / "checkpoint"), progress=not args.no_progress, overwrite=True,
+             command="medrobust demo (evaluation step)")
+    _, html = write_report(run_dir, progress=not args.no_progress, max_ecg_examples=3)
+    return html

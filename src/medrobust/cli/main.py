@@ -14,7 +14,7 @@ from typing import Sequence
 from medrobust import __version__
 from medrobust.errors import MedrobustError
 
-COMMANDS = ("data", "train", "demo", "models")
+COMMANDS = ("data", "train", "evaluate", "attack", "report", "demo", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import data, demo, models, train
+    from medrobust.cli import attack, data, demo, evaluate, models, report, train
 
-    for module in (data, train, demo, models):
+    for module in (data, train, evaluate, attack, report, demo, models):
         module.add_parser(sub)
     return parser
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in result cards
     try:
         return int(args.func(args) or 0)
     except MedrobustError as exc:

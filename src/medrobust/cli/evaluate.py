@@ -1,0 +1,255 @@
+"""``medrobust evaluate``: robustness evaluation of a checkpoint → resumable run folder with a JSON result card.
+
+Example::
+
+    medrobust evaluate --checkpoint runs/cnn1/checkpoint --dataset mitdb --data-dir ../shared/data \\
+        --split test --attacks pgd,sap --eps 0.01,0.05,0.1 --limit 500 --out runs/eval --report
+
+Without ``--attacks`` the named standard protocol of the data type runs (fixed attacks, radii and
+settings). A run killed at any point resumes when the same command is run again.
+
+YAML layout (``--config``; every key optional, flags override it)::
+
+    checkpoint: runs/cnn1/checkpoint
+    dataset: {name: mitdb, root: ../shared/data, split: test, limit: 500, options: {scheme: intra}}
+    protocol:                      # or: protocol: standard
+      attacks: [pgd, {name: sap, steps: 100, smooth_steps: 200, step_size: 0.01}]
+      eps: [0.01, 0.03, 0.05, 0.1]
+      mode: individual
+      minimal_eps: true
+      seed: 0
+    out: runs/eval
+    device: cpu
+    report: true
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from medrobust.cli._util import ensure_writable_dir, format_table, parse_options, read_yaml
+from medrobust.errors import ConfigError
+
+CONFIG_KEYS = {"checkpoint", "dataset", "protocol", "out", "device", "report"}
+DATASET_KEYS = {"name", "root", "split", "limit", "options"}
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Checkpoint and data flags shared by ``evaluate`` and ``attack``."""
+    p.add_argument("--checkpoint", help="checkpoint folder (written by `medrobust train` / save_checkpoint)")
+    p.add_argument("--dataset", help="dataset name (default: the checkpoint's training dataset)")
+    p.add_argument("--data-dir", help="dataset folder or its parent")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="dataset loader option, repeatable")
+    p.add_argument("--split", help="split to evaluate (default: test)")
+    p.add_argument("--limit", type=int, help="evaluate a seeded random subset of N samples")
+    p.add_argument("--device", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="robustness evaluation → result card (resumable)")
+    p.add_argument("--config", help="YAML config (see `medrobust evaluate --help` and docs/evaluation.md)")
+    add_data_arguments(p)
+    p.add_argument("--protocol", help="'standard' (the data type's fixed protocol), a standard protocol name, or "
+                                      "'custom' (default when --attacks is given)")
+    p.add_argument("--attacks", help="comma-separated registered attack names, e.g. pgd,sap,fgsm")
+    p.add_argument("--attack-option", action="append", metavar="ATTACK.KEY=VALUE",
+                   help="attack option, repeatable, e.g. pgd.steps=50 (ATTACK is the attack's label)")
+    p.add_argument("--eps", help="comma-separated radii in input units, e.g. 0.01,0.05,0.1")
+    p.add_argument("--norm", choices=["linf", "l2"])
+    p.add_argument("--eps-mode", choices=["abs", "ptp", "snr_db"])
+    p.add_argument("--mode", choices=["sequential", "individual"],
+                   help="sequential: each attack on the still-robust samples; individual: every attack on every sample")
+    p.add_argument("--restarts", type=int, help="protocol-level restarts of every attack")
+    p.add_argument("--minimal-eps", action="store_true", default=None,
+                   help="also find each sample's minimal adversarial ε by bisection (the whole curve in one run)")
+    p.add_argument("--refine-steps", type=int, help="bisection steps between grid radii (default 6)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--examples", type=int, help="records kept for the report (default 5)")
+    p.add_argument("--no-large-eps-check", action="store_true", help="skip the large-ε sanity check")
+    p.add_argument("--out", help="run folder (state, card.json, examples)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out instead of resuming")
+    p.add_argument("--report", action="store_true", default=None, help="write report.md and report.html at the end")
+    p.set_defaults(func=run)
+
+
+def parse_float_list(text: str, flag: str) -> list[float]:
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.01,0.05,0.1.") from None
+    if not vals:
+        raise ConfigError(f"{flag} {text!r}: give at least one number.")
+    return vals
+
+
+def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the checkpoint and the dataset split; refuse a mismatch between them."""
+    from medrobust.data import load_dataset
+    from medrobust.evaluation import check_compatible
+    from medrobust.models import load_checkpoint
+
+    if not checkpoint:
+        raise ConfigError("--checkpoint is required (a folder written by `medrobust train`).")
+    model = load_checkpoint(checkpoint)
+    card = dict(model.card)
+    name = ds_cfg.get("name") or (card.get("data") or {}).get("name")
+    if not name:
+        raise ConfigError("--dataset is required: the checkpoint does not record its training dataset.")
+    split = ds_cfg.get("split") or "test"
+    ds = load_dataset(name, root=ds_cfg.get("root"), split=split, **(ds_cfg.get("options") or {}))
+    check_compatible(card, ds)
+    return model, ds, card
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge YAML and flags into ``{checkpoint, dataset, protocol (ProtocolConfig | 'standard' dict), ...}``."""
+    cfg = read_yaml(args.config) if args.config else {}
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}.")
+    ds = dict(cfg.get("dataset") or {})
+    bad = set(ds) - DATASET_KEYS
+    if bad:
+        raise ConfigError(f"{args.config}: dataset has unknown keys {sorted(bad)}; allowed: {sorted(DATASET_KEYS)}.")
+    ds["options"] = {**(ds.get("options") or {}), **parse_options(args.option)}
+    for key, flag in (("name", "dataset"), ("root", "data_dir"), ("split", "split"), ("limit", "limit")):
+        if getattr(args, flag) is not None:
+            ds[key] = getattr(args, flag)
+    proto_cfg = cfg.get("protocol", None)
+    if isinstance(proto_cfg, str):
+        proto_cfg = {"name": proto_cfg}
+    proto = dict(proto_cfg or {})
+    if args.protocol:
+        proto["name"] = args.protocol
+    if args.attacks:
+        proto["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        if not proto["attacks"]:
+            raise ConfigError("--attacks: give at least one attack name, e.g. --attacks pgd,sap.")
+    if args.eps:
+        proto["eps"] = parse_float_list(args.eps, "--eps")
+    for key in ("norm", "eps_mode", "mode", "batch_size", "seed", "refine_steps"):
+        if getattr(args, key) is not None:
+            proto[key] = getattr(args, key)
+    if args.minimal_eps:
+        proto["minimal_eps"] = True
+    if args.examples is not None:
+        proto["n_examples"] = args.examples
+    if args.no_large_eps_check:
+        proto["large_eps_check"] = False
+    if args.restarts is not None:
+        proto["_restarts"] = args.restarts
+    proto["_attack_options"] = args.attack_option or []
+    out = args.out or cfg.get("out")
+    if not out:
+        raise ConfigError("--out is required: the run folder for the state, the card and the report.")
+    return {"checkpoint": args.checkpoint or cfg.get("checkpoint"), "dataset": ds, "protocol": proto, "out": out,
+            "device": args.device or cfg.get("device") or "cpu",
+            "report": bool(args.report if args.report is not None else cfg.get("report", False))}
+
+
+def build_protocol(proto: dict[str, Any], meta: Any) -> Any:
+    """A :class:`~medrobust.evaluation.ProtocolConfig` from the merged settings and the dataset's units."""
+    from medrobust.evaluation import STANDARD_PROTOCOLS, AttackSpec, ProtocolConfig, standard_protocol
+
+    proto = dict(proto)
+    restarts = proto.pop("_restarts", None)
+    options = proto.pop("_attack_options", [])
+    name = proto.pop("name", None) or ("custom" if "attacks" in proto else "standard")
+    logistics = {k: proto.pop(k) for k in ("batch_size", "minimal_eps", "refine_steps", "n_examples") if k in proto}
+    if name != "custom":
+        fixed = sorted(k for k in proto if k not in ("large_eps_check",))
+        if fixed or options or restarts is not None:
+            raise ConfigError(
+                f"protocol {name!r} has fixed settings; drop {fixed + (['--attack-option'] if options else []) + (['--restarts'] if restarts is not None else [])} "
+                "or use --protocol custom with --attacks and --eps.")
+        if name == "standard":
+            cfg = standard_protocol(meta.units, meta.fs, **logistics)
+        elif name in STANDARD_PROTOCOLS:
+            from dataclasses import replace
+
+            cfg = replace(STANDARD_PROTOCOLS[name], **logistics)
+        else:
+            raise ConfigError(f"unknown protocol {name!r}; use 'standard', 'custom' or one of "
+                              f"{sorted(STANDARD_PROTOCOLS)}.")
+        if proto.get("large_eps_check") is False:
+            from dataclasses import replace
+
+            cfg = replace(cfg, large_eps_check=False)
+        return cfg
+    if "attacks" not in proto or "eps" not in proto:
+        raise ConfigError("a custom protocol needs --attacks and --eps (or protocol.attacks and protocol.eps in YAML).")
+    specs = [AttackSpec.parse(a) for a in proto.pop("attacks")]
+    by_label = {s.label: i for i, s in enumerate(specs)}
+    for opt in options:
+        if "=" not in opt or "." not in opt.split("=", 1)[0]:
+            raise ConfigError(f"--attack-option {opt!r}: expected ATTACK.KEY=VALUE, e.g. pgd.steps=50.")
+        lhs, value = opt.split("=", 1)
+        label, key = lhs.split(".", 1)
+        if label not in by_label:
+            raise ConfigError(f"--attack-option {opt!r}: no attack labelled {label!r} (attacks: {sorted(by_label)}).")
+        s = specs[by_label[label]]
+        extra = parse_options([f"{key}={value}"])
+        specs[by_label[label]] = AttackSpec(s.name, {**s.kwargs, **extra}, label=s.label, restarts=s.restarts,
+                                            optional=s.optional)
+    if restarts is not None:
+        specs = [AttackSpec(s.name, s.kwargs, label=s.label, restarts=restarts, optional=s.optional) for s in specs]
+    return ProtocolConfig.from_dict({**proto, **logistics, "attacks": specs, "name": "custom"})
+
+
+def print_summary(card: dict[str, Any], out: Path) -> None:
+    clean = card["clean"]["accuracy"]
+    print(f"\nclean accuracy {clean['value']:.4f} ({clean['numerator']}/{clean['denominator']}); "
+          f"{card['data']['class_resampled_note']}")
+    labels = [m["label"] for m in card["protocol"]["members"]]
+    header = ["eps", "robust acc", "n robust", "attack success"] + [f"{lab} succ" for lab in labels]
+    rows = []
+    for r in card["results"]:
+        rows.append([r["eps"], r["robust_accuracy"]["value"],
+                     f"{r['robust_accuracy']['numerator']}/{r['robust_accuracy']['denominator']}",
+                     r["attack_success_rate"]["value"] if r["attack_success_rate"]["value"] is not None else "n/a"]
+                    + [f"{a['success_rate']['numerator']}/{a['success_rate']['denominator']}" for a in r["attacks"]])
+    print(format_table(header, rows))
+    auc = card["curves"]["ensemble"].get("auc")
+    if auc is not None:
+        print(f"robustness AUC (normalised by the largest ε): {auc:.4f}")
+    if card["flags"]:
+        print("reliability flags:")
+        for f in card["flags"]:
+            print(f"  [{f['code']}] {f['message']} (see {f['doc']})")
+    else:
+        print("reliability flags: none")
+    print(f"result card: {out / 'card.json'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medrobust.evaluation import evaluate, select_indices
+
+    cfg = resolve(args)
+    out = ensure_writable_dir(cfg["out"])
+    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"])
+    protocol = build_protocol(cfg["protocol"], ds.meta)
+    limit = cfg["dataset"].get("limit")
+    idx = select_indices(len(ds), limit, protocol.seed)
+    selection = ({"method": "seeded random subset (numpy default_rng(seed).permutation, first N, sorted)",
+                  "seed": protocol.seed, "limit": limit} if limit is not None and limit < len(ds)
+                 else {"method": "all samples", "seed": None, "limit": limit})
+    command = "medrobust " + " ".join(shlex.quote(a) for a in (args._argv if hasattr(args, "_argv") else sys.argv[1:]))
+    print(f"evaluating {cfg['checkpoint']} on {ds!r}\nprotocol {protocol.name}: "
+          f"{', '.join(s.label + ('*' if s.optional else '') for s in protocol.attacks)} at ε = {list(protocol.eps)} "
+          f"({protocol.mode}{'; * = optional, run when registered' if any(s.optional for s in protocol.attacks) else ''})")
+    card = evaluate(model, ds, protocol, out_dir=out, indices=idx, model_card=mcard, checkpoint=str(cfg["checkpoint"]),
+                    selection=selection, device=cfg["device"], progress=not args.no_progress,
+                    overwrite=args.overwrite, command=command)
+    print_summary(card, out)
+    if cfg["report"]:
+        from medrobust.report import write_report
+
+        md, html = write_report(out, progress=not args.no_progress)
+        print(f"report: {html} (and {md})")
+    return 0

@@ -1,0 +1,94 @@
+"""``write_report(run_dir)``: read the card and the examples, draw the figures, write Markdown and HTML."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from medrobust.errors import ConfigError
+from medrobust.evaluation.card import EXAMPLES_NAME, atomic_write_bytes, load_card, read_npz
+from medrobust.report import figures as F
+from medrobust.report.render import build_blocks, to_html, to_markdown
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+
+
+def write_report(run_dir: str | os.PathLike[str], *, progress: bool = True, max_ecg_examples: int = 5
+                 ) -> tuple[Path, Path]:
+    """Write ``RUN_DIR/report.md`` (with ``figures/*.png``) and the self-contained ``RUN_DIR/report.html``.
+
+    Parameters
+    ----------
+    run_dir
+        A folder written by :func:`medrobust.evaluation.evaluate` (holding ``card.json``).
+    progress
+        Show a progress bar over the figures.
+    max_ecg_examples
+        At most this many single-record ECG figures.
+
+    Returns
+    -------
+    (Path, Path)
+        The Markdown and HTML files.
+    """
+    run = Path(run_dir)
+    card = load_card(run)
+    ex: dict[str, Any] | None = None
+    ex_path = run / EXAMPLES_NAME
+    if ex_path.is_file():
+        ex = read_npz(ex_path)
+        if len(ex.get("x", [])) == 0:
+            ex = None
+    jobs: list[tuple[str, str, Callable[[], bytes | None]]] = [
+        ("curves", "Accuracy under attack versus ε for each attack, the ensemble's pointwise worst case and, when "
+                   "computed, the curve read from each sample's minimal adversarial ε.",
+         lambda: F.robustness_curves(card)),
+        ("sensitivity", "Per-class sensitivity (recall), clean and under attack (ensemble worst case) at each ε.",
+         lambda: F.per_class_sensitivity(card)),
+        ("confusion", "Confusion matrices, clean and under attack (rows: true class; colour: row-normalised).",
+         lambda: F.confusion_matrices(card)),
+    ]
+    if ex is not None:
+        if ex["x"].ndim == 3:
+            jobs.append(("sap_vs_pgd", "PGD versus SAP on the same record and ε: sign-gradient PGD spreads the "
+                                       "perturbation over all frequencies, SAP's is smooth (Han et al. 2020). "
+                                       "Standard ECG paper: 1 mm = 0.04 s and 0.1 mV.",
+                         lambda: F.sap_vs_pgd(card, ex)))
+            for i in range(min(len(ex["x"]), max_ecg_examples)):
+                jobs.append((f"ecg_{i}", f"Record {ex['ids'][i]} on standard ECG paper (25 mm/s, 10 mm/mV): clean "
+                                         "(black), adversarial (red) and the perturbation magnified (blue, offset).",
+                             (lambda i=i: F.ecg_example(card, ex, i))))
+        elif ex["x"].ndim == 4:
+            jobs.append(("images", "Clean and adversarial images with the perturbation magnified around mid-grey.",
+                         lambda: F.image_examples(card, ex)))
+        if F.find_universal(ex) is not None:
+            jobs.append(("uap", "Universal perturbation: the same perturbation added to every input.",
+                         lambda: F.universal_perturbation(card, ex)))
+    figdir = run / FIGURES_DIR
+    try:
+        figdir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report into {run} ({exc.strerror}); make the folder writable.") from exc
+    figures: dict[str, tuple[str, bytes]] = {}
+    for key, caption, fn in tqdm(jobs, desc="report figures", unit="fig", disable=not progress):
+        png = fn()
+        if png is None:
+            continue
+        figures[key] = (caption, png)
+        atomic_write_bytes(figdir / f"{_file(key)}", png)
+    blocks = build_blocks(card, figures)
+    md, html = run / REPORT_MD, run / REPORT_HTML
+    atomic_write_bytes(md, to_markdown(blocks).encode())
+    atomic_write_bytes(html, to_html(blocks, card.get("title", "medrobust report")).encode())
+    return md, html
+
+
+def _file(key: str) -> str:
+    return {"curves": "curves.png", "sensitivity": "sensitivity.png", "confusion": "confusion.png",
+            "sap_vs_pgd": "sap_vs_pgd.png", "images": "image_examples.png",
+            "uap": "universal_perturbation.png"}.get(key, f"{key}.png")
