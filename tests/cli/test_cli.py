@@ -78,15 +78,20 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(out), "--n-per-class", "40", "--epochs", "2", "--eps", "0.05,0.3",
                  "--pgd-steps", "5", "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert [(a["attack"], a["eps"]) for a in res["attacks"]] == [("fgsm", 0.05), ("pgd", 0.05), ("fgsm", 0.3), ("pgd", 0.3)]
+    assert [(a["attack"], a["eps"]) for a in res["attacks"]] == [
+        (name, eps) for eps in (0.05, 0.3) for name in ("fgsm", "pgd", "sap")]
     for a in res["attacks"]:
         assert a["max_linf"] <= a["eps"] + 1e-6
     pgd_big = [a for a in res["attacks"] if a["attack"] == "pgd" and a["eps"] == 0.3][0]
     assert pgd_big["robust_accuracy"] <= res["clean_accuracy"]
+    # the worst case over the ensemble is never better than any member
+    for k, eps in enumerate((0.05, 0.3)):
+        members = [a["robust_accuracy"] for a in res["attacks"] if a["eps"] == eps]
+        assert res["worst_case_robust_accuracy"][k] <= min(members) + 1e-12
     printed = capsys.readouterr().out
     assert "PGD-5 robust acc" in printed
     # the demo ends with the evaluation protocol and its report
     html = out / "evaluation" / "report.html"
-    assert html.is_file() and f"report: {html}" in printed
+    assert html.is_file() and f"report: {html}" in printed and "worst case" in printed
     card = json.loads((out / "evaluation" / "card.json").read_text())
     assert card["environment"]["torch_version"] and card["results"]
