@@ -140,6 +140,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "apgd": {"steps": 5},
     "sap": {"steps": 2, "smooth_steps": 3},
     "fgsm": {},
+    "spsa": {"steps": 3, "nb_samples": 8},
+    "square": {"steps": 10},
+    "boundary": {"steps": 3, "candidates": 4, "bisection_steps": 3},
+    "physio_noise": {"fs": 125.0},
 }
 
 

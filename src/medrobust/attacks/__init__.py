@@ -1,4 +1,5 @@
-"""White-box attacks on any input shape: FGSM, PGD (L∞/L2), SAP (smooth ECG perturbations), APGD.
+"""Attacks on any input shape: white-box FGSM, PGD (L∞/L2), SAP (smooth ECG perturbations), APGD;
+black-box SPSA, Square, the smoothed boundary attack and noise baselines; transfer evaluation.
 
 >>> import torch
 >>> from medrobust.attacks import PGD, get_attack
@@ -13,13 +14,23 @@ mask) and the final template :meth:`Attack.__call__`; see ``docs/attacks.md``.
 
 from medrobust.attacks.apgd import APGD
 from medrobust.attacks.base import Attack, AttackResult, frozen_eval
+from medrobust.attacks.boundary import Boundary
 from medrobust.attacks.fgsm import FGSM
 from medrobust.attacks.losses import LOSSES, BinaryLogitWrapper, get_loss
+from medrobust.attacks.noise import (
+    GaussianNoise, PhysioNoise, UniformNoise, add_noise, noise, physiological_noise,
+)
 from medrobust.attacks.pgd import PGD
 from medrobust.attacks.registry import attack_class, available_attacks, get_attack, register_attack
 from medrobust.attacks.sap import SAP
 from medrobust.attacks.smoothing import sap_kernel, smooth
+from medrobust.attacks.spsa import SPSA
+from medrobust.attacks.square import Square
 from medrobust.attacks.threat import ThreatModel
+from medrobust.attacks.universal import UAPResult, UniversalPerturbation
+from medrobust.attacks.universal import random_control as uap_random_control
+from medrobust.attacks.band import Band, adversarial_band, concatenation_check, uniform_band_check
+from medrobust.attacks.transfer import transfer_attack
 
 __all__ = [
     "Attack",
@@ -29,6 +40,16 @@ __all__ = [
     "FGSM",
     "SAP",
     "APGD",
+    "SPSA",
+    "Square",
+    "Boundary",
+    "UniformNoise",
+    "GaussianNoise",
+    "PhysioNoise",
+    "noise",
+    "add_noise",
+    "physiological_noise",
+    "transfer_attack",
     "BinaryLogitWrapper",
     "get_attack",
     "available_attacks",
@@ -39,4 +60,11 @@ __all__ = [
     "sap_kernel",
     "smooth",
     "frozen_eval",
+    "UniversalPerturbation",
+    "UAPResult",
+    "uap_random_control",
+    "Band",
+    "adversarial_band",
+    "uniform_band_check",
+    "concatenation_check",
 ]

@@ -1,9 +1,10 @@
 """Attack registry: build any attack by name (used by the CLI and the evaluation protocol).
 
 >>> from medrobust.attacks import get_attack, available_attacks
->>> available_attacks()
-['apgd', 'fgsm', 'pgd', 'sap']
+>>> {"apgd", "fgsm", "pgd", "sap", "spsa", "square", "boundary"} <= set(available_attacks())
+True
 >>> atk = get_attack("pgd", model, eps=0.05, steps=100)   # doctest: +SKIP
+>>> atk = get_attack("spsa", model, eps=0.05, steps=100, nb_samples=2048)   # black-box   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,0 +1,750 @@
+"""Universal adversarial perturbations (UAPs): one perturbation ``v`` that fools most inputs.
+
+A UAP is not a per-sample attack: it is *fitted* on a set of inputs and then *added to any input*.
+:class:`UniversalPerturbation` therefore has its own API (``fit`` / ``evaluate`` / ``random_control``),
+not the :class:`~medrobust.attacks.Attack` template.
+
+>>> uap = UniversalPerturbation(model, norm="l2", zeta=0.04, method="batched",
+...                             generator=torch.Generator().manual_seed(0))        # doctest: +SKIP
+>>> res = uap.fit(x_train)                       # res.delta (sample shape), res.xi, res.history  # doctest: +SKIP
+>>> uap.evaluate(x_test, y_test, res)            # fooling_rate, misclassification_rate ...     # doctest: +SKIP
+>>> uap.evaluate(x_test, y_test, uap.random_control(kind="uniform"))                           # doctest: +SKIP
+>>> res.save("uap.safetensors"); UAPResult.load("uap.safetensors")                              # doctest: +SKIP
+
+Budget (Hirano, Minagi & Takemoto 2021; methods-uap.md §4): ``ξ = ζ · (1/m) Σ_i ‖x_i‖_p`` over the
+fitting inputs (all channels by default; ``norm_channels="first"`` reproduces the MedicalAI-UAP code,
+which took channel 0 only). ``eps=`` gives ξ in input units instead.
+
+Methods
+-------
+``"deepfool"``
+    Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations", CVPR 2017
+    (arXiv 1610.08401), Algorithm 1: passes over the fitting set in a fresh random order; every input
+    not yet fooled (``k̂(x_i + v) = k̂(x_i)``) gets the minimal DeepFool step ``Δv_i`` (Moosavi-Dezfooli,
+    Fawzi & Frossard, CVPR 2016; top-``num_candidates`` classes, ``(1 + overshoot)`` on the accumulated
+    step) and, if DeepFool converged, ``v ← P_{p,ξ}(v + Δv_i)``. Stops once the fooling rate on the
+    fitting set reaches ``fooling_goal`` (LTS4 default 0.8, i.e. δ = 0.2) or after ``max_iter`` passes.
+``"fgsm"``
+    What the seed paper's code ran (Hirano, Minagi & Takemoto, "Universal adversarial attacks on deep
+    neural networks for medical image classification", BMC Med. Imaging 21:9, 2021; methods-uap.md §5b):
+    the same outer loop with one L∞ FGSM step ``v' = v + ε_a · sign(∇ CE(x_i + v, k̂(x_i)))``, accepted
+    (``v ← P_{p,ξ}(v')``) only if it flips ``x_i``'s label. Defaults: 15 passes, δ = 1e-6.
+targeted (``target=t``, with ``"fgsm"``)
+    Hirano & Takemoto, "Simple iterative method for generating targeted universal adversarial
+    perturbations", Algorithms 13:268, 2020 (arXiv 1911.06502): for inputs not yet classified as ``t``,
+    ``v' = v − ε_a · sign(∇ CE(x_i + v, t))``, accepted only if ``k̂(x_i + v') = t``.
+``"batched"``
+    A fast projected-gradient solver: projected steepest-ascent steps (sign for L∞, normalised gradient
+    for L2) on the *mean* loss over shuffled mini-batches of the fitting set, with a cosine-decaying
+    step, the best iterate (highest fooling / success rate on the fitting set, checked after every
+    pass) kept. The per-sample loss is the logit margin against the clean prediction (or towards the
+    target), clamped at ``kappa`` so that already-fooled inputs stop pulling ``v`` (the idea of the
+    clipped losses of Shafahi et al., "Universal adversarial training", AAAI 2020, arXiv 1811.11304).
+    Works for non-targeted and targeted UAPs.
+
+Metrics (methods-uap.md §8, kept apart as §14 asks): the **fooling rate** compares with the model's
+clean prediction, the **misclassification rate** with the label; targeted success is reported over
+all inputs *and* over inputs whose clean prediction is not already the target. Random controls draw
+one vector uniformly in the same ball (L2: uniform in the ball; L∞: i.i.d. uniform in [−ξ, ξ]) or a
+random sign vector (``±ξ`` for L∞; ``±ξ/√d`` for L2, on the sphere).
+
+With ``bounds`` every model input is ``clip(x + v, lo, hi)`` (fitting and evaluation); ``v`` itself is
+never clipped, as in ART. The perturbation is returned with the sample shape, so it broadcasts over a
+batch of ``(N, C, L)`` ECGs or ``(N, C, H, W)`` images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medrobust.attacks.base import check_logits, frozen_eval
+from medrobust.attacks.threat import project
+from medrobust.errors import ConfigError, DataError
+
+METHODS: tuple[str, ...] = ("deepfool", "fgsm", "batched")
+CONTROLS: tuple[str, ...] = ("uniform", "sign")
+_FORMAT = "medrobust-uap/1"
+_PAPER_STEP = 0.0012
+"""Default FGSM inner step as a fraction of the mean ‖x‖∞: MedicalAI-UAP's ε_a = 0.0024 on inputs in [−1, 1]."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _norm_name(norm: Any) -> str:
+    if norm in ("l2", "L2", 2, 2.0):
+        return "l2"
+    if norm in ("linf", "Linf", "inf", float("inf")):
+        return "linf"
+    raise ConfigError(f"norm must be 'l2' or 'linf', got {norm!r}.")
+
+
+def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-row norm of ``v`` ``(N, ...)`` in float64."""
+    flat = v.detach().flatten(1).double()
+    if norm == "linf":
+        return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    return flat.norm(dim=1)
+
+
+def project_uap(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
+    """``P_{p,ξ}(v)``: the Euclidean projection of one perturbation (sample shape) onto ``‖v‖_p ≤ ξ``.
+
+    L2 rescales by ``min(1, ξ/‖v‖₂)`` (the true projection, as ART; the LTS4 reference code always
+    rescales to ``ξ``); L∞ clips every coordinate to ``[−ξ, ξ]``.
+    """
+    eps = torch.tensor([xi], dtype=v.dtype, device=v.device)
+    return project(v.unsqueeze(0), eps, norm).squeeze(0)
+
+
+def mean_norm(x: torch.Tensor, norm: str, *, channels: str = "all") -> float:
+    """Mean per-sample ``Lp`` norm of ``x`` ``(N, C, ...)`` (float64), the base of ``ξ = ζ · mean‖x‖_p``.
+
+    ``channels="first"`` uses channel 0 only (the MedicalAI-UAP code, methods-uap.md §4 quirk 1).
+    """
+    if channels not in ("all", "first"):
+        raise ConfigError(f"norm_channels must be 'all' or 'first', got {channels!r}.")
+    xs = x[:, :1] if channels == "first" else x
+    return float(_flat_norm(xs, norm).mean())
+
+
+def random_control(
+    shape: Sequence[int],
+    *,
+    xi: float,
+    norm: str,
+    kind: str = "uniform",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A random perturbation of sample shape ``shape`` inside the ball ``‖v‖_p ≤ ξ``.
+
+    Parameters
+    ----------
+    shape
+        Sample shape (e.g. ``(1, 187)`` or ``(1, 28, 28)``).
+    xi
+        Radius ξ (input units).
+    norm
+        ``"l2"`` or ``"linf"``.
+    kind
+        ``"uniform"``: uniform in the ball (L2: Gaussian direction, radius ``ξ·u^{1/d}``; L∞: i.i.d.
+        ``U[−ξ, ξ]``), the control of MedicalAI-UAP (methods-uap.md §7). ``"sign"``: independent random
+        signs, ``±ξ`` (L∞, a corner of the cube) or ``±ξ/√d`` (L2, on the sphere).
+    generator
+        Source of randomness (``None``: seeded with 0).
+    dtype
+        Output dtype.
+    """
+    norm = _norm_name(norm)
+    if kind not in CONTROLS:
+        raise ConfigError(f"kind must be one of {CONTROLS}, got {kind!r}.")
+    if not (isinstance(xi, (int, float)) and math.isfinite(xi) and xi > 0):
+        raise ConfigError(f"xi must be a positive finite radius, got {xi!r}.")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    shape = tuple(int(s) for s in shape)
+    d = max(1, math.prod(shape))
+    if kind == "sign":
+        s = torch.randint(0, 2, shape, generator=gen, device=gen.device, dtype=torch.int64).double() * 2 - 1
+        v = s * (xi if norm == "linf" else xi / math.sqrt(d))
+    elif norm == "linf":
+        v = (torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float64) * 2 - 1) * xi
+    else:
+        g = torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float64)
+        u = float(torch.rand((), generator=gen, device=gen.device, dtype=torch.float64)) ** (1.0 / d)
+        v = g / g.norm().clamp_min(1e-300) * (xi * u)
+    v = v.to(dtype)
+    return project_uap(v, xi, norm)  # float rounding can never leave the ball
+
+
+def _check_batch(x: Any, name: str) -> torch.Tensor:
+    if hasattr(x, "x") and isinstance(getattr(x, "x"), torch.Tensor):  # an ECGDataset
+        x = x.x
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name} must be a tensor (N, ...) or a dataset with .x, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise DataError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert with .float().")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise DataError(f"{name} must be a non-empty batch (N, ...) with ndim >= 2, got shape {tuple(x.shape)}.")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{name} contains NaN or inf; clean or drop those samples first.")
+    return x.detach()
+
+
+# ----------------------------------------------------------------------------------------------- result
+@dataclass
+class UAPResult:
+    """A fitted universal perturbation.
+
+    Attributes
+    ----------
+    delta
+        The perturbation, sample shape (e.g. ``(C, L)``), with ``‖delta‖_p ≤ xi``.
+    xi
+        Radius ξ in input units.
+    norm
+        ``"l2"`` or ``"linf"``.
+    zeta
+        Relative strength ζ (``None`` when ξ was given absolutely).
+    mean_norm
+        Mean ``Lp`` norm of the fitting inputs (``None`` when ξ was given absolutely).
+    method
+        ``"deepfool"``, ``"fgsm"``, ``"batched"`` (or ``"random_uniform"`` / ``"random_sign"`` for controls).
+    target
+        Target class of a targeted UAP (``None``: non-targeted).
+    fit_rate
+        Final fooling rate (non-targeted) or targeted success rate on the fitting set.
+    history
+        One entry per pass: ``{"pass", "rate", "norm", "accepted"}`` (``accepted``: steps accepted in
+        that pass, loop methods only).
+    converged
+        Stopped because ``fit_rate`` reached the goal.
+    grad_evals, queries
+        Input-gradient evaluations (rows back-propagated) and forward evaluations (rows) spent fitting.
+    seconds
+        Wall time of ``fit``.
+    config
+        Every setting (JSON-serialisable).
+    """
+
+    delta: torch.Tensor
+    xi: float
+    norm: str
+    zeta: float | None = None
+    mean_norm: float | None = None
+    method: str = "batched"
+    target: int | None = None
+    fit_rate: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
+    converged: bool = False
+    grad_evals: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def norms(self) -> dict[str, float]:
+        """``‖delta‖₂`` and ``‖delta‖∞``."""
+        d = self.delta.detach().double().flatten()
+        return {"l2": float(d.norm()), "linf": float(d.abs().max()) if d.numel() else 0.0}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (everything except the tensor)."""
+        return {"method": self.method, "norm": self.norm, "xi": self.xi, "zeta": self.zeta,
+                "mean_norm": self.mean_norm, "target": self.target, "fit_rate": self.fit_rate,
+                "delta_norms": self.norms, "shape": list(self.delta.shape), "converged": self.converged,
+                "grad_evals": self.grad_evals, "queries": self.queries, "seconds": self.seconds,
+                "history": self.history, "config": self.config}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the perturbation and its summary to one safetensors file (JSON in its metadata)."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        if p.suffix != ".safetensors":
+            p = p.with_suffix(p.suffix + ".safetensors") if p.suffix else p.with_suffix(".safetensors")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": _FORMAT, "summary": json.dumps(self.summary(), default=float)}
+        save_file({"delta": self.delta.detach().cpu().contiguous()}, str(p), metadata=meta)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UAPResult":
+        """Read a perturbation written by :meth:`save`."""
+        from safetensors import safe_open
+
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"UAP file {p} not found; pass the path written by UAPResult.save().")
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                delta = f.get_tensor("delta")
+        except Exception as exc:  # safetensors raises its own error types
+            raise DataError(f"{p} is not a readable safetensors UAP file ({exc}).") from None
+        if meta.get("format") != _FORMAT or "summary" not in meta:
+            raise DataError(f"{p} is not a medrobust UAP file (format {meta.get('format')!r}, expected {_FORMAT!r}).")
+        s = json.loads(meta["summary"])
+        return cls(delta=delta, xi=float(s["xi"]), norm=s["norm"], zeta=s.get("zeta"), mean_norm=s.get("mean_norm"),
+                   method=s.get("method", "batched"), target=s.get("target"), fit_rate=float(s.get("fit_rate", "nan")),
+                   history=s.get("history", []), converged=bool(s.get("converged", False)),
+                   grad_evals=int(s.get("grad_evals", 0)), queries=int(s.get("queries", 0)),
+                   seconds=float(s.get("seconds", 0.0)), config=s.get("config", {}))
+
+
+# ----------------------------------------------------------------------------------------------- attack
+class UniversalPerturbation:
+    """Universal adversarial perturbation (non-targeted or targeted), fitted on a set of inputs.
+
+    Parameters
+    ----------
+    model
+        Classifier returning logits ``(N, K)``, ``K >= 2``; put in eval mode with frozen parameters
+        while fitting and evaluating (restored afterwards).
+    norm
+        ``"l2"`` (MedicalAI-UAP default) or ``"linf"``.
+    zeta
+        Relative strength ζ: ``ξ = ζ · mean ‖x‖_p`` over the fitting inputs (default 0.04, the seed
+        paper's 4 %). Ignored when ``eps`` is given.
+    eps
+        Radius ξ in input units (overrides ``zeta``).
+    method
+        ``"batched"`` (fast mini-batch projected gradient), ``"fgsm"`` (Hirano & Takemoto's loop) or
+        ``"deepfool"`` (Moosavi-Dezfooli et al.'s loop; non-targeted only).
+    target
+        Target class for a targeted UAP (``"fgsm"`` or ``"batched"``); ``None``: non-targeted.
+    max_iter
+        Passes over the fitting set (default: deepfool 10, fgsm 15 as the seed paper, batched 10).
+    fooling_goal
+        Stop once the fooling (or targeted success) rate on the fitting set reaches this value
+        (``1 − δ``; default: deepfool 0.8 as LTS4, fgsm ``1 − 1e-6`` as the seed paper, batched 1.0).
+    step_size
+        fgsm: the inner FGSM step ε_a (default ``0.0012 · mean ‖x‖∞``, the seed paper's 0.0024 on
+        [−1, 1] inputs). batched: the initial step (default ``ξ/4`` for L2, ``ξ/10`` for L∞).
+    batch_size
+        Mini-batch size of the batched solver (default 64; aim for >= 8 steps per pass).
+    eval_batch_size
+        Inputs per forward when predicting (fitting-set rates, :meth:`evaluate`).
+    kappa
+        Clamp of the batched solver's margin loss (logit units; default 1.0).
+    overshoot, deepfool_iter, num_candidates
+        DeepFool settings (LTS4 defaults: 0.02, 10 iterations, 10 candidate classes).
+    norm_channels
+        ``"all"`` (default) or ``"first"`` (channel 0 only, MedicalAI-UAP's quirk) for ``mean ‖x‖_p``.
+    bounds
+        ``None`` or ``(lo, hi)``: model inputs are ``clip(x + v, lo, hi)``.
+    generator
+        Source of all randomness (pass order, mini-batches, random controls); ``None``: seeded with 0.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "l2",
+        zeta: float | None = 0.04,
+        eps: float | None = None,
+        method: str = "batched",
+        target: int | None = None,
+        max_iter: int | None = None,
+        fooling_goal: float | None = None,
+        step_size: float | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 1024,
+        kappa: float = 1.0,
+        overshoot: float = 0.02,
+        deepfool_iter: int = 10,
+        num_candidates: int = 10,
+        norm_channels: str = "all",
+        bounds: tuple[float, float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module) and not callable(model):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.model = model
+        self.norm = _norm_name(norm)
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {method!r}.")
+        self.method = method
+        if eps is None and zeta is None:
+            raise ConfigError("pass zeta= (relative strength, ξ = ζ · mean ‖x‖_p) or eps= (ξ in input units).")
+        for name, val in (("zeta", zeta), ("eps", eps)):
+            if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))
+                                    or not math.isfinite(val) or val <= 0):
+                raise ConfigError(f"{name} must be a positive finite number, got {val!r}.")
+        self.zeta = None if eps is not None else float(zeta)  # type: ignore[arg-type]
+        self.eps = None if eps is None else float(eps)
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 0):
+            raise ConfigError(f"target must be a non-negative class index or None, got {target!r}.")
+        if target is not None and method == "deepfool":
+            raise ConfigError("method='deepfool' is non-targeted; use method='fgsm' (Hirano & Takemoto) or "
+                              "'batched' for a targeted UAP.")
+        self.target = target
+        default_iter = {"deepfool": 10, "fgsm": 15, "batched": 10}[method]
+        self.max_iter = self._count(default_iter if max_iter is None else max_iter, "max_iter")
+        default_goal = {"deepfool": 0.8, "fgsm": 1.0 - 1e-6, "batched": 1.0}[method]
+        goal = default_goal if fooling_goal is None else fooling_goal
+        if isinstance(goal, bool) or not isinstance(goal, (int, float)) or not 0.0 < goal <= 1.0:
+            raise ConfigError(f"fooling_goal must be in (0, 1] (it is 1 − δ), got {fooling_goal!r}.")
+        self.fooling_goal = float(goal)
+        if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
+                                      or not math.isfinite(step_size) or step_size <= 0):
+            raise ConfigError(f"step_size must be a positive finite number, got {step_size!r}.")
+        self.step_size = None if step_size is None else float(step_size)
+        self.batch_size = self._count(batch_size, "batch_size")
+        self.eval_batch_size = self._count(eval_batch_size, "eval_batch_size")
+        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not kappa >= 0:
+            raise ConfigError(f"kappa must be >= 0, got {kappa!r}.")
+        self.kappa = float(kappa)
+        if isinstance(overshoot, bool) or not isinstance(overshoot, (int, float)) or not overshoot >= 0:
+            raise ConfigError(f"overshoot must be >= 0, got {overshoot!r}.")
+        self.overshoot = float(overshoot)
+        self.deepfool_iter = self._count(deepfool_iter, "deepfool_iter")
+        self.num_candidates = self._count(num_candidates, "num_candidates")
+        if norm_channels not in ("all", "first"):
+            raise ConfigError(f"norm_channels must be 'all' or 'first', got {norm_channels!r}.")
+        self.norm_channels = norm_channels
+        if bounds is not None:
+            if not isinstance(bounds, (tuple, list)) or len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+                raise ConfigError(f"bounds must be None or a pair (lo, hi) with lo < hi, got {bounds!r}.")
+            bounds = (float(bounds[0]), float(bounds[1]))
+        self.bounds = bounds
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
+        self.generator = generator
+        self.xi: float | None = self.eps
+        self._mean_norm: float | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    @staticmethod
+    def _count(v: Any, name: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {v!r}.")
+        return v
+
+    def config(self) -> dict[str, Any]:
+        """Every setting, JSON-serialisable."""
+        return {"method": self.method, "norm": self.norm, "zeta": self.zeta, "eps": self.eps, "target": self.target,
+                "max_iter": self.max_iter, "fooling_goal": self.fooling_goal, "step_size": self.step_size,
+                "batch_size": self.batch_size, "kappa": self.kappa, "overshoot": self.overshoot,
+                "deepfool_iter": self.deepfool_iter, "num_candidates": self.num_candidates,
+                "norm_channels": self.norm_channels, "bounds": None if self.bounds is None else list(self.bounds)}
+
+    def __repr__(self) -> str:
+        return "UniversalPerturbation(" + ", ".join(f"{k}={v!r}" for k, v in self.config().items()) + ")"
+
+    # ------------------------------------------------------------------------------------------ basics
+    def _gen(self) -> torch.Generator:
+        return self.generator if self.generator is not None else torch.Generator().manual_seed(0)
+
+    def _clip(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.bounds is None else z.clamp(self.bounds[0], self.bounds[1])
+
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)
+
+    @torch.no_grad()
+    def _predict(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        out = []
+        for c in x.split(self.eval_batch_size):
+            z = c if v is None else self._clip(c + v)
+            out.append(self._logits(z).argmax(1))
+        return torch.cat(out)
+
+    def _rate(self, pred: torch.Tensor, ref: torch.Tensor) -> float:
+        if self.target is None:
+            return float((pred != ref).double().mean())
+        return float((pred == self.target).double().mean())
+
+    def resolve_xi(self, x: torch.Tensor) -> float:
+        """ξ for fitting set ``x``: ``eps`` if given, else ``ζ · mean ‖x‖_p`` (also stored on ``self``)."""
+        x = _check_batch(x, "x")
+        if self.eps is not None:
+            self.xi = self.eps
+            self._mean_norm = None
+        else:
+            self._mean_norm = mean_norm(x, self.norm, channels=self.norm_channels)
+            if self._mean_norm <= 0:
+                raise DataError("the fitting inputs have zero mean norm, so ξ = ζ · mean ‖x‖ is 0; pass eps= instead.")
+            assert self.zeta is not None
+            self.xi = self.zeta * self._mean_norm
+        return self.xi
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(self, x_train: torch.Tensor) -> UAPResult:
+        """Fit the perturbation on ``x_train`` ``(M, *shape)`` (a tensor or a dataset with ``.x``).
+
+        Returns
+        -------
+        UAPResult
+            ``delta`` of shape ``x_train.shape[1:]`` with ``‖delta‖_p ≤ ξ``.
+        """
+        x = _check_batch(x_train, "x_train")
+        if self.bounds is not None and (float(x.min()) < self.bounds[0] or float(x.max()) > self.bounds[1]):
+            raise DataError(f"x_train leaves bounds {self.bounds} (min {float(x.min()):.4g}, max {float(x.max()):.4g}); "
+                            "pass bounds=None or bounds that contain the data.")
+        xi = self.resolve_xi(x)
+        self._shape = tuple(x.shape[1:])
+        t0 = time.perf_counter()
+        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else _null():
+            with torch.no_grad():
+                first = self._logits(x[:2])
+            check_logits(first, min(len(x), 2))
+            k = first.shape[1]
+            if self.target is not None and self.target >= k:
+                raise ConfigError(f"target={self.target} is not a class of a model with {k} logits.")
+            clean = self._predict(x)
+            counter = {"grad": 0, "fwd": len(x)}
+            if self.method == "batched":
+                v, hist, rate = self._fit_batched(x, clean, xi, counter)
+            else:
+                v, hist, rate = self._fit_loop(x, clean, xi, counter, k)
+        seconds = time.perf_counter() - t0
+        v = project_uap(v.detach(), xi, self.norm)
+        return UAPResult(delta=v, xi=xi, norm=self.norm, zeta=self.zeta, mean_norm=self._mean_norm,
+                         method=self.method, target=self.target, fit_rate=rate, history=hist,
+                         converged=rate >= self.fooling_goal, grad_evals=counter["grad"], queries=counter["fwd"],
+                         seconds=seconds, config=self.config())
+
+    def _fit_batched(
+        self, x: torch.Tensor, clean: torch.Tensor, xi: float, counter: dict[str, int]
+    ) -> tuple[torch.Tensor, list[dict[str, Any]], float]:
+        gen = self._gen()
+        m = len(x)
+        b = min(self.batch_size, m)
+        steps_per_pass = -(-m // b)
+        total = steps_per_pass * self.max_iter
+        alpha0 = self.step_size if self.step_size is not None else xi * (0.25 if self.norm == "l2" else 0.1)
+        v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        best_v, best_rate = v.clone(), -1.0
+        hist: list[dict[str, Any]] = []
+        step = 0
+        for p in range(self.max_iter):
+            perm = torch.randperm(m, generator=gen, device=gen.device).to(x.device)
+            for idx in perm.split(b):
+                alpha = alpha0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+                xb = x[idx]
+                with torch.enable_grad():
+                    vv = v.detach().requires_grad_(True)
+                    z = self._logits(self._clip(xb + vv))
+                    if self.target is None:
+                        ref = clean[idx]
+                        margin = z.scatter(1, ref.view(-1, 1), -1e30).amax(1) - z.gather(1, ref.view(-1, 1)).squeeze(1)
+                    else:
+                        t = torch.full((len(idx),), self.target, dtype=torch.long, device=x.device)
+                        margin = z.gather(1, t.view(-1, 1)).squeeze(1) - z.scatter(1, t.view(-1, 1), -1e30).amax(1)
+                    loss = margin.clamp(max=self.kappa).mean()
+                    (g,) = torch.autograd.grad(loss, vv)
+                counter["grad"] += len(idx)
+                counter["fwd"] += len(idx)
+                g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+                if self.norm == "linf":
+                    d = g.sign()
+                else:
+                    d = g / g.norm().clamp_min(1e-30)
+                v = project_uap(v + alpha * d, xi, self.norm)
+                step += 1
+            pred = self._predict(x, v)
+            counter["fwd"] += m
+            rate = self._rate(pred, clean)
+            hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0])})
+            if rate > best_rate:
+                best_v, best_rate = v.clone(), rate
+            if best_rate >= self.fooling_goal:
+                break
+        return best_v, hist, best_rate
+
+    def _fit_loop(
+        self, x: torch.Tensor, clean: torch.Tensor, xi: float, counter: dict[str, int], k: int
+    ) -> tuple[torch.Tensor, list[dict[str, Any]], float]:
+        gen = self._gen()
+        m = len(x)
+        v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        if self.method == "fgsm":
+            eps_a = self.step_size if self.step_size is not None else _PAPER_STEP * mean_norm(x, "linf")
+        hist: list[dict[str, Any]] = []
+        rate = self._rate(self._predict(x, v), clean)
+        counter["fwd"] += m
+        t = self.target
+        for p in range(self.max_iter):
+            if rate >= self.fooling_goal:
+                break
+            accepted = 0
+            perm = torch.randperm(m, generator=gen, device=gen.device).tolist()
+            for i in perm:
+                xi_ = x[i: i + 1]
+                c = clean[i: i + 1]
+                with torch.no_grad():
+                    cur = self._logits(self._clip(xi_ + v)).argmax(1)
+                counter["fwd"] += 1
+                if (t is None and bool(cur != c)) or (t is not None and int(cur) == t):
+                    continue  # already fooled / already in the target class
+                if self.method == "deepfool":
+                    r, ok = self._deepfool(self._clip(xi_ + v), int(cur), k, counter)
+                    if ok:
+                        v = project_uap(v + r.squeeze(0), xi, self.norm)
+                        accepted += 1
+                else:
+                    with torch.enable_grad():
+                        z = self._clip(xi_ + v).requires_grad_(True)
+                        lab = c if t is None else torch.tensor([t], device=x.device)
+                        loss = F.cross_entropy(self._logits(z), lab)
+                        (g,) = torch.autograd.grad(loss, z)
+                    counter["grad"] += 1
+                    counter["fwd"] += 1
+                    sgn = 1.0 if t is None else -1.0
+                    cand = v + sgn * eps_a * g.squeeze(0).sign()
+                    with torch.no_grad():
+                        new = self._logits(self._clip(xi_ + cand)).argmax(1)
+                    counter["fwd"] += 1
+                    if (t is None and bool(new != c)) or (t is not None and int(new) == t):
+                        v = project_uap(cand, xi, self.norm)
+                        accepted += 1
+            rate = self._rate(self._predict(x, v), clean)
+            counter["fwd"] += m
+            hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0]),
+                         "accepted": accepted})
+        return v, hist, rate
+
+    def _deepfool(
+        self, z0: torch.Tensor, label: int, k: int, counter: dict[str, int]
+    ) -> tuple[torch.Tensor, bool]:
+        """Minimal L2 DeepFool step from ``z0`` ``(1, *shape)`` across the nearest boundary of class ``label``.
+
+        Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool", CVPR 2016 (arXiv 1511.04599), multi-class version
+        restricted to the ``num_candidates`` classes with the highest clean logits. Returns the
+        accumulated step times ``(1 + overshoot)`` and whether the label changed.
+        """
+        with torch.no_grad():
+            logits0 = self._logits(z0)[0]
+        counter["fwd"] += 1
+        order = logits0.argsort(descending=True)
+        cands = [int(c) for c in order if int(c) != label][: min(self.num_candidates, k - 1)]
+        rows = torch.tensor([label, *cands], device=z0.device)
+        r_tot = torch.zeros_like(z0)
+        shape1 = [1] * (z0.ndim - 1)
+        for _ in range(self.deepfool_iter):
+            zz = (z0 + (1 + self.overshoot) * r_tot).repeat(len(rows), *shape1)
+            with torch.enable_grad():
+                zz.requires_grad_(True)
+                logits = self._logits(self._clip(zz))
+                sel = logits.gather(1, rows.view(-1, 1)).sum()
+                (grads,) = torch.autograd.grad(sel, zz)
+            counter["grad"] += len(rows)
+            counter["fwd"] += len(rows)
+            lg = logits[0].detach()
+            if int(lg.argmax()) != label:
+                return (1 + self.overshoot) * r_tot, True
+            w = (grads[1:] - grads[:1]).flatten(1)
+            f = lg[rows[1:]] - lg[label]
+            wn = w.norm(dim=1).clamp_min(1e-12)
+            ratio = f.abs() / wn
+            j = int(ratio.argmin())
+            r = (f[j].abs() + 1e-4) / wn[j] ** 2 * w[j]
+            r_tot = r_tot + r.view_as(z0)
+        with torch.no_grad():
+            ok = int(self._logits(self._clip(z0 + (1 + self.overshoot) * r_tot)).argmax(1)) != label
+        counter["fwd"] += 1
+        return (1 + self.overshoot) * r_tot, ok
+
+    # ------------------------------------------------------------------------------------------ controls
+    def random_control(
+        self,
+        *,
+        kind: str = "uniform",
+        shape: Sequence[int] | None = None,
+        xi: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> UAPResult:
+        """A random perturbation in the same ball (see :func:`random_control`), as a :class:`UAPResult`.
+
+        ``shape`` and ``xi`` default to those of the last :meth:`fit` (or :meth:`resolve_xi`); pass
+        ``xi=result.norms["l2"]`` to match the norm the UAP actually reached (Natural_UAP's convention).
+        """
+        shp = tuple(shape) if shape is not None else self._shape
+        radius = xi if xi is not None else self.xi
+        if shp is None or radius is None:
+            raise ConfigError("random_control needs shape= and xi= (or call fit() / resolve_xi() first).")
+        gen = generator if generator is not None else self._gen()
+        v = random_control(shp, xi=float(radius), norm=self.norm, kind=kind, generator=gen)
+        return UAPResult(delta=v, xi=float(radius), norm=self.norm, zeta=self.zeta, mean_norm=self._mean_norm,
+                         method=f"random_{kind}", target=self.target, config={"kind": kind})
+
+    # ------------------------------------------------------------------------------------------ evaluate
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        delta: UAPResult | torch.Tensor | None = None,
+        *,
+        target: int | None = None,
+    ) -> dict[str, Any]:
+        """Metrics of ``x + delta`` against the clean prediction and against the labels, kept apart.
+
+        Parameters
+        ----------
+        x
+            Inputs ``(N, *shape)`` (or a dataset with ``.x``; its ``.y`` is then used when ``y`` is None).
+        y
+            Labels ``(N,)`` (optional: without them only prediction-based rates are reported).
+        delta
+            A :class:`UAPResult` or a tensor of the sample shape.
+        target
+            Target class for the targeted rates (default: the result's / this object's ``target``).
+
+        Returns
+        -------
+        dict
+            ``n``; ``fooling_rate`` (``pred(x+v) ≠ pred(x)``); with labels ``clean_accuracy``,
+            ``misclassification_rate`` (``pred(x+v) ≠ y``) and ``clean_misclassification_rate``; with a
+            target ``targeted_success_rate`` (``pred(x+v) = t`` over all inputs),
+            ``targeted_success_rate_excluding_target`` (over inputs whose clean prediction is not
+            ``t``) and ``clean_target_rate``; ``adv_class_fractions`` (share of each adversarial
+            class) and ``transition`` (counts, rows clean prediction, columns adversarial prediction);
+            ``delta_norms`` and ``xi``.
+        """
+        if y is None and hasattr(x, "y") and isinstance(getattr(x, "y"), torch.Tensor):
+            y = x.y  # type: ignore[union-attr]
+        x = _check_batch(x, "x")
+        if delta is None:
+            raise ConfigError("evaluate needs delta= (a UAPResult or a tensor of the sample shape).")
+        res = delta if isinstance(delta, UAPResult) else None
+        v = res.delta if res is not None else delta
+        if not isinstance(v, torch.Tensor):
+            raise ConfigError(f"delta must be a UAPResult or a tensor, got {type(delta).__name__}.")
+        if tuple(v.shape) != tuple(x.shape[1:]):
+            if v.ndim == x.ndim and v.shape[0] == 1 and tuple(v.shape[1:]) == tuple(x.shape[1:]):
+                v = v[0]
+            else:
+                raise DataError(f"delta has shape {tuple(v.shape)} but the samples have shape {tuple(x.shape[1:])}.")
+        v = v.to(device=x.device, dtype=x.dtype)
+        if target is None:
+            target = res.target if res is not None and res.target is not None else self.target
+        if y is not None:
+            y = torch.as_tensor(y).to(x.device)
+            if y.ndim != 1 or len(y) != len(x) or y.is_floating_point():
+                raise DataError(f"y must be (N={len(x)},) integer class indices, got {tuple(y.shape)} {y.dtype}.")
+        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else _null():
+            with torch.no_grad():
+                k = check_logits(self._logits(x[:1]), 1).shape[1]
+            clean = self._predict(x)
+            adv = self._predict(x, v)
+        out: dict[str, Any] = {"n": len(x), "fooling_rate": float((adv != clean).double().mean())}
+        if y is not None:
+            out["clean_accuracy"] = float((clean == y).double().mean())
+            out["clean_misclassification_rate"] = float((clean != y).double().mean())
+            out["misclassification_rate"] = float((adv != y).double().mean())
+        if target is not None:
+            if not 0 <= int(target) < k:
+                raise ConfigError(f"target={target} is not a class of a model with {k} logits.")
+            t = int(target)
+            keep = clean != t
+            out["target"] = t
+            out["targeted_success_rate"] = float((adv == t).double().mean())
+            out["clean_target_rate"] = float((clean == t).double().mean())
+            out["n_not_target"] = int(keep.sum())
+            out["targeted_success_rate_excluding_target"] = (
+                float((adv[keep] == t).double().mean()) if bool(keep.any()) else float("nan"))
+        trans = torch.zeros(k, k, dtype=torch.long)
+        trans.index_put_((clean.cpu(), adv.cpu()), torch.ones(len(x), dtype=torch.long), accumulate=True)
+        out["transition"] = trans.tolist()
+        out["adv_class_fractions"] = (trans.sum(0).double() / len(x)).tolist()
+        d = v.detach().double().flatten()
+        out["delta_norms"] = {"l2": float(d.norm()), "linf": float(d.abs().max())}
+        out["xi"] = res.xi if res is not None else self.xi
+        return out
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None

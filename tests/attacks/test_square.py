@@ -1,0 +1,120 @@
+"""Square attack: p-schedule, windows on signals and squares on images, budgets, accounting, soundness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medrobust.attacks import GaussianNoise, Square
+from medrobust.attacks.square import p_schedule, two_lobe_bump
+from medrobust.errors import ConfigError, DataError
+from medrobust.evaluation.flags import is_black_box
+
+from ._blackbox import Spy, linear_problem, min_distance
+
+
+@pytest.fixture(scope="module")
+def lin(beats_x: torch.Tensor):  # type: ignore[no-untyped-def]
+    return linear_problem(beats_x)
+
+
+def test_p_schedule_halves_at_the_papers_iterations() -> None:
+    assert p_schedule(0.8, 0, 10000) == 0.8
+    assert p_schedule(0.8, 10, 10000) == 0.8 and p_schedule(0.8, 11, 10000) == 0.4
+    assert p_schedule(0.8, 51, 10000) == 0.2
+    assert p_schedule(0.8, 9999, 10000) == pytest.approx(0.8 / 512)
+    assert p_schedule(0.8, 2, 1000) == 0.4  # thresholds rescaled to the budget: 2/1000 → 20/10000
+
+
+def test_windows_are_intervals_shared_by_all_leads() -> None:
+    atk = Square(torch.nn.Linear(2, 2), eps=0.1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(5, 12, 100)
+    win, offs = atk._window(5, 7, (100,), x, g)
+    assert win.shape == (5, 1, 100)  # one location per sample, broadcast over the 12 leads
+    for i in range(5):
+        pos = win[i, 0].nonzero().squeeze(1)
+        assert len(pos) == 7 and int(pos[-1] - pos[0]) == 6 and int(pos[0]) == int(offs[0][i])
+    win2, _ = atk._window(3, 4, (28, 28), torch.zeros(3, 1, 28, 28), g)
+    assert win2.shape == (3, 1, 28, 28) and bool((win2.flatten(1).sum(1) == 16).all())
+
+
+def test_two_lobe_bump_unit_norm_and_opposite_lobes() -> None:
+    b = two_lobe_bump(10, 1, transpose=False, dtype=torch.float64)
+    assert float(b.norm()) == pytest.approx(1.0) and bool((b[:5] > 0).all()) and bool((b[5:] < 0).all())
+    b2 = two_lobe_bump(6, 2, transpose=True, dtype=torch.float64)
+    assert float(b2.norm()) == pytest.approx(1.0) and bool((b2[:3] > 0).all()) and bool((b2[3:] < 0).all())
+
+
+@pytest.mark.parametrize("norm, factor", [("linf", 2.0), ("l2", 3.0)])
+def test_breaks_linear_beat_model_within_budget(norm: str, factor: float, lin) -> None:  # type: ignore[no-untyped-def]
+    """ε = 2 (L∞) / 3 (L2) × the minimal distance; budget: 1,000 iterations (≤ 1,002 queries per sample).
+
+    The random control (Gaussian noise of the same L2 norm, 100 draws per sample) fools none of them.
+    """
+    model, x, y, s = lin
+    d = min_distance(model, s, norm)
+    spy = Spy(model)
+    x0 = x.clone()
+    res = Square(spy, eps=d * factor, norm=norm, steps=1000, generator=torch.Generator().manual_seed(0))(x, y)
+    assert torch.equal(x, x0)
+    assert float(res.success.double().mean()) == 1.0
+    assert bool((res.queries_per_sample <= 1002).all())
+    assert res.queries == spy.rows and res.grad_evals == 0 and not any(spy.grad_enabled)
+    with torch.no_grad():
+        assert bool((model(res.x_adv).argmax(1) != y).all())
+    if norm == "l2":
+        ctrl = GaussianNoise(model, eps=d * factor, norm="l2", trials=100)(x, y)
+        assert not bool(ctrl.success.any())
+
+
+@pytest.mark.parametrize("norm, factor", [("linf", 2.0), ("l2", 3.0)])
+def test_breaks_linear_image_model(norm: str, factor: float, images_x: torch.Tensor) -> None:
+    """2-D squares on BreastMNIST images (1 × 28 × 28) in [0, 1]."""
+    model, x, y, s = linear_problem(images_x[:4], seed=5)
+    d = min_distance(model, s, norm)
+    res = Square(model, eps=d * factor, norm=norm, steps=1000, bounds=(0, 1),
+                 generator=torch.Generator().manual_seed(0))(x, y)
+    assert float(res.success.double().mean()) >= 0.75
+    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    assert bool((res.norms <= d * factor * (1 + 1e-6)).all())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_exact_accounting_and_soundness_below_minimal_distance(norm: str, lin) -> None:  # type: ignore[no-untyped-def]
+    model, x, y, s = lin
+    d = min_distance(model, s, norm)
+    spy = Spy(model)
+    res = Square(spy, eps=d * 0.98, norm=norm, steps=50)(x, y)
+    assert not bool(res.success.any())
+    assert res.queries_per_sample.tolist() == [1 + 1 + 50] * len(x)  # clean + init + one per iteration
+    assert res.queries == spy.rows
+
+
+def test_linf_output_on_the_ball_corners(lin) -> None:  # type: ignore[no-untyped-def]
+    """L∞ Square only ever writes ±ε (no bounds here): every coordinate of δ is ±ε."""
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    res = Square(model, eps=d * 0.9, steps=20)(x, y)
+    delta = (res.x_adv - x).abs()
+    torch.testing.assert_close(delta, (d * 0.9).view(-1, 1, 1).expand_as(delta), rtol=1e-6, atol=0)
+
+
+def test_errors_and_flags() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 3 * 4 * 5, 2))
+    assert is_black_box("square") and Square.black_box
+    with pytest.raises(ConfigError, match="p_init"):
+        Square(model, eps=0.1, p_init=1.5)
+    with pytest.raises(ConfigError, match="steps"):
+        Square(model, eps=0.1, steps=0)
+    with pytest.raises(DataError, match="layouts"):
+        Square(model, eps=0.1, steps=2)(torch.rand(2, 2, 3, 4, 5), torch.zeros(2, dtype=torch.long))
+
+
+def test_flat_signals_without_a_lead_axis(lin) -> None:  # type: ignore[no-untyped-def]
+    """(N, samples) input: windows along the only axis; same success as with the lead axis."""
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    res = Square(model, eps=d * 2.0, steps=1000, generator=torch.Generator().manual_seed(0))(x.flatten(1), y)
+    assert res.x_adv.shape == x.flatten(1).shape
+    assert float(res.success.double().mean()) == 1.0
