@@ -50,6 +50,7 @@ def test_train_from_yaml_with_flag_override(tmp_path: Path, capsys: pytest.Captu
     (["data", "info", "mitdb", "--data-dir", "/nonexistent/place"], "dataset folder not found"),
     (["train", "--config", "/nonexistent.yaml"], "config file not found"),
     (["demo", "--eps", "0.1,-2"], "every ε must be > 0"),
+    (["demo", "--threads", "0"], "--threads 0: must be >= 1"),
     (["train", "--option", "nokeyvalue"], "expected KEY=VALUE"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, match, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
