@@ -5,8 +5,13 @@ YAML layout (every key optional; command-line flags override it)::
     dataset: {name: mitdb, root: ../shared/data, options: {format: kachuee, scheme: intra}}
     model: {name: cnn1, kwargs: {weight_norm: true}}
     train: {epochs: 10, batch_size: 128, lr: 0.001, optimizer: adamax, class_balance: none, seed: 0}
+    defense: {name: nsr, beta: 0.3}      # any registered defence and its hyper-parameters (default: ce)
+    init_from: runs/ce/checkpoint        # optional: start from a checkpoint's weights (fine-tuning)
     out: runs/cnn1
     evaluate_test: true
+
+``--defense NAME`` and repeated ``--defense-option KEY=VALUE`` override the YAML ``defense`` block;
+``medrobust train --list-defenses`` prints the defences and their options.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from medrobust.cli._util import ensure_writable_dir, format_table, parse_options, read_yaml, write_json
 from medrobust.errors import ConfigError
 
-CONFIG_KEYS = {"dataset", "model", "train", "out", "evaluate_test"}
+CONFIG_KEYS = {"dataset", "model", "train", "out", "evaluate_test", "defense", "init_from"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="after training, evaluate the selected model on the test split")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", help="output folder (checkpoint/, history.jsonl, summary.json)")
+    p.add_argument("--defense", help="defence / training recipe (default: ce); see --list-defenses")
+    p.add_argument("--defense-option", action="append", metavar="KEY=VALUE",
+                   help="defence hyper-parameter, repeatable (e.g. beta=0.3, eps=0.1)")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="initialise the model from a checkpoint's weights")
+    p.add_argument("--list-defenses", action="store_true", help="list the defences and their options, then exit")
     p.set_defaults(func=run)
 
 
@@ -77,14 +87,64 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         train["progress"] = False
     out = args.out or cfg.get("out") or f"runs/train-{ds['name']}-{model['name']}"
     evaluate_test = args.evaluate_test if args.evaluate_test is not None else bool(cfg.get("evaluate_test", False))
-    return {"dataset": ds, "model": model, "train": train, "out": out, "evaluate_test": evaluate_test}
+    defense = resolve_defense(cfg.get("defense"), getattr(args, "defense", None),
+                              getattr(args, "defense_option", None), args.config)
+    init_from = getattr(args, "init_from", None) or cfg.get("init_from")
+    return {"dataset": ds, "model": model, "train": train, "out": out, "evaluate_test": evaluate_test,
+            "defense": defense, "init_from": init_from}
+
+
+def resolve_defense(block: Any, name: str | None, options: list[str] | None, source: str | None) -> dict[str, Any]:
+    """Merge the YAML ``defense`` block (a name, or a mapping ``{name: ..., <option>: ...}``) with the flags."""
+    from medrobust.defenses import available_defenses, defense_options
+
+    if block is None:
+        d: dict[str, Any] = {}
+    elif isinstance(block, str):
+        d = {"name": block}
+    elif isinstance(block, dict):
+        d = dict(block)
+    else:
+        raise ConfigError(f"{source}: 'defense' must be a name or a mapping {{name: ..., option: value}}, "
+                          f"got {type(block).__name__}.")
+    if name:
+        if d.get("name") not in (None, name):
+            d = {}  # another defence on the command line: the YAML's options do not apply to it
+        d["name"] = name
+    d.update(parse_options(options))
+    d.setdefault("name", "ce")
+    key = str(d["name"]).lower()
+    if key not in available_defenses():
+        raise ConfigError(f"unknown defence {d['name']!r}; available: {', '.join(available_defenses())}.")
+    accepted = defense_options(key)
+    unknown = [k for k in d if k != "name" and k not in accepted]
+    if unknown:
+        raise ConfigError(f"defence {key!r}: unknown option(s) {unknown}; accepted: {', '.join(accepted) or '(none)'}.")
+    d["name"] = key
+    return d
+
+
+def list_defenses() -> str:
+    """One line per defence: name, class and options."""
+    from medrobust.defenses import available_defenses, defense_class, defense_options
+
+    lines = []
+    for name in available_defenses():
+        opts = ", ".join(defense_options(name)) or "(no options)"
+        lines.append(f"{name:16s} {defense_class(name).__name__:22s} {opts}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     from medrobust.data import load_dataset
     from medrobust.models import build_model
-    from medrobust.train import TrainConfig, Trainer, seed_everything
+    from medrobust.defenses import get_defense
+    from medrobust.models import load_checkpoint
+    from medrobust.train import TrainConfig, seed_everything
 
+    if getattr(args, "list_defenses", False):
+        print(list_defenses())
+        return 0
     cfg = resolve_config(args)
     out = ensure_writable_dir(cfg["out"])
     ds = cfg["dataset"]
@@ -95,10 +155,20 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"in_channels": train.input_shape[0], "input_length": train.input_shape[-1],
               "num_classes": train.num_classes, **cfg["model"]["kwargs"]}
     model = build_model(cfg["model"]["name"], **kwargs)
-    print(f"training {cfg['model']['name']} on {train!r}")
-    trainer = Trainer(model, tcfg, out_dir=out)
+    if cfg["init_from"]:
+        init = load_checkpoint(cfg["init_from"])
+        try:
+            model.load_state_dict(init.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(f"--init-from {cfg['init_from']}: the checkpoint's weights do not fit model "
+                              f"{cfg['model']['name']!r} with {kwargs} ({str(exc).splitlines()[0]}).") from None
+    defense = dict(cfg["defense"])
+    dname = defense.pop("name")
+    print(f"training {cfg['model']['name']} with defence {dname!r} on {train!r}")
+    trainer = get_defense(dname, model, tcfg, out_dir=out, **defense)
     result = trainer.fit(train, val)
     summary: dict[str, Any] = {"config": cfg, "best_epoch": result.best_epoch, "seconds": result.seconds,
+                               "defense": {"name": dname, "hyperparameters": trainer.hyperparameters()},
                                "checkpoint": str(out / "checkpoint"),
                                "val": {k: result.best_metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}}
     rows = [["val", result.best_metrics["accuracy"], result.best_metrics["balanced_accuracy"],
