@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -33,3 +36,35 @@ def _isolate_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("MEDROBUST_CACHE", str(tmp_path_factory.getbasetemp() / "user-cache"))
     monkeypatch.delenv("MEDROBUST_DATA", raising=False)
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for the whole session (restored at the end).
+
+    The tests use small models and batches, which gain nothing from more threads; on a busy 2-core
+    machine OpenMP oversubscription makes them 5-50x slower. Session scope, so that module- and
+    session-scoped fixtures (tiny checkpoints, evaluation runs) run on one thread too.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _evaluation_helpers() -> Any:
+    """``tests/evaluation/helpers.py`` (tiny checkpoint, synthetic beats, flag-triggering models), loaded once."""
+    name = "medrobust_eval_test_helpers"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent / "evaluation" / "helpers.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def helpers() -> Any:
+    """The shared evaluation test helpers (used by tests/evaluation, tests/report and tests/cli)."""
+    return _evaluation_helpers()

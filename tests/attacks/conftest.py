@@ -68,15 +68,6 @@ class SmallImageNet(nn.Module):
         return self.net(x)
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Any:
-    """Tiny models on a shared 2-core box: one intra-op thread avoids contention (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import wfdb
 
 from medrobust.cli.main import main
@@ -19,42 +16,18 @@ from medrobust.cli.main import main
 DATA = ["--dataset", "synthetic", "--option", "n_per_class=8"]
 
 
-def _helpers() -> Any:
-    name = "medrobust_eval_test_helpers"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "evaluation" / "helpers.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _helpers().tiny_checkpoint(tmp_path_factory.getbasetemp())
+def ckpt(tmp_path_factory: pytest.TempPathFactory, helpers: Any) -> Path:
+    return helpers.tiny_checkpoint(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
 def run_dir(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli-eval") / "run"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        code = main(["evaluate", "--checkpoint", str(ckpt), *DATA, "--attacks", "pgd,sap",
-                     "--attack-option", "pgd.steps=5", "--attack-option", "sap.steps=2", "--eps", "0.05,0.1",
-                     "--limit", "30", "--mode", "individual", "--examples", "0", "--out", str(out), "--report",
-                     "--no-progress"])
-    finally:
-        torch.set_num_threads(n)
+    code = main(["evaluate", "--checkpoint", str(ckpt), *DATA, "--attacks", "pgd,sap",
+                 "--attack-option", "pgd.steps=5", "--attack-option", "sap.steps=2", "--eps", "0.05,0.1",
+                 "--limit", "30", "--mode", "individual", "--examples", "0", "--out", str(out), "--report",
+                 "--no-progress"])
     assert code == 0
     return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -11,15 +10,6 @@ import torch
 from torch import nn
 
 from medrobust.data.base import ECGDataset
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread() -> Any:
-    """Small models on a shared 2-core box: one intra-op thread avoids contention (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="package")

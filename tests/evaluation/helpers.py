@@ -31,17 +31,12 @@ def tiny_checkpoint(base: Path) -> Path:
     ckpt = out / "checkpoint"
     if (ckpt / "card.json").is_file():
         return ckpt
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train = load_dataset("synthetic", split="train", n_per_class=80, seed=0)
-        val = load_dataset("synthetic", split="val", n_per_class=20, seed=0)
-        seed_everything(0)
-        model = build_model("cnn1", in_channels=1, input_length=187, num_classes=5, channels=8)
-        Trainer(model, TrainConfig(epochs=8, batch_size=32, lr=3e-3, patience=None, progress=False),
-                out_dir=out).fit(train, val)
-    finally:
-        torch.set_num_threads(threads)
+    train = load_dataset("synthetic", split="train", n_per_class=80, seed=0)
+    val = load_dataset("synthetic", split="val", n_per_class=20, seed=0)
+    seed_everything(0)
+    model = build_model("cnn1", in_channels=1, input_length=187, num_classes=5, channels=8)
+    Trainer(model, TrainConfig(epochs=8, batch_size=32, lr=3e-3, patience=None, progress=False),
+            out_dir=out).fit(train, val)
     return ckpt
 
 

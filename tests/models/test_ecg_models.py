@@ -15,15 +15,6 @@ from medrobust.models.han_cnn import HAN_LAYERS, HanCNN
 from medrobust.models.resnet18_12lead import ResNet18Lead12, pooled_mask
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small convolutions run ~10x faster on one thread when the 2-core machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

@@ -26,13 +26,8 @@ def test_names_registered_and_clear_error_without_torchvision(monkeypatch: pytes
 
 @pytest.fixture(scope="module")
 def tv() -> Iterator[object]:
-    """torchvision (skip without it); one intra-op thread: batches of 2 gain nothing from more, and on a
-    busy 2-core machine OpenMP oversubscription makes these tests 10-50x slower."""
-    module = pytest.importorskip("torchvision")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield module
-    torch.set_num_threads(threads)
+    """torchvision (skip without it); the tests run on one intra-op thread (tests/conftest.py)."""
+    yield pytest.importorskip("torchvision")
 
 
 @pytest.mark.images

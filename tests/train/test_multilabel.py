@@ -14,15 +14,6 @@ from medrobust.train import TrainConfig, seed_everything
 from medrobust.train.multilabel import MultiLabelTrainer, multilabel_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small convolutions run ~10x faster on one thread when the 2-core machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_metrics_by_hand() -> None:
     y = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
     p = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float32)
