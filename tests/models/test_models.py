@@ -97,7 +97,7 @@ def test_checkpoint_round_trip_gives_identical_logits(name: str, tmp_path: Path)
     card = read_card(tmp_path / "ck")
     assert card["architecture"] == name and card["classes"] == list("NSVFQ") and card["training"] == {"epochs": 3}
     assert loaded.card["input_shape"] == [1, 187]
-    assert load_checkpoint(tmp_path / "ck" / "model.safetensors").card == card
+    assert load_checkpoint(tmp_path / "ck" / "model.safetensors").card == {**card, "weights_verified": True}
 
 
 def test_checkpoint_bad_input(tmp_path: Path) -> None:
@@ -140,6 +140,8 @@ def test_checkpoint_never_unpickles(tmp_path: Path) -> None:
     card = json.loads((ck / "card.json").read_text())
     card.pop("weights_sha256")
     (ck / "card.json").write_text(json.dumps(card))
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="records no weights_sha256"):
         load_checkpoint(ck)
+    with pytest.warns(UserWarning, match="UNVERIFIED"), pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ck, trust_unverified=True)
     assert not marker.exists()
