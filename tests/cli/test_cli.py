@@ -64,7 +64,7 @@ def test_bad_yaml_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     cfg = tmp_path / "c.yaml"
     cfg.write_text("modle: {name: cnn1}\n")
     assert main(["train", "--config", str(cfg)]) == 2
-    assert "unknown keys ['modle']" in capsys.readouterr().err
+    assert "unknown key(s) ['modle']" in capsys.readouterr().err
 
 
 def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from medrobust.cli._util import parse_options
+from medrobust.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medrobust.data import load_dataset
+    from medrobust.data import check_dataset_options, dataset_options, load_dataset
 
     options = parse_options(args.option)
-    if args.cache_dir is not None and args.dataset != "synthetic":
+    if args.cache_dir is not None:
+        if "cache_dir" not in dataset_options(args.dataset):
+            raise ConfigError(f"--cache-dir: dataset {args.dataset!r} keeps no cache; leave the flag out.")
         options["cache_dir"] = args.cache_dir
+    options = check_dataset_options(args.dataset, options)  # before any file is read
     t0 = time.perf_counter()
     for split in ("train", "val", "test"):
         ds = load_dataset(args.dataset, root=args.data_dir, split=split, **options)

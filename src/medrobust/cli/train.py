@@ -7,8 +7,13 @@ YAML layout (every key optional; command-line flags override it)::
     train: {epochs: 10, batch_size: 128, lr: 0.001, optimizer: adamax, class_balance: none, seed: 0}
     defense: {name: nsr, beta: 0.3}      # any registered defence and its hyper-parameters (default: ce)
     init_from: runs/ce/checkpoint        # optional: start from a checkpoint's weights (fine-tuning)
+    trust_unverified: false              # load an init_from checkpoint whose weights hash is missing/wrong
     out: runs/cnn1
     evaluate_test: true
+
+Every key and value is checked (type, allowed keys, ranges) before any data is read. ``--out`` must be a
+new or empty folder, or one an earlier ``medrobust train`` wrote; re-running into a folder that holds a
+trained checkpoint needs ``--overwrite``, which removes only what ``train`` writes (``TRAIN_PRODUCES``).
 
 ``--defense NAME`` and repeated ``--defense-option KEY=VALUE`` override the YAML ``defense`` block;
 ``medrobust train --list-defenses`` prints the defences and their options.
@@ -17,14 +22,21 @@ YAML layout (every key optional; command-line flags override it)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
-from medrobust.cli._util import ensure_writable_dir, format_table, parse_options, read_yaml, write_json
+from medrobust.cli._util import check_section, claim_out_dir, format_table, parse_options, read_yaml, write_json
 from medrobust.errors import ConfigError
 
-CONFIG_KEYS = {"dataset", "model", "train", "out", "evaluate_test", "defense", "init_from"}
+CONFIG_SCHEMA: dict[str, Any] = {"dataset": dict | None, "model": dict | None, "train": dict | None,
+                                 "out": str | None, "evaluate_test": bool | None, "defense": str | dict | None,
+                                 "init_from": str | None, "trust_unverified": bool | None}
+CONFIG_KEYS = set(CONFIG_SCHEMA)
+DATASET_SCHEMA: dict[str, Any] = {"name": str, "root": str | None, "options": dict | None}
+MODEL_SCHEMA: dict[str, Any] = {"name": str, "kwargs": dict | None}
+TRAIN_PRODUCES = ("checkpoint", "history.jsonl", "summary.json", "teacher")
+"""What ``medrobust train`` writes in ``--out`` (``teacher``: the distillation teacher)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,46 +64,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defense-option", action="append", metavar="KEY=VALUE",
                    help="defence hyper-parameter, repeatable (e.g. beta=0.3, eps=0.1)")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="initialise the model from a checkpoint's weights")
+    p.add_argument("--trust-unverified", action="store_true", default=None,
+                   help="load an --init-from checkpoint whose card has no (or another) weights hash; recorded")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's checkpoint/, history.jsonl and summary.json in --out")
     p.add_argument("--list-defenses", action="store_true", help="list the defences and their options, then exit")
     p.set_defaults(func=run)
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge the YAML config and the flags into one validated mapping."""
-    cfg = read_yaml(args.config) if args.config else {}
-    unknown = set(cfg) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}.")
-    ds = dict(cfg.get("dataset") or {})
+    """Merge the YAML config and the flags into one mapping, every key and value checked before any work."""
+    from medrobust.data import check_dataset_options
+    from medrobust.models import available_models
+    from medrobust.train import TrainConfig
+
+    src = args.config or "train config"
+    cfg = check_section(read_yaml(args.config) if args.config else {}, CONFIG_SCHEMA, where=src)
+    ds = check_section(cfg.get("dataset"), DATASET_SCHEMA, where=f"{src}: dataset")
     ds.setdefault("name", "synthetic")
     ds["options"] = {**(ds.get("options") or {}), **parse_options(args.option)}
     if args.dataset:
         ds["name"] = args.dataset
     if args.data_dir:
         ds["root"] = args.data_dir
-    model = dict(cfg.get("model") or {})
+    ds["options"] = check_dataset_options(ds["name"], ds["options"])
+    model = check_section(cfg.get("model"), MODEL_SCHEMA, where=f"{src}: model")
     model.setdefault("name", "cnn1")
-    model["kwargs"] = {**(model.get("kwargs") or {}), **parse_options(args.model_option)}
+    model["kwargs"] = {**(model.get("kwargs") or {}), **parse_options(args.model_option, flag="--model-option")}
     if args.model:
         model["name"] = args.model
+    if model["name"] not in available_models():
+        raise ConfigError(f"unknown model name {model['name']!r}; available: {', '.join(available_models())}.")
     train = dict(cfg.get("train") or {})
-    fields = {f.name for f in dataclasses.fields(__import__("medrobust.train", fromlist=["TrainConfig"]).TrainConfig)}
-    bad = set(train) - fields
-    if bad:
-        raise ConfigError(f"train: unknown keys {sorted(bad)}; allowed: {sorted(fields)}.")
     for flag in ("epochs", "batch_size", "lr", "optimizer", "class_balance", "monitor", "patience", "seed", "device"):
         value = getattr(args, flag)
         if value is not None:
             train[flag] = value
     if args.no_progress:
         train["progress"] = False
+    train = check_section(train, typing.get_type_hints(TrainConfig), where=f"{src}: train")
+    TrainConfig(**train).validate()  # ranges and choices, before any data is read
     out = args.out or cfg.get("out") or f"runs/train-{ds['name']}-{model['name']}"
     evaluate_test = args.evaluate_test if args.evaluate_test is not None else bool(cfg.get("evaluate_test", False))
     defense = resolve_defense(cfg.get("defense"), getattr(args, "defense", None),
                               getattr(args, "defense_option", None), args.config)
     init_from = getattr(args, "init_from", None) or cfg.get("init_from")
+    trust = getattr(args, "trust_unverified", None)
+    trust = bool(cfg.get("trust_unverified") or False) if trust is None else trust
     return {"dataset": ds, "model": model, "train": train, "out": out, "evaluate_test": evaluate_test,
-            "defense": defense, "init_from": init_from}
+            "defense": defense, "init_from": init_from, "trust_unverified": trust}
 
 
 def resolve_defense(block: Any, name: str | None, options: list[str] | None, source: str | None) -> dict[str, Any]:
@@ -111,7 +132,7 @@ def resolve_defense(block: Any, name: str | None, options: list[str] | None, sou
         if d.get("name") not in (None, name):
             d = {}  # another defence on the command line: the YAML's options do not apply to it
         d["name"] = name
-    d.update(parse_options(options))
+    d.update(parse_options(options, flag="--defense-option"))
     d.setdefault("name", "ce")
     key = str(d["name"]).lower()
     if key not in available_defenses():
@@ -146,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         print(list_defenses())
         return 0
     cfg = resolve_config(args)
-    out = ensure_writable_dir(cfg["out"])
+    out = claim_out_dir(cfg["out"], command="train", overwrite=bool(getattr(args, "overwrite", False)),
+                        produced=TRAIN_PRODUCES)
     ds = cfg["dataset"]
     load = lambda split: load_dataset(ds["name"], root=ds.get("root"), split=split, **ds["options"])  # noqa: E731
     train, val = load("train"), load("val")
@@ -155,8 +177,11 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"in_channels": train.input_shape[0], "input_length": train.input_shape[-1],
               "num_classes": train.num_classes, **cfg["model"]["kwargs"]}
     model = build_model(cfg["model"]["name"], **kwargs)
+    init_info = None
     if cfg["init_from"]:
-        init = load_checkpoint(cfg["init_from"])
+        init = load_checkpoint(cfg["init_from"], trust_unverified=cfg["trust_unverified"])
+        init_info = {"checkpoint": str(cfg["init_from"]), "weights_sha256": init.card["weights_sha256"],
+                     "weights_verified": init.card["weights_verified"]}
         try:
             model.load_state_dict(init.state_dict())
         except RuntimeError as exc:
@@ -169,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.fit(train, val)
     summary: dict[str, Any] = {"config": cfg, "best_epoch": result.best_epoch, "seconds": result.seconds,
                                "defense": {"name": dname, "hyperparameters": trainer.hyperparameters()},
-                               "checkpoint": str(out / "checkpoint"),
+                               "checkpoint": str(out / "checkpoint"), "init_from": init_info,
                                "val": {k: result.best_metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}}
     rows = [["val", result.best_metrics["accuracy"], result.best_metrics["balanced_accuracy"],
              result.best_metrics["macro_f1"]]]

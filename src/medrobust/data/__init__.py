@@ -7,10 +7,16 @@
 """
 
 from medrobust.data.base import DatasetMeta, ECGDataset
-from medrobust.data.registry import available_datasets, load_dataset, register_dataset
+from medrobust.data.registry import (
+    available_datasets,
+    check_dataset_options,
+    dataset_options,
+    load_dataset,
+    register_dataset,
+)
 from medrobust.data.synthetic import load_synthetic, make_synthetic
 
-register_dataset("synthetic")(load_synthetic)
+register_dataset("synthetic", options_from=(make_synthetic,))(load_synthetic)
 
 from medrobust.data import kaggle as _kaggle  # noqa: E402,F401  (registers kaggle_heartbeat)
 from medrobust.data import mitdb as _mitdb  # noqa: E402,F401  (registers mitdb)
@@ -25,6 +31,8 @@ __all__ = [
     "load_dataset",
     "register_dataset",
     "available_datasets",
+    "dataset_options",
+    "check_dataset_options",
     "ECGDataset",
     "DatasetMeta",
     "make_synthetic",

@@ -249,7 +249,7 @@ def build_mitdb(
     return arrays, {**opts, "records": list(recs), "root": str(folder)}
 
 
-@register_dataset("mitdb")
+@register_dataset("mitdb", options_from=(build_mitdb,))
 def load_mitdb(
     *,
     root: str | os.PathLike[str] | None = None,
