@@ -12,7 +12,8 @@ import wfdb
 
 from medrobust.data import load_dataset
 from medrobust.data.beats import AAMI_CLASSES, AAMI_MAP
-from medrobust.data.mitdb import DS1, DS2, PACED_RECORDS, build_mitdb, read_beats
+from medrobust.data.cache import CacheWarning
+from medrobust.data.mitdb import DS1, DS2, PACED_RECORDS, UnknownSymbolsWarning, build_mitdb, read_beats
 from medrobust.errors import ConfigError, DataError
 
 # Beat-annotation totals over all 48 records (shared/data/README.md).
@@ -49,7 +50,8 @@ def test_per_record_counts_equal_annotation_counts(mitdb: Path, session_cache: P
 
 def test_record_100_hand_counts(mitdb: Path) -> None:
     # PhysioNet's table for record 100: 2239 normal, 33 atrial premature, 1 PVC.
-    _, labels = read_beats(mitdb, "100")
+    _, labels, skipped = read_beats(mitdb, "100")
+    assert skipped == {}
     assert np.bincount(labels, minlength=5).tolist() == [2239, 33, 1, 0, 0]
 
 
@@ -120,7 +122,8 @@ def test_cache_is_reused_and_never_half_written(mitdb: Path, tmp_path: Path) -> 
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".npz"
     files[0].write_bytes(files[0].read_bytes()[:100])  # simulate a corrupt cache file
-    b, _ = build_mitdb(mitdb, records=["100"], cache_dir=tmp_path)
+    with pytest.warns(CacheWarning, match="unreadable"):
+        b, _ = build_mitdb(mitdb, records=["100"], cache_dir=tmp_path)
     assert np.array_equal(a["x"], b["x"])
     assert [f.name for f in tmp_path.iterdir()] == [files[0].name]  # rebuilt in place, no temp leftovers
 
@@ -191,8 +194,9 @@ def test_unknown_beat_symbol(tmp_path: Path) -> None:
     _write_record(tmp_path / "db", sig, ["N", "Z", "N"], [1000, 2000, 3000], custom)
     with pytest.raises(DataError, match=r"unknown annotation symbol 'Z'.*900\.atr.*unknown_symbols='skip'"):
         build_mitdb(tmp_path / "db", records=["900"], cache_dir=tmp_path / "c")
-    arrays, _ = build_mitdb(tmp_path / "db", records=["900"], cache_dir=tmp_path / "c", unknown_symbols="skip")
-    assert len(arrays["y"]) == 2
+    with pytest.warns(UnknownSymbolsWarning, match=r"skipped 1 annotation.*unknown_symbols='skip'.*'900': 1"):
+        arrays, _ = build_mitdb(tmp_path / "db", records=["900"], cache_dir=tmp_path / "c", unknown_symbols="skip")
+    assert len(arrays["y"]) == 2 and arrays["skipped"].tolist() == [1]
 
 
 def test_nan_in_signal(tmp_path: Path) -> None:
@@ -212,3 +216,56 @@ def test_bad_options(mitdb: Path) -> None:
         load_dataset("mitbih")
     with pytest.raises(ConfigError, match="split"):
         load_dataset("mitdb", root=mitdb, split="training")
+
+
+# ---------------------------------------------------------------- issue 21: corrupt annotations, empty splits
+def test_random_bytes_annotation_file_is_reported_as_corrupt(mitdb: Path, tmp_path: Path) -> None:
+    """Random bytes in 100.atr used to surface as "unknown annotation symbol nan"; now the file is named corrupt,
+    with and without unknown_symbols='skip' (which used to build beats with random labels)."""
+    d = _copy_record(mitdb, tmp_path / "db")
+    for seed in range(4):
+        (d / "100.atr").write_bytes(np.random.default_rng(seed).bytes(2000))
+        for mode in ("error", "skip"):
+            with pytest.raises(DataError) as info:
+                build_mitdb(d, records=["100"], cache_dir=tmp_path / "c", unknown_symbols=mode)
+            msg = str(info.value)
+            assert msg.startswith("corrupt annotation file") and "100.atr" in msg and "nan" not in msg
+            assert "\n" not in msg
+
+
+def test_annotation_beyond_the_signal_is_corrupt(tmp_path: Path) -> None:
+    sig = np.sin(np.arange(7200) / 20.0) * 0.5
+    _write_record(tmp_path / "db", sig, ["N", "N"], [1000, 9000])
+    with pytest.raises(DataError, match=r"corrupt annotation file .*900\.atr: .*outside the signal \(0\.\.7200\)"):
+        build_mitdb(tmp_path / "db", records=["900"], cache_dir=tmp_path / "c")
+
+
+def test_skip_refuses_to_leave_an_empty_split(tmp_path: Path) -> None:
+    """Mostly unknown symbols skipped: 6 beats is too few for a test split of 20 % ... of each class."""
+    sig = np.sin(np.arange(7200) / 20.0) * 0.5
+    custom = pd.DataFrame({"label_store": [45], "symbol": ["Z"], "description": ["made up"]})
+    syms = ["N", "Z", "Z", "V", "Z", "Z"]
+    _write_record(tmp_path / "db", sig, syms, [600, 1500, 2500, 3500, 4500, 5500], custom)
+    with pytest.warns(UnknownSymbolsWarning, match="skipped 4 annotation"):
+        with pytest.raises(DataError) as info:
+            load_dataset("mitdb", root=tmp_path / "db", records=["900"], split="val", unknown_symbols="skip",
+                         cache_dir=tmp_path / "c")
+    msg = str(info.value)
+    assert "'val' split would be empty" in msg and "unknown_symbols='skip' dropped 4" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"records": []}, r"records=\[\] is not allowed: records must be a non-empty list"),
+    ({"bogus_key": 1}, r"unknown option bogus_key=1; allowed: .*records"),
+    ({"fs": "ten"}, r"fs='ten' is not allowed: fs must be a number or null"),
+    ({"use_cache": "yes"}, r"use_cache='yes' is not allowed: use_cache must be true or false"),
+])
+def test_options_are_checked_before_any_file_is_read(options: dict, match: str, tmp_path: Path) -> None:
+    # root does not exist: a type/key error must come first, before the folder is even looked for
+    with pytest.raises(ConfigError, match=match):
+        load_dataset("mitdb", root=tmp_path / "nowhere", **options)
+
+
+def test_scalar_record_is_one_record(mitdb: Path, session_cache: Path) -> None:
+    one = load_dataset("mitdb", root=mitdb, split="all", records=100, cache_dir=session_cache)
+    assert set(one.meta.ids.tolist()) == {"100"} and one.meta.options["records"] == ["100"]

@@ -1,20 +1,33 @@
-"""Atomic npz cache of built arrays, keyed by every build parameter."""
+"""Atomic npz cache of built arrays, keyed by every build parameter and verified by a checksum.
+
+Each cache file holds the built arrays, the source files' ``fingerprint`` and ``__checksum__``: a SHA-256
+over every array's name, dtype, shape and bytes. :func:`load_cached` recomputes it; a file whose arrays
+were edited, truncated or lack a required key is removed with a :class:`CacheWarning` and the caller
+rebuilds from the source files, so an edited cache is never used and never reported under the original
+data's fingerprint.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from medrobust.atomic import atomic_save_npz
 from medrobust.paths import user_cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+CHECKSUM_KEY = "__checksum__"
+
+
+class CacheWarning(UserWarning):
+    """A cache file was unreadable or did not match its checksum; it is removed and rebuilt."""
 
 
 def cache_key(params: dict[str, Any]) -> str:
@@ -28,29 +41,51 @@ def cache_path(kind: str, params: dict[str, Any], cache_dir: str | os.PathLike[s
     return base / f"{kind}-{cache_key(params)}.npz"
 
 
-def load_cached(path: Path) -> dict[str, np.ndarray] | None:
-    """Arrays from ``path``, or ``None`` when absent or unreadable (a broken file is removed)."""
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' names, dtypes, shapes and bytes (key order does not matter)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != CHECKSUM_KEY):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _discard(path: Path, why: str) -> None:
+    warnings.warn(f"cache file {path} {why}; it is removed and the data rebuilt from the source files.",
+                  CacheWarning, stacklevel=3)
+    path.unlink(missing_ok=True)
+
+
+def load_cached(path: Path, *, required: Iterable[str] = ("fingerprint",)) -> dict[str, np.ndarray] | None:
+    """Arrays from ``path``, or ``None`` when absent or not trustworthy.
+
+    A file that cannot be read, lacks a key of ``required`` or the checksum, or whose arrays do not match
+    their checksum is removed with a :class:`CacheWarning`, and ``None`` is returned (the caller rebuilds).
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        path.unlink(missing_ok=True)
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        _discard(path, f"is unreadable ({type(exc).__name__})")
         return None
+    missing = [k for k in (*required, CHECKSUM_KEY) if k not in arrays]
+    if missing:
+        _discard(path, f"lacks {missing}")
+        return None
+    if str(arrays.pop(CHECKSUM_KEY)) != arrays_checksum(arrays):
+        _discard(path, "does not match its checksum (its arrays were edited or damaged)")
+        return None
+    return arrays
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` atomically: a reader never sees a half-written file."""
+    """Write ``arrays`` and their checksum to ``path`` atomically: a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {k: np.asarray(v) for k, v in arrays.items() if k != CHECKSUM_KEY}
+    atomic_save_npz(path, {**arrays, CHECKSUM_KEY: np.asarray(arrays_checksum(arrays))})
 
 
 def file_fingerprint(paths: list[Path]) -> str:

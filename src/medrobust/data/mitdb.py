@@ -21,6 +21,7 @@ beats is test, ``val_fraction`` of the rest is validation.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +59,10 @@ DS1: tuple[str, ...] = tuple(str(r) for r in [101, 106, 108, 109, 112, 114, 115,
                                               205, 207, 208, 209, 215, 220, 223, 230])
 DS2: tuple[str, ...] = tuple(str(r) for r in [100, 103, 105, 111, 113, 117, 121, 123, 200, 202, 210, 212, 213, 214,
                                               219, 221, 222, 228, 231, 232, 233, 234])
+
+
+class UnknownSymbolsWarning(UserWarning):
+    """Annotations with unknown symbols were skipped (``unknown_symbols="skip"``)."""
 
 
 def _wfdb() -> Any:
@@ -148,33 +153,72 @@ def read_record(
     return sig.astype(np.float64), float(header.fs), lead_used
 
 
-def read_beats(folder: Path, record: str, *, unknown_symbols: str = "error") -> tuple[np.ndarray, np.ndarray]:
-    """Beat R-peak positions and AAMI labels from ``record.atr``; non-beat annotations are skipped."""
+def _check_annotations(ann: Any, atr: Path, sig_len: int | None) -> None:
+    """Refuse an annotation file whose content cannot be real: symbols that decode to nothing, times
+    running backwards or outside the signal (a damaged or foreign ``.atr`` decodes to exactly this)."""
+    sample = np.asarray(ann.sample, dtype=np.int64)
+    symbols = list(ann.symbol or [])
+    problem = None
+    if len(symbols) != len(sample):
+        problem = f"{len(sample)} annotation times but {len(symbols)} symbols"
+    elif any(not isinstance(sym, str) or not sym for sym in symbols):
+        k = next(i for i, sym in enumerate(symbols) if not isinstance(sym, str) or not sym)
+        problem = f"annotation {k} (sample {int(sample[k])}) has no valid symbol code"
+    elif len(sample) and (np.diff(sample) < 0).any():
+        k = int(np.nonzero(np.diff(sample) < 0)[0][0]) + 1
+        problem = f"annotation times run backwards at annotation {k} ({int(sample[k - 1])} -> {int(sample[k])})"
+    elif len(sample) and (sample.min() < 0 or (sig_len is not None and sample.max() >= sig_len)):
+        problem = f"annotation times {int(sample.min())}..{int(sample.max())} fall outside the signal (0..{sig_len})"
+    if problem:
+        raise DataError(f"corrupt annotation file {atr}: {problem}. Re-download the record.")
+
+
+def read_beats(folder: Path, record: str, *, unknown_symbols: str = "error",
+               sig_len: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Beat R-peak positions and AAMI labels from ``record.atr``; non-beat annotations are skipped.
+
+    Returns
+    -------
+    samples, labels, skipped
+        ``skipped`` counts the annotations with a symbol that is neither a beat nor a known non-beat
+        symbol, per symbol (only with ``unknown_symbols="skip"``; ``"error"`` raises on the first).
+
+    Raises
+    ------
+    DataError
+        An unreadable or corrupt annotation file (symbols that decode to nothing, times running backwards
+        or, given ``sig_len``, outside the signal), or an unknown symbol with ``unknown_symbols="error"``.
+    """
     atr = folder / f"{record}.atr"
     try:
         ann = _wfdb().rdann(str(folder / record), "atr")
     except Exception as exc:
-        raise DataError(f"cannot read annotation file {atr}: {exc}. Re-download the record.") from exc
-    samples, labels = [], []
+        raise DataError(f"corrupt annotation file {atr}: it cannot be read ({type(exc).__name__}: {exc}). "
+                        "Re-download the record.") from exc
+    _check_annotations(ann, atr, sig_len)
+    samples, labels, skipped = [], [], {}
     for s, sym in zip(ann.sample, ann.symbol):
         if sym in AAMI_MAP:
             samples.append(int(s))
             labels.append(AAMI_CLASSES.index(AAMI_MAP[sym]))
-        elif sym not in NON_BEAT_SYMBOLS and unknown_symbols == "error":
-            raise DataError(
-                f"unknown annotation symbol {sym!r} at sample {s} in {atr}; "
-                "pass unknown_symbols='skip' to ignore such annotations."
-            )
-    return np.asarray(samples, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+        elif sym not in NON_BEAT_SYMBOLS:
+            if unknown_symbols == "error":
+                raise DataError(
+                    f"unknown annotation symbol {sym!r} at sample {s} in {atr}; "
+                    "pass unknown_symbols='skip' to ignore such annotations."
+                )
+            skipped[sym] = skipped.get(sym, 0) + 1
+    return np.asarray(samples, dtype=np.int64), np.asarray(labels, dtype=np.int64), skipped
 
 
 def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[str, np.ndarray]:
-    xs, ys, ids, pos, leads = [], [], [], [], []
+    xs, ys, ids, pos, leads, skipped = [], [], [], [], [], []
     for rec in records:
         signal, fs, lead_used = read_record(
             folder, rec, lead=opts["lead"], missing_lead=opts["missing_lead"], source_fs=opts["source_fs"]
         )
-        peaks, labels = read_beats(folder, rec, unknown_symbols=opts["unknown_symbols"])
+        peaks, labels, skip = read_beats(folder, rec, unknown_symbols=opts["unknown_symbols"], sig_len=len(signal))
+        skipped.append(sum(skip.values()))
         if opts["format"] == "kachuee":
             sig = resample(signal, fs, KACHUEE_FS)
             p = rescale_positions(peaks, fs, KACHUEE_FS)
@@ -199,6 +243,7 @@ def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[s
         "positions": np.concatenate(pos),
         "records": np.asarray(records, dtype="U8"),
         "leads_used": np.asarray(leads, dtype="U8"),
+        "skipped": np.asarray(skipped, dtype=np.int64),
     }
 
 
@@ -246,7 +291,24 @@ def build_mitdb(
         arrays["fingerprint"] = np.asarray(file_fingerprint(paths))
         if use_cache:
             save_cached(path, arrays)
+    _warn_skipped(arrays, recs, folder)
     return arrays, {**opts, "records": list(recs), "root": str(folder)}
+
+
+def _warn_skipped(arrays: dict[str, np.ndarray], records: Sequence[str], folder: Path) -> None:
+    counts = {r: int(n) for r, n in zip(records, arrays.get("skipped", ())) if n}
+    if counts:
+        warnings.warn(f"mitdb: skipped {sum(counts.values())} annotation(s) with unknown symbols "
+                      f"(unknown_symbols='skip') in {folder}, per record {counts}; "
+                      f"{len(arrays['y'])} beats kept.", UnknownSymbolsWarning, stacklevel=3)
+
+
+def _empty_split_message(split: str, arrays: dict[str, np.ndarray], opts: dict[str, Any], scheme: str) -> str:
+    skipped = int(arrays["skipped"].sum()) if "skipped" in arrays else 0
+    why = (f"; unknown_symbols='skip' dropped {skipped} annotation(s) with unknown symbols, so the annotation "
+           "files may be damaged: check them" if skipped else "")
+    return (f"mitdb: the {split!r} split would be empty ({len(arrays['y'])} beats in total from records "
+            f"{opts['records']}, scheme={scheme!r}){why}; use more records (records=[...]) or another split.")
 
 
 @register_dataset("mitdb", options_from=(build_mitdb,))
@@ -303,6 +365,8 @@ def load_mitdb(
         tr, va = stratified_split(y[ds1], val_fraction, seed)
         parts = {"train": ds1[tr], "val": ds1[va], "test": np.nonzero(np.isin(ids, DS2))[0]}
     idx = np.arange(len(y)) if split == "all" else parts[split]
+    if len(idx) == 0:
+        raise DataError(_empty_split_message(split, arrays, opts, scheme))
     resampled = balance == "oversample"
     if resampled:
         idx = idx[oversample_indices(y[idx], seed=seed)]
