@@ -96,3 +96,148 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert html.is_file() and f"report: {html}" in printed and "worst case" in printed
     card = json.loads((out / "evaluation" / "card.json").read_text())
     assert card["environment"]["torch_version"] and card["results"]
+
+
+# ---------------------------------------------------------------- issue 21: hostile-user cases, one line each
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("medrobust: error:") and "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("option, match", [
+    ("records=[]", "records=[] is not allowed: records must be a non-empty list"),
+    ("bogus_key=1", "dataset 'mitdb': unknown option bogus_key=1; allowed:"),
+    ("records=[", "--option 'records=[': the value '[' is not a valid YAML value"),
+    ("fs=ten", "fs='ten' is not allowed: fs must be a number or null"),
+])
+def test_data_info_bad_option_exits_2(option: str, match: str, shared_data: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["data", "info", "mitdb", "--data-dir", str(shared_data), "--cache-dir", str(tmp_path),
+                 "--option", option])
+    assert code == 2 and match in _one_line_error(capsys)
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_data_info_scalar_records_is_one_record(shared_data: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["data", "info", "mitdb", "--data-dir", str(shared_data), "--cache-dir", str(tmp_path),
+                 "--option", "records=100"])
+    out = capsys.readouterr().out
+    assert code == 0
+    # record 100 has 2239 N, 33 S, 1 V beats (annotations); the three splits add up to them
+    sizes = [int(line.split("n=")[1].split()[0]) for line in out.splitlines() if " n=" in line]
+    assert len(sizes) == 3 and sum(sizes) == 2273
+
+
+def test_data_cache_dir_for_a_dataset_without_cache(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["data", "info", "synthetic", "--cache-dir", str(tmp_path)]) == 2
+    assert "--cache-dir: dataset 'synthetic' keeps no cache" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("yaml_text, match", [
+    ('train: {epochs: "two"}\n', "train: epochs='two' is not allowed: epochs must be an integer"),
+    ('dataset: {name: synthetic, options: "format=native"}\n',
+     "dataset: options='format=native' is not allowed: options must be a mapping"),
+    ("dataset: synthetic\n", "dataset must be a mapping (key: value)"),
+    ("train: {epochs: 0}\n", "epochs must be >= 1, got 0"),
+    ("dataset: {name: synthetic, options: {n_per_class: five}}\n", "n_per_class='five' is not allowed"),
+    ("train: {epochs: 2\n", "is not valid YAML (line 2"),
+    ("dataset: {name: synthetic, split: test}\n", "dataset: unknown key(s) ['split']"),
+    ("model: {name: mlp1, kwargs: [1]}\n", "model: kwargs=[1] is not allowed"),
+])
+def test_train_yaml_values_checked_before_work(yaml_text: str, match: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert match in _one_line_error(capsys)
+    assert not (tmp_path / "o").exists()  # nothing created before the config was valid
+
+
+def test_non_utf8_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "is not UTF-8 text" in _one_line_error(capsys)
+
+
+_TRAIN = ["train", "--option", "n_per_class=8", "--model", "mlp1", "--epochs", "1", "--no-progress"]
+
+
+def test_train_refuses_foreign_and_earlier_output_unless_overwrite(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main([*_TRAIN, "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert f"--out {out} is not empty (notes.txt; not created by `medrobust train`)" in err and "--overwrite" in err
+    assert main([*_TRAIN, "--out", str(out), "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite removes only what train writes
+    first = (out / "checkpoint" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*_TRAIN, "--out", str(out)]) == 2  # an earlier train's checkpoint is not replaced silently
+    assert "the output of an earlier `medrobust train`" in _one_line_error(capsys)
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == first
+    assert main([*_TRAIN, "--out", str(out), "--overwrite", "--seed", "3"]) == 0
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() != first
+
+
+def test_train_init_from_unverified_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*_TRAIN, "--out", str(tmp_path / "a")]) == 0
+    ck = tmp_path / "a" / "checkpoint"
+    card = json.loads((ck / "card.json").read_text())
+    del card["weights_sha256"]
+    (ck / "card.json").write_text(json.dumps(card))
+    capsys.readouterr()
+    assert main([*_TRAIN, "--init-from", str(ck), "--out", str(tmp_path / "b")]) == 2
+    err = _one_line_error(capsys)
+    assert "refusing to load unverified weights" in err and "--trust-unverified" in err
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        assert main([*_TRAIN, "--init-from", str(ck), "--trust-unverified", "--out", str(tmp_path / "c")]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["init_from"]["weights_verified"] is False and summary["config"]["trust_unverified"] is True
+    assert len(summary["init_from"]["weights_sha256"]) == 64
+
+
+# ---------------------------------------------------------------- claim_out_dir (used by train, evaluate, attack)
+def test_claim_out_dir_rules(tmp_path: Path) -> None:
+    from medrobust.cli._util import MARKER_NAME, claim_out_dir
+    from medrobust.errors import ConfigError
+
+    produced = ("adversarial.npz", "attack.json", "wfdb")
+    out = claim_out_dir(tmp_path / "new" / "run", command="attack", produced=produced)
+    assert json.loads((out / MARKER_NAME).read_text()) == {"command": "attack", "produced": list(produced)}
+    # this command's folder without earlier output: accepted again
+    assert claim_out_dir(out, command="attack", produced=produced) == out
+    (out / "attack.json").write_text("{}")
+    (out / "wfdb").mkdir()
+    (out / "wfdb" / "pgd_0.hea").write_text("stale")
+    (out / "keep.txt").write_text("user file")
+    with pytest.raises(ConfigError, match="the output of an earlier `medrobust attack`"):
+        claim_out_dir(out, command="attack", produced=produced)
+    assert claim_out_dir(out, command="attack", produced=produced, resume=True) == out  # resumable commands
+    assert (out / "attack.json").exists()
+    with pytest.raises(ConfigError, match="written by `medrobust attack`"):
+        claim_out_dir(out, command="evaluate", produced=("card.json",))
+    claim_out_dir(out, command="attack", produced=produced, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER_NAME, "keep.txt"])  # stale WFDB gone too
+    # a foreign folder (no marker) holding a file the command would write: refused, even with resume
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "card.json").write_text('{"someone": "else"}')
+    with pytest.raises(ConfigError, match="not created by `medrobust evaluate`"):
+        claim_out_dir(foreign, command="evaluate", produced=("card.json", "state.json"), resume=True)
+    assert (foreign / "card.json").read_text() == '{"someone": "else"}'
+    # adopt: a run written before markers existed is recognised by its state file
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "state.json").write_text("{}")
+    claim_out_dir(legacy, command="evaluate", produced=("state.json",), resume=True, adopt=("state.json",))
+    assert json.loads((legacy / MARKER_NAME).read_text())["command"] == "evaluate"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        claim_out_dir(tmp_path / "afile", command="train")
+    with pytest.raises(ValueError, match="plain relative names"):
+        claim_out_dir(tmp_path / "x", command="train", produced=("../up",))

@@ -141,11 +141,11 @@ def claim_out_dir(path: str | os.PathLike[str], *, command: str, overwrite: bool
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {out} is a file, not a folder; choose a folder path.")
-    ensure_writable_dir(out, what)
     produced = tuple(produced)
     for name in produced:
         if Path(name).is_absolute() or ".." in Path(name).parts or name in ("", ".", MARKER_NAME):
             raise ValueError(f"claim_out_dir: produced entries must be plain relative names, got {name!r}.")
+    ensure_writable_dir(out, what)
     entries = [e for e in out.iterdir() if e.name != MARKER_NAME]
     marker = _read_marker(out)
     owner = marker["command"] if marker else (command if any((out / a).exists() for a in adopt) else None)
