@@ -13,7 +13,7 @@ IMG_BIN    := $(IMG_VENV)/bin
 IMG_TORCH  ?= torch==2.14.1 torchvision==0.29.1
 IMG_STAMP  := $(IMG_VENV)/.installed
 
-.PHONY: demo test test-images venv clean
+.PHONY: demo test test-images fuzz venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The property-based suites of tests/fuzz with 50 times their `make test` examples (still seeded).
+FUZZ_FACTOR ?= 50
+fuzz: $(STAMP)
+	MEDROBUST_FUZZ_FACTOR=$(FUZZ_FACTOR) $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 $(IMG_STAMP): pyproject.toml
 	test -x $(IMG_BIN)/python || $(PYTHON) -m venv $(IMG_VENV)

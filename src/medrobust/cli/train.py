@@ -116,9 +116,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_defense(block: Any, name: str | None, options: list[str] | None, source: str | None) -> dict[str, Any]:
-    """Merge the YAML ``defense`` block (a name, or a mapping ``{name: ..., <option>: ...}``) with the flags."""
-    from medrobust.defenses import available_defenses, defense_options
+    """Merge the YAML ``defense`` block (a name, or a mapping ``{name: ..., <option>: ...}``) with the flags;
+    the name, the option keys and the option value types are checked (one line naming the key)."""
+    from medrobust.data.options import check_options, parameter_schema
+    from medrobust.defenses import available_defenses, defense_class
 
+    where = f"{source}: defense" if source else "--defense"
     if block is None:
         d: dict[str, Any] = {}
     elif isinstance(block, str):
@@ -126,23 +129,26 @@ def resolve_defense(block: Any, name: str | None, options: list[str] | None, sou
     elif isinstance(block, dict):
         d = dict(block)
     else:
-        raise ConfigError(f"{source}: 'defense' must be a name or a mapping {{name: ..., option: value}}, "
-                          f"got {type(block).__name__}.")
+        raise ConfigError(f"{where} must be a name or a mapping {{name: ..., option: value}}, got {block!r:.60}.")
     if name:
         if d.get("name") not in (None, name):
             d = {}  # another defence on the command line: the YAML's options do not apply to it
         d["name"] = name
     d.update(parse_options(options, flag="--defense-option"))
     d.setdefault("name", "ce")
-    key = str(d["name"]).lower()
+    key = str(d["name"]).lower() if isinstance(d["name"], str) else None
     if key not in available_defenses():
-        raise ConfigError(f"unknown defence {d['name']!r}; available: {', '.join(available_defenses())}.")
-    accepted = defense_options(key)
-    unknown = [k for k in d if k != "name" and k not in accepted]
+        raise ConfigError(f"{where}: unknown defence {d['name']!r:.60}; available: {', '.join(available_defenses())}.")
+    schema = parameter_schema(defense_class(key).__init__, exclude=_DEFENSE_RESERVED)
+    unknown = [k for k in d if k != "name" and k not in schema]
     if unknown:
-        raise ConfigError(f"defence {key!r}: unknown option(s) {unknown}; accepted: {', '.join(accepted) or '(none)'}.")
-    d["name"] = key
-    return d
+        raise ConfigError(f"{where}: defence {key!r}: unknown option(s) {unknown}; accepted: "
+                          f"{', '.join(schema) or '(none)'}.")
+    opts = check_options({k: v for k, v in d.items() if k != "name"}, schema, owner=f"{where} {key!r}")
+    return {"name": key, **opts}
+
+
+_DEFENSE_RESERVED = ("self", "model", "config", "out_dir", "generator")
 
 
 def list_defenses() -> str:

@@ -112,7 +112,11 @@ def _coerce(value: Any, annotation: Any) -> Any:
         raise _Mismatch
     if origin in (list, cabc.Sequence, tuple):
         return _coerce_sequence(value, args[0] if args else Any)
-    raise _Mismatch
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+        raise _Mismatch  # e.g. a torch module where only Python code can pass one
+    return value  # an annotation this layer does not model: the receiver checks the value
 
 
 def _coerce_sequence(value: Any, item: Any) -> list[Any]:
