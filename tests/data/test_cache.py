@@ -102,3 +102,34 @@ def test_mitdb_cache_with_edited_labels_is_rebuilt_from_the_records(shared_data:
     with pytest.warns(CacheWarning, match="lacks"):
         arrays, _ = build_mitdb(mitdb, records=["100"], cache_dir=cache)
     assert str(arrays["fingerprint"]) == clean.meta.fingerprint
+
+
+def _unsupported_zip_version(data: bytes) -> bytes:
+    """The npz with its first central-directory entry's 'version needed to extract' set to 10.9 (zipfile
+    raises NotImplementedError, not BadZipFile: found by tests/fuzz)."""
+    buf = bytearray(data)
+    at = buf.find(b"PK\x01\x02")
+    assert at > 0
+    buf[at + 6] = 109
+    return bytes(buf)
+
+
+def test_npz_with_unsupported_zip_version_is_discarded_not_raised(tmp_path: Path) -> None:
+    p = tmp_path / "c.npz"
+    save_cached(p, _arrays())
+    p.write_bytes(_unsupported_zip_version(p.read_bytes()))
+    with pytest.warns(CacheWarning, match="unreadable"):
+        assert load_cached(p) is None
+
+
+def test_medmnist_npz_with_unsupported_zip_version_is_a_data_error(tmp_path: Path) -> None:
+    from medrobust.errors import DataError
+
+    arrays = {f"{s}_{k}": (np.zeros((2, 4, 4), np.uint8) if k == "images" else np.zeros((2, 1), np.int64))
+              for s in ("train", "val", "test") for k in ("images", "labels")}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    p = tmp_path / "breastmnist.npz"
+    p.write_bytes(_unsupported_zip_version(buf.getvalue()))
+    with pytest.raises(DataError, match=r"cannot read MedMNIST file .*breastmnist\.npz"):
+        load_dataset("medmnist", path=p)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,6 +26,13 @@ from medrobust.paths import user_cache_dir
 
 CACHE_VERSION = 2
 CHECKSUM_KEY = "__checksum__"
+
+NPZ_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, struct.error, OverflowError,
+    NotImplementedError,  # zipfile: "zip file version 10.9", "That compression method is not supported"
+    RuntimeError,         # zipfile: "File ... is encrypted, password required"
+)
+"""What reading a damaged ``.npz`` with :func:`numpy.load` can raise (found by the tests/fuzz suites)."""
 
 
 class CacheWarning(UserWarning):
@@ -68,7 +77,7 @@ def load_cached(path: Path, *, required: Iterable[str] = ("fingerprint",)) -> di
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except NPZ_READ_ERRORS as exc:
         _discard(path, f"is unreadable ({type(exc).__name__})")
         return None
     missing = [k for k in (*required, CHECKSUM_KEY) if k not in arrays]

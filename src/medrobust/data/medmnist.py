@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from medrobust.data.base import DatasetMeta, ECGDataset
-from medrobust.data.cache import file_fingerprint
+from medrobust.data.cache import NPZ_READ_ERRORS, file_fingerprint
 from medrobust.data.image_ops import CHANNEL_NAMES, check_channels, convert_channels, parse_size, resize_images
 from medrobust.data.registry import SPLITS, register_dataset
 from medrobust.errors import ConfigError, DataError
@@ -110,7 +109,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                     "train_/val_/test_ images and labels; re-download the official file."
                 )
             return {k: z[k] for k in keys}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except DataError:
+        raise
+    except NPZ_READ_ERRORS as exc:
         raise DataError(f"cannot read MedMNIST file {path}: {exc}. The file is truncated or not an npz; re-download it.") from exc
 
 
