@@ -102,6 +102,23 @@ def _remove(entry: Path) -> None:
         entry.unlink(missing_ok=True)
 
 
+def _plain_names(names: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    for name in names:
+        if Path(name).is_absolute() or ".." in Path(name).parts or name in ("", ".", MARKER_NAME):
+            raise ValueError(f"claim_out_dir: produced entries must be plain relative names, got {name!r}.")
+    return names
+
+
+def _refusal(out: Path, what: str, command: str, owner: str | None, entries: list[Path],
+             produced: tuple[str, ...]) -> str:
+    whose = (f"the output of an earlier `medrobust {command}`" if owner == command else
+             f"written by `medrobust {owner}`" if owner else f"not created by `medrobust {command}`")
+    listed = ", ".join(sorted(e.name for e in entries)[:5]) + (" ..." if len(entries) > 5 else "")
+    return (f"{what} {out} is not empty ({listed}; {whose}); choose another folder, or pass "
+            f"--overwrite to replace what `medrobust {command}` writes there ({', '.join(produced)}).")
+
+
 def claim_out_dir(path: str | os.PathLike[str], *, command: str, overwrite: bool = False,
                   produced: Iterable[str] = (), resume: bool = False, adopt: Iterable[str] = (),
                   what: str = "--out") -> Path:
@@ -141,10 +158,7 @@ def claim_out_dir(path: str | os.PathLike[str], *, command: str, overwrite: bool
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {out} is a file, not a folder; choose a folder path.")
-    produced = tuple(produced)
-    for name in produced:
-        if Path(name).is_absolute() or ".." in Path(name).parts or name in ("", ".", MARKER_NAME):
-            raise ValueError(f"claim_out_dir: produced entries must be plain relative names, got {name!r}.")
+    produced = _plain_names(produced)
     ensure_writable_dir(out, what)
     entries = [e for e in out.iterdir() if e.name != MARKER_NAME]
     marker = _read_marker(out)
@@ -155,11 +169,7 @@ def claim_out_dir(path: str | os.PathLike[str], *, command: str, overwrite: bool
         for name in earlier:
             _remove(out / name)
     elif entries and not (ours and (resume or not earlier)):
-        whose = (f"the output of an earlier `medrobust {command}`" if ours else
-                 f"written by `medrobust {owner}`" if owner else f"not created by `medrobust {command}`")
-        listed = ", ".join(sorted(e.name for e in entries)[:5]) + (" ..." if len(entries) > 5 else "")
-        raise ConfigError(f"{what} {out} is not empty ({listed}; {whose}); choose another folder, or pass "
-                          f"--overwrite to replace what `medrobust {command}` writes there ({', '.join(produced)}).")
+        raise ConfigError(_refusal(out, what, command, owner, entries, produced))
     if marker is None or not ours:
         atomic_write_json(out / MARKER_NAME, {"command": command, "produced": list(produced)})
     return out

@@ -63,49 +63,47 @@ class _Mismatch(Exception):
     pass
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], Callable[[Any], Any]]] = {
+    _NONE: (lambda v: v is None, lambda v: None),
+    bool: (lambda v: isinstance(v, bool), bool),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int),
+    float: (_is_number, float),
+    str: (lambda v: isinstance(v, str), str),
+    os.PathLike: (lambda v: isinstance(v, (str, os.PathLike)), lambda v: v),
+    dict: (lambda v: isinstance(v, dict), lambda v: v),
+    cabc.Mapping: (lambda v: isinstance(v, dict), lambda v: v),
+}
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...]) -> Any:
+    if str in args and isinstance(value, int) and not isinstance(value, bool) and any(
+            typing.get_origin(a) in (list, cabc.Sequence) for a in args):
+        value = str(value)  # leads=12: YAML reads the name "12" as a number
+    for member in args:
+        try:
+            return _coerce(value, member)
+        except _Mismatch:
+            continue
+    raise _Mismatch
+
+
 def _coerce(value: Any, annotation: Any) -> Any:
     """``value`` normalised to ``annotation`` or :class:`_Mismatch`."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation in (Any, object, inspect.Parameter.empty):
         return value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if str in args and isinstance(value, int) and not isinstance(value, bool) and any(
-                typing.get_origin(a) in (list, cabc.Sequence) for a in args):
-            value = str(value)  # leads=12: YAML reads the name "12" as a number
-        for member in args:
-            try:
-                return _coerce(value, member)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if annotation is _NONE or annotation is None:
-        if value is None:
-            return None
-        raise _Mismatch
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return int(value)
-        raise _Mismatch
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise _Mismatch
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if annotation is os.PathLike or origin is os.PathLike:
-        if isinstance(value, (str, os.PathLike)):
-            return value
-        raise _Mismatch
-    if annotation is dict or origin in (dict, cabc.Mapping):
-        if isinstance(value, dict):
-            return value
-        raise _Mismatch
+        return _coerce_union(value, args)
+    key = _NONE if annotation is None else (origin if origin in (os.PathLike, dict, cabc.Mapping) else annotation)
+    if key in _SCALARS:
+        ok, convert = _SCALARS[key]
+        if not ok(value):
+            raise _Mismatch
+        return convert(value)
     if origin is tuple and args and args[-1] is not Ellipsis:
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(_coerce(v, a) for v, a in zip(value, args))
