@@ -98,3 +98,16 @@ def test_card_kwargs_that_break_the_constructor_are_a_checkpoint_error(tmp_path:
     (ck / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="card.json"):
         load_checkpoint(ck)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"channels": -1}, r"model 'cnn1': invalid arguments \{'channels': -1\}"),   # torch's error, named
+    ({"num_classes": 0}, r"model 'cnn1': num_classes must be an integer >= 1, got 0"),
+    ({"input_length": "187"}, r"input_length must be an integer >= 1, got '187'"),
+])
+def test_build_model_bad_arguments_are_one_config_error(kwargs: dict, match: str) -> None:
+    from medrobust.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match) as info:
+        build_model("cnn1", **kwargs)
+    assert "\n" not in str(info.value)

@@ -6,12 +6,16 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from medrobust.errors import ConfigError
+from medrobust.checks import check_int
+from medrobust.errors import ConfigError, MedrobustError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DOCS: dict[str, str] = {}
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_SIZE_ARGUMENTS = ("in_channels", "input_length", "num_classes")
+"""Arguments every architecture reads as a positive size; checked before the constructor runs."""
 
 
 def register_model(name: str, *, doc: str = "") -> Callable[[F], F]:
@@ -45,15 +49,23 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     Raises
     ------
     ConfigError
-        For an unknown name or invalid arguments.
+        For an unknown name or invalid arguments (also those that torch refuses inside a layer, e.g. a
+        negative width), one line naming the arguments.
     """
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown model name {name!r}; available: {', '.join(available_models())}."
         )
+    for key in _SIZE_ARGUMENTS:
+        if kwargs.get(key) is not None:  # None: the architecture's own default (e.g. any input length)
+            check_int(kwargs[key], f"model {name!r}: {key}", minimum=1)
     try:
         model = _REGISTRY[name](**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model {name!r}: invalid arguments {sorted(kwargs)}: {exc}") from exc
+    except MedrobustError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        # torch reports a bad size or type from deep inside a layer constructor: name the arguments instead
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model {name!r}: invalid arguments {kwargs}: {first}") from None
     model.medrobust_arch = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
     return model
