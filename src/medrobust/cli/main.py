@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 from medrobust import __version__
 from medrobust.errors import MedrobustError
@@ -31,12 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    """Warnings on the command line: one line each, like the errors (no source line echoed)."""
+    print(f"medrobust: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args._argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in result cards
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except MedrobustError as exc:
         print(f"medrobust: error: {exc}", file=sys.stderr)
         return 2
