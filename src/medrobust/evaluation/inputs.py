@@ -37,7 +37,6 @@ def check_compatible(model_card: Mapping[str, Any] | None, dataset: Any) -> list
     """
     if not model_card:
         return []
-    notes: list[str] = []
     meta = dataset.meta
     ck_classes = list(model_card.get("classes") or [])
     if ck_classes and ck_classes != list(meta.classes):
@@ -56,6 +55,12 @@ def check_compatible(model_card: Mapping[str, Any] | None, dataset: Any) -> list
     if fs and meta.fs and abs(fs - float(meta.fs)) > 1e-6:
         raise CheckpointError(f"the checkpoint was trained at fs = {fs:g} Hz but the data is at {meta.fs:g} Hz; "
                               "load the data at the training rate.")
+    return _compatibility_notes(model_card, meta)
+
+
+def _compatibility_notes(model_card: Mapping[str, Any], meta: Any) -> list[str]:
+    """Differences between training and evaluation data that do not prevent the evaluation."""
+    notes: list[str] = []
     units = model_card.get("units")
     if units and meta.units and units != meta.units:
         notes.append(f"checkpoint units {units!r} differ from the data's {meta.units!r}")

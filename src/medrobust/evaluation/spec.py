@@ -151,25 +151,8 @@ class ProtocolConfig:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        attacks = tuple(AttackSpec.parse(a) for a in (self.attacks or ()))
-        if not attacks:
-            raise ConfigError("the protocol needs at least one attack, e.g. attacks=['pgd'].")
-        labels = [a.label for a in attacks]
-        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
-        if dup:
-            raise ConfigError(f"attack labels must be unique, {dup} repeat; give each a distinct 'label'.")
-        object.__setattr__(self, "attacks", attacks)
-        try:
-            eps = tuple(sorted(float(e) for e in self.eps))
-        except (TypeError, ValueError):
-            raise ConfigError(f"eps must be a list of numbers, got {self.eps!r}.") from None
-        if not eps:
-            raise ConfigError("eps must hold at least one radius, e.g. eps=[0.01, 0.05, 0.1].")
-        if len(set(eps)) != len(eps):
-            raise ConfigError(f"eps holds duplicates: {list(self.eps)}.")
-        if not all(math.isfinite(e) for e in eps) or (self.eps_mode != "snr_db" and eps[0] <= 0):
-            raise ConfigError(f"every ε must be finite and > 0, got {list(self.eps)}.")
-        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "attacks", _parse_attacks(self.attacks))
+        object.__setattr__(self, "eps", _parse_eps(self.eps, self.eps_mode))
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}.")
         for key, minimum in (("batch_size", 1), ("refine_steps", 0), ("large_eps_samples", 1),
@@ -221,6 +204,33 @@ class ProtocolConfig:
         if isinstance(data.get("bounds"), list):
             data["bounds"] = tuple(data["bounds"])
         return cls(**data)
+
+
+def _parse_attacks(attacks: Any) -> tuple[AttackSpec, ...]:
+    """The ensemble as :class:`AttackSpec` s (at least one, unique labels)."""
+    parsed = tuple(AttackSpec.parse(a) for a in (attacks or ()))
+    if not parsed:
+        raise ConfigError("the protocol needs at least one attack, e.g. attacks=['pgd'].")
+    labels = [a.label for a in parsed]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ConfigError(f"attack labels must be unique, {dup} repeat; give each a distinct 'label'.")
+    return parsed
+
+
+def _parse_eps(eps: Any, eps_mode: str) -> tuple[float, ...]:
+    """The radii sorted (finite, distinct, > 0 unless ``eps_mode == "snr_db"``)."""
+    try:
+        out = tuple(sorted(float(e) for e in eps))
+    except (TypeError, ValueError):
+        raise ConfigError(f"eps must be a list of numbers, got {eps!r}.") from None
+    if not out:
+        raise ConfigError("eps must hold at least one radius, e.g. eps=[0.01, 0.05, 0.1].")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"eps holds duplicates: {list(eps)}.")
+    if not all(math.isfinite(e) for e in out) or (eps_mode != "snr_db" and out[0] <= 0):
+        raise ConfigError(f"every ε must be finite and > 0, got {list(eps)}.")
+    return out
 
 
 # ============================================================================================ standard
