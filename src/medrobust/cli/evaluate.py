@@ -206,8 +206,12 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
     clean = card["clean"]["accuracy"]
     print(f"\nclean accuracy {clean['value']:.4f} ({clean['numerator']}/{clean['denominator']}); "
           f"{card['data']['class_resampled_note']}")
+    degenerate = card.get("degenerate_model")
+    if degenerate:
+        print(f"{degenerate['headline']}: the robust accuracies below are not robustness "
+              "(a constant predictor keeps its class's accuracy at every ε)")
     labels = [m["label"] for m in card["protocol"]["members"]]
-    header = ["eps", "robust acc", "n robust", "attack success"] + [f"{lab} succ" for lab in labels]
+    header = ["eps", "robust acc" + (" (degenerate model)" if degenerate else ""), "n robust", "attack success"] + [f"{lab} succ" for lab in labels]
     rows = []
     for r in card["results"]:
         rows.append([r["eps"], r["robust_accuracy"]["value"],
@@ -216,7 +220,7 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
                     + [f"{a['success_rate']['numerator']}/{a['success_rate']['denominator']}" for a in r["attacks"]])
     print(format_table(header, rows))
     auc = card["curves"]["ensemble"].get("auc")
-    if auc is not None:
+    if auc is not None and not degenerate:
         print(f"robustness AUC (normalised by the largest ε): {auc:.4f}")
     if card["flags"]:
         print("reliability flags:")

@@ -31,15 +31,20 @@ from medrobust.evaluation.inputs import check_labels, select_indices
 from medrobust.evaluation.perturbation import perturbation_metrics, summarize
 from medrobust.evaluation.robustness import attack_success_rate, fooling_rate, robust_accuracy, targeted_success_rate
 from medrobust.evaluation.spec import AttackSpec
-from medrobust.units import resolve_bounds
+from medrobust.units import Units, resolve_bounds
 
-_WFDB_UNITS = {"mv": "mV", "uv": "uV", "µv": "uV", "μv": "uV", "v": "V", "adc": "adu"}
+_WFDB_PHYSICAL = {1e3: "mV", 1e6: "V", 1.0: "uV"}
 
 
 def wfdb_units(units: str) -> str:
-    """A WFDB units string (no spaces) for a dataset's units; normalised data become ``"NU"``."""
-    key = (units or "").strip().lower()
-    return _WFDB_UNITS.get(key, "NU")
+    """A WFDB units string (no spaces) for a dataset's units (:class:`medrobust.units.Units`): ``mV``, ``uV``,
+    ``V``, ``adu`` for ADC counts; normalised data become ``"NU"``."""
+    u = Units.parse(units)
+    if u.kind == "ecg-adc":
+        return "adu"
+    if u.kind == "ecg-mv" and u.uv_per_unit is not None:
+        return _WFDB_PHYSICAL.get(u.uv_per_unit, "NU")
+    return "NU"
 
 
 def save_npz(
