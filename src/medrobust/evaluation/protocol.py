@@ -197,8 +197,7 @@ def _open_state(out: Path | None, *, config: ProtocolConfig, members: Sequence[A
         "model weights": weights_id,
         "data fingerprint": str(meta.fingerprint),
         "evaluated samples": f"{meta.name}/{meta.split} n={n} indices sha256 {idx_hash[:12]}",
-        "protocol settings": cardmod.config_hash({k: settings[k] for k in ("protocol", "members", "bounds")}
-                                                 | {"options": meta.options}),
+        "protocol settings": cardmod.config_hash({k: settings[k] for k in ("protocol", "members", "bounds")}),
     }
     summary = {"checkpoint": checkpoint, "dataset": meta.name, "split": meta.split, "n": n,
                "attacks": [s.label for s in members], "eps": list(config.eps), "seed": config.seed}
