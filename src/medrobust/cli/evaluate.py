@@ -233,16 +233,15 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medrobust.evaluation import evaluate, select_indices
+    from medrobust.evaluation.protocol import stratified_selection
 
     cfg = resolve(args)
     out = ensure_writable_dir(cfg["out"])
     model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"])
     protocol = build_protocol(cfg["protocol"], ds.meta)
     limit = cfg["dataset"].get("limit")
-    idx = select_indices(len(ds), limit, protocol.seed)
-    selection = ({"method": "seeded random subset (numpy default_rng(seed).permutation, first N, sorted)",
-                  "seed": protocol.seed, "limit": limit} if limit is not None and limit < len(ds)
-                 else {"method": "all samples", "seed": None, "limit": limit})
+    idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())
+    selection = stratified_selection(limit, protocol.seed, len(ds))
     command = "medrobust " + " ".join(shlex.quote(a) for a in (args._argv if hasattr(args, "_argv") else sys.argv[1:]))
     print(f"evaluating {cfg['checkpoint']} on {ds!r}\nprotocol {protocol.name}: "
           f"{', '.join(s.label + ('*' if s.optional else '') for s in protocol.attacks)} at ε = {list(protocol.eps)} "

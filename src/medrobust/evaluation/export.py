@@ -314,7 +314,7 @@ def attack_dataset(model: nn.Module, dataset: Any, req: AttackRequest, *, out_di
     target_class = _target_index(req.target, classes, meta.name)
     bounds = resolve_bounds(req.bounds, meta.units)
     out = Path(out_dir)
-    idx = select_indices(len(dataset), req.limit, req.seed)
+    idx = select_indices(len(dataset), req.limit, req.seed, labels=dataset.y.numpy())
     t = torch.as_tensor(idx)
     x, y = dataset.x[t], dataset.y[t].long()
     check_labels(y.numpy(), classes, dataset=meta.name)
@@ -334,6 +334,7 @@ def attack_dataset(model: nn.Module, dataset: Any, req: AttackRequest, *, out_di
     extra = {"index": idx, "ids": np.asarray([str(meta.ids[i]) for i in idx], dtype=str),
              "classes": np.asarray(classes, dtype=str), "fs": np.array(float(meta.fs or 0)),
              "units": np.array(meta.units), "eps": np.array(req.eps), "attack": np.array(req.spec.name)}
+    summary["data"]["selection"] = ("stratified seeded subset" if len(idx) < len(dataset) else "all samples")
     if target is not None:
         extra["target"] = target.numpy()
     save_npz(out / ADVERSARIAL_NPZ, x=x.numpy(), x_adv=r["x_adv"].numpy(), y=y.numpy(),

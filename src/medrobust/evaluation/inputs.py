@@ -17,14 +17,43 @@ from medrobust.errors import CheckpointError, ConfigError, DataError
 from medrobust.evaluation.spec import AttackSpec
 
 
-def select_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
-    """All ``n`` indices, or a seeded random subset of ``limit`` of them in increasing order."""
+def select_indices(n: int, limit: int | None, seed: int = 0, *, labels: Any = None) -> np.ndarray:
+    """All ``n`` indices, or a seeded subset of ``limit`` of them in increasing order.
+
+    With ``labels`` (one class index per sample) the subset is **stratified**: each class gets
+    ``limit · n_c / n`` samples (largest remainders round up; every class present gets at least one when
+    ``limit`` allows), drawn at random within the class. Test splits are stored ordered by record, so
+    the first ``limit`` rows would be a few records only; a stratified subset keeps the split's class mix.
+    Without ``labels``: a seeded random subset (``default_rng(seed).permutation(n)[:limit]``).
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"--limit must be a positive integer, got {limit!r}.")
     if limit is None or limit >= n:
         return np.arange(n)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"--limit must be a positive integer, got {limit!r}.")
     rng = np.random.default_rng(seed)
-    return np.sort(rng.permutation(n)[:limit])
+    if labels is None:
+        return np.sort(rng.permutation(n)[:limit])
+    y = np.asarray(labels).reshape(-1)
+    if len(y) != n:
+        raise ConfigError(f"labels has {len(y)} entries for {n} samples.")
+    classes, counts = np.unique(y, return_counts=True)
+    quota = _allocate(counts, limit)
+    chosen = [rng.permutation(np.nonzero(y == c)[0])[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _allocate(counts: np.ndarray, limit: int) -> np.ndarray:
+    """Samples per class in proportion to ``counts`` summing to ``limit`` (largest remainder; each class >= 1
+    when ``limit >= len(counts)``)."""
+    exact = limit * counts / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: limit - int(quota.sum())]] += 1
+    if limit >= len(counts):
+        for c in np.nonzero(quota == 0)[0]:
+            quota[int(np.argmax(quota))] -= 1
+            quota[c] = 1
+    return quota
 
 
 def check_compatible(model_card: Mapping[str, Any] | None, dataset: Any) -> list[str]:

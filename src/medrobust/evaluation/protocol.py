@@ -113,6 +113,7 @@ def evaluate(
     *,
     out_dir: str | Path | None = None,
     indices: Sequence[int] | np.ndarray | None = None,
+    limit: int | None = None,
     model_card: Mapping[str, Any] | None = None,
     checkpoint: str | None = None,
     selection: Mapping[str, Any] | None = None,
@@ -135,6 +136,9 @@ def evaluate(
         Run folder (state, card, examples). ``None``: in memory, no resuming.
     indices
         Samples of ``dataset`` to evaluate (default all); see :func:`select_indices`.
+    limit
+        Instead of ``indices``: a stratified seeded subset of ``limit`` samples (seed ``config.seed``; each
+        class in proportion to its count in the split; never the first rows).
     model_card
         The checkpoint card (recorded and checked against the dataset).
     checkpoint
@@ -162,10 +166,23 @@ def evaluate(
     """
     from medrobust.attacks import frozen_eval
 
+    if limit is not None:
+        if indices is not None:
+            raise ConfigError("pass either indices or limit, not both.")
+        indices = select_indices(len(dataset), limit, config.seed, labels=dataset.y.numpy())
+        selection = selection or stratified_selection(limit, config.seed, len(dataset))
     with frozen_eval(model):
         return _evaluate(model, dataset, config, out_dir=out_dir, indices=indices, model_card=model_card,
                          checkpoint=checkpoint, selection=selection, device=device, progress=progress,
                          overwrite=overwrite, command=command)
+
+
+def stratified_selection(limit: int | None, seed: int, n_total: int) -> dict[str, Any]:
+    """The card's record of how :func:`select_indices` chose the samples (``labels`` given)."""
+    if limit is None or limit >= n_total:
+        return {"method": "all samples", "seed": None, "limit": limit, "stratified": False}
+    return {"method": "stratified seeded subset (each class in proportion to its count in the split, drawn with "
+                      "numpy default_rng(seed))", "seed": seed, "limit": limit, "stratified": True}
 
 
 def _plan(config: ProtocolConfig, n_batches: int) -> list[str]:

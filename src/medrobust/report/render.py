@@ -52,7 +52,8 @@ def _header_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], 
     ev = data["evaluated"]
     b.append(("p",
               f"Model {model.get('architecture', 'unknown')} ({card['model'].get('checkpoint') or 'in-memory model'}), "
-              f"dataset {data['name']} split {data['split']}, {ev['n']} of {ev['n_total_split']} samples "
+              f"dataset {data['name']} split {data['split']}, {ev['n']} of {ev['n_total_split']} samples"
+              + (" (stratified)" if ev["selection"].get("stratified") else "") + " "
               f"({ev['selection'].get('method', '')}), sampling rate {fmt(data['fs'])} Hz, units {data['units']}. "
               f"Threat model: {tm['norm']} ball, ε = {', '.join(fmt(e) for e in tm['eps'])}"
               + (f" ({', '.join(fmt(e) for e in tm['eps_uv'])} µV)" if tm.get("eps_uv") else "")
