@@ -19,8 +19,8 @@ from disk, so an interrupted-and-resumed run yields the same card as an uninterr
 for its ``timings`` section** (wall-clock times, number of sessions), which is kept apart for that
 reason: compare cards with :func:`comparable`.
 
-The card follows RobustBench's model cards (landscape.md §4.4) and the toolkit guidance of
-landscape.md §6.10: versions, git commit, seeds, data fingerprint and split, model card, threat
+The card follows RobustBench's model cards (Croce et al., NeurIPS Datasets and Benchmarks 2021):
+versions, git commit, seeds, data fingerprint and split, model card, threat
 model, attack settings, numerators and denominators, timings and reliability flags.
 """
 

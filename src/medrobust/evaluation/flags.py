@@ -2,9 +2,10 @@
 
 Each check returns a :class:`Flag` (or ``None`` when it stays silent). Every flag has a page under
 ``docs/flags/<code>.md`` saying what it means and what to do. The checks follow AutoAttack's
-``checks.py`` (Croce & Hein, ICML 2020, arXiv 2003.01690; landscape.md §4.3), ART's
+``checks.py`` (Croce & Hein, ICML 2020, arXiv 2003.01690), ART's
 ``SecurityCurve`` obfuscated-gradient test (Nicolae et al., arXiv 1807.01069) and RobustBench's
-rules for a valid evaluation (non-zero input gradients, deterministic forward; landscape.md §4.4):
+rules for a valid evaluation (non-zero input gradients, deterministic forward; Croce et al., NeurIPS Datasets and
+Benchmarks 2021):
 
 ============================== ==================================================================
 code                           fires when

@@ -5,9 +5,9 @@ the last axis for signals) with perturbation ``δ = x_adv − x``:
 
 * ``l2`` = ``‖δ‖₂`` and ``linf`` = ``‖δ‖∞`` in the data's units; :func:`unit_scale` converts
   them to µV when the data is in mV (or V, µV, ADC counts) — ECG papers quote perturbations in µV (Han et al.,
-  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV; methods-ecg.md §6.6);
+  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV);
 * ``snr_db`` = ``10·log10(Σx² / Σδ²)``, the signal-to-noise ratio of the perturbed signal (the
-  inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134; methods-ecg.md §3.5);
+  inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134);
   ``+inf`` when ``δ = 0``;
 * ``hf_fraction`` = the fraction of the perturbation's energy above a cut-off frequency (Hz),
   from the one-sided power spectrum ``|rfft(δ)|²`` along time at the sampling rate ``fs`` (summed

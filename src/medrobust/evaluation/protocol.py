@@ -7,12 +7,12 @@
    or vanishing input gradients, DLR with fewer than 4 classes.
 2. **Clean predictions** of every sample.
 3. **ε sweep with an attack ensemble.** At every ε, the attacks run one after another. In
-   ``"sequential"`` mode (AutoAttack's semantics, Croce & Hein ICML 2020, arXiv 2003.01690;
-   landscape.md §4.3) each attack runs only on the samples that are still robust; in
+   ``"sequential"`` mode (AutoAttack's semantics, Croce & Hein ICML 2020, arXiv 2003.01690) each
+   attack runs only on the samples that are still robust; in
    ``"individual"`` mode every attack runs on every clean-correct sample (then each attack's own
    curve is known too). A sample counts as robust only if no attack broke it: the reported number
    is the pointwise worst case over the ensemble. Samples misclassified when clean are never
-   attacked and keep their clean prediction (methods-ecg.md §1). Each attack may have
+   attacked and keep their clean prediction (Ma & Liang, Comput. Biol. Med. 2022). Each attack may have
    ``restarts``: further independently seeded runs on the samples it has not broken yet.
 4. **Minimal adversarial ε** (optional): per sample, a binary search over the ε grid followed by
    ``refine_steps`` bisection steps between grid points, each step one run of the ensemble with a
@@ -23,8 +23,15 @@
    on clean-correct samples down to chance (ART ``SecurityCurve``).
 6. **Examples**: every attack alone at every ε on a few records (one per class), kept for the report.
 
-Every step is a *work unit* with its own seed, recorded in a resumable state (see
-:mod:`medrobust.evaluation.card`), and the result card is built from the recorded units.
+Every step is a *work unit* (:mod:`medrobust.evaluation.work`) with its own seed, recorded in a
+resumable state (see :mod:`medrobust.evaluation.card`), and the result card is built from the recorded
+units (:mod:`medrobust.evaluation.results`). The attack ensemble is in :mod:`medrobust.evaluation.ensemble`,
+the configuration in :mod:`medrobust.evaluation.spec`, the input checks in :mod:`medrobust.evaluation.inputs`;
+every name they define that this module defined before is importable from here too.
+
+A degenerate model (one class predicted, or a clean class-balanced accuracy within 0.05 of chance, or a
+collapse recorded in training) is flagged and named in the card's ``degenerate_model`` section, so that its
+robust accuracy is never read as robustness.
 
 Named ``standard`` protocols (:data:`STANDARD_PROTOCOLS`) fix the radii, attacks and settings per
 data type so that numbers are comparable between models.

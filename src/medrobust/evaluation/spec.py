@@ -244,7 +244,7 @@ _WB_NORMALIZED = (
 _BLACK_BOX = (AttackSpec("square", {}, optional=True), AttackSpec("spsa", {}, optional=True))
 
 STANDARD_PROTOCOLS: dict[str, ProtocolConfig] = {
-    # Ma & Liang's MIT-BIH protocol (beats min-max scaled to [0, 1]; methods-ecg.md §3.6, §4.2).
+    # Ma & Liang's MIT-BIH protocol (beats min-max scaled to [0, 1]; Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759).
     "standard-ecg-normalized": ProtocolConfig(
         attacks=_WB_NORMALIZED + _BLACK_BOX, eps=(0.01, 0.03, 0.05, 0.1, 0.2, 0.3), norm="linf",
         bounds=(0.0, 1.0), mode="sequential", name="standard-ecg-normalized"),
@@ -262,7 +262,7 @@ STANDARD_PROTOCOLS: dict[str, ProtocolConfig] = {
                  AttackSpec("sap", {"steps": 100, "smooth_steps": 200, "rel_step_size": 0.1})) + _BLACK_BOX,
         eps=(0.001, 0.003, 0.005, 0.01, 0.03, 0.05, 0.1), norm="linf", bounds=(-1.0, 1.0), mode="sequential",
         batch_size=32, name="standard-ecg-maxabs"),
-    # Han et al.'s raw ADC counts (ε = 10 ≈ 10 µV; methods-ecg.md §2.5–2.6).
+    # Han et al.'s raw ADC counts (ε = 10 ≈ 10 µV; Han et al., Nature Medicine 2020).
     "standard-ecg-adc": ProtocolConfig(
         attacks=(AttackSpec("apgd", {"loss": "ce", "steps": 100}), AttackSpec("apgd", {"loss": "dlr", "steps": 100}),
                  AttackSpec("pgd", {"steps": 20, "rel_step_size": 0.1, "random_start": False}),
