@@ -339,24 +339,26 @@ def black_box_stronger_flag(
     )
 
 
+def _find_degenerate(obj: Any, path: str, depth: int) -> str | None:
+    """The dotted path of the first truthy ``degenerate`` key in ``obj`` (nested mappings, depth <= 3)."""
+    if not isinstance(obj, Mapping) or depth > 3:
+        return None
+    if obj.get("degenerate"):
+        return f"{path}.degenerate"
+    for k, v in obj.items():
+        hit = _find_degenerate(v, f"{path}.{k}", depth + 1)
+        if hit:
+            return hit
+    return None
+
+
 def _training_collapse(model_card: Mapping[str, Any] | None) -> str | None:
     """Where the model card records a collapse during training (a truthy ``degenerate`` key under its
     ``training`` or ``metrics`` section, at any depth up to 3), e.g. ``"training.degenerate"``; else ``None``."""
-    def find(obj: Any, path: str, depth: int) -> str | None:
-        if not isinstance(obj, Mapping) or depth > 3:
-            return None
-        if obj.get("degenerate"):
-            return f"{path}.degenerate"
-        for k, v in obj.items():
-            hit = find(v, f"{path}.{k}", depth + 1)
-            if hit:
-                return hit
-        return None
-
     if not isinstance(model_card, Mapping):
         return None
     for section in ("training", "metrics"):
-        hit = find(model_card.get(section), section, 1)
+        hit = _find_degenerate(model_card.get(section), section, 1)
         if hit:
             return hit
     return None

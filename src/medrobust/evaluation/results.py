@@ -42,19 +42,21 @@ class Sweep:
     costs: dict[int, tuple[np.ndarray, np.ndarray]]
 
 
+def _cat(units: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
+    return np.concatenate([u[key] for u in units], axis=-1)
+
+
 def stack_sweep(units: Sequence[Sequence[Mapping[str, np.ndarray]]]) -> Sweep:
     """Join ``units[e][b]`` (radius ``e``, batch ``b``) along the sample axis."""
-    def cat(key: str, e: int) -> np.ndarray:
-        return np.concatenate([u[key] for u in units[e]], axis=-1)
-
     radii = range(len(units))
+    cat = _cat
     return Sweep(
-        status=np.stack([cat("status", e) for e in radii]),
-        adv_pred=np.stack([cat("adv_pred", e) for e in radii]),
-        broken_by=np.stack([cat("broken_by", e) for e in radii]),
-        member_pred=np.stack([cat("member_pred", e) for e in radii]),
-        ens_m={k: np.stack([cat(f"ens_{k}", e) for e in radii]) for k in METRICS},
-        mem_m={k: np.stack([cat(f"mem_{k}", e) for e in radii]) for k in METRICS},
+        status=np.stack([cat(units[e], "status") for e in radii]),
+        adv_pred=np.stack([cat(units[e], "adv_pred") for e in radii]),
+        broken_by=np.stack([cat(units[e], "broken_by") for e in radii]),
+        member_pred=np.stack([cat(units[e], "member_pred") for e in radii]),
+        ens_m={k: np.stack([cat(units[e], f"ens_{k}") for e in radii]) for k in METRICS},
+        mem_m={k: np.stack([cat(units[e], f"mem_{k}") for e in radii]) for k in METRICS},
         costs={e: (np.sum([u["grad_evals"] for u in units[e]], axis=0),
                    np.sum([u["queries"] for u in units[e]], axis=0)) for e in radii},
     )
