@@ -195,3 +195,17 @@ def test_evaluate_with_limit_records_the_stratified_selection(tiny_model: nn.Mod
     with pytest.raises(ConfigError, match="either indices or limit"):
         evaluate(tiny_model, beats, ProtocolConfig(attacks=["fgsm"], eps=(0.05,), **FAST), limit=4, indices=[0, 1],
                  progress=False)
+
+
+def test_former_protocol_names_are_still_importable() -> None:
+    import medrobust.evaluation.protocol as P
+
+    for name in ("MODES", "THREAT_KEYS", "PROTOCOL_VERSION", "AttackSpec", "ProtocolConfig", "STANDARD_PROTOCOLS",
+                 "data_type", "standard_protocol", "bounds_from_units", "derive_seed", "select_indices",
+                 "check_compatible", "build_attack", "run_ensemble", "evaluate"):
+        assert hasattr(P, name), name
+    # the thin wrappers answer through medrobust.units.Units
+    assert P.bounds_from_units("max-abs scaled [-1, 1]") == (-1.0, 1.0)
+    assert P.bounds_from_units("mV") is None
+    assert P.data_type("max-abs scaled [-1, 1]", 500.0) == "ecg-maxabs"
+    assert P.data_type("normalized [0, 1]", 0.0) == "image"
