@@ -5,6 +5,8 @@
 * Models built to trigger each reliability flag (:class:`Quantized`, :class:`Saturated`,
   :class:`AlwaysDropout`, :class:`Softmaxed`).
 * :class:`RandomSearch`: a tiny score-based (black-box) attack for the ensemble tests.
+* :class:`NearestMean`: a fixed nearest-class-mean classifier (no training) for pinned numbers;
+  :class:`Constant`: a collapsed model that predicts one class.
 """
 
 from __future__ import annotations
@@ -121,11 +123,10 @@ class RandomSearch(Attack):
             ctx.record_final(act, x_in, logits)
 
 
-
 class NearestMean(nn.Module):
-    """A fixed, untrained classifier: logits ``scale · (x·μ_c − ‖μ_c‖²/2)`` from the class means ``μ_c`` of the
-    synthetic training beats (nearest class mean). Deterministic without any training run, so that a card's
-    numbers can be pinned."""
+    """A fixed, untrained classifier: logits ``scale · (x·μ_c − ‖μ_c‖²/2)`` from the class means ``μ_c``
+    of the synthetic training beats (nearest class mean). Deterministic without any training run, so that a
+    card's numbers can be pinned."""
 
     def __init__(self, scale: float = 20.0) -> None:
         super().__init__()

@@ -263,7 +263,8 @@ def _attack_batches(ens: EnsembleContext, req: AttackRequest, x: torch.Tensor, y
     for b, s in enumerate(tqdm(starts, desc=f"{req.spec.name} ε={req.eps:g}", unit="batch", disable=not progress)):
         sel = sel_all[s:s + req.batch_size]
         res = run_attack(ens, req.spec, x[sel].to(dev), y[sel].to(dev), req.eps,
-                         seed=derive_seed(req.seed, "attack", b), target=None if target is None else target[sel].to(dev),
+                         seed=derive_seed(req.seed, "attack", b),
+                         target=None if target is None else target[sel].to(dev),
                          mask=None if mask is None else subset_mask(mask, sel).to(dev))
         x_adv[sel] = res.x_adv.cpu()
         adv_pred[sel] = res.adv_pred.cpu()

@@ -244,7 +244,7 @@ _WB_NORMALIZED = (
 _BLACK_BOX = (AttackSpec("square", {}, optional=True), AttackSpec("spsa", {}, optional=True))
 
 STANDARD_PROTOCOLS: dict[str, ProtocolConfig] = {
-    # Ma & Liang's MIT-BIH protocol (beats min-max scaled to [0, 1]; Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759).
+    # Ma & Liang's MIT-BIH protocol (beats min-max scaled to [0, 1]; Comput. Biol. Med. 2022, arXiv 2110.09759).
     "standard-ecg-normalized": ProtocolConfig(
         attacks=_WB_NORMALIZED + _BLACK_BOX, eps=(0.01, 0.03, 0.05, 0.1, 0.2, 0.3), norm="linf",
         bounds=(0.0, 1.0), mode="sequential", name="standard-ecg-normalized"),
