@@ -150,3 +150,133 @@ def test_bad_input_exits_2_with_one_line(case: str, match: str, ckpt: Path, fore
     assert code == 2, err
     assert match in err and "Traceback" not in err and err.startswith("medrobust: error:")
     assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------- nothing overwritten silently
+FAST = ["--attacks", "fgsm", "--eps", "0.1", "--limit", "6", "--examples", "0", "--no-large-eps-check",
+        "--no-progress"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("medrobust: error:"), err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_evaluate_refuses_a_foreign_folder_and_overwrite_removes_only_its_files(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "card.json").write_text('{"mine": true}')
+    (out / "notes.txt").write_text("keep me")
+    argv = ["evaluate", "--checkpoint", str(ckpt), *DATA, *FAST, "--out", str(out)]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "is not empty (card.json, notes.txt)" in err and "--overwrite" in err
+    assert (out / "card.json").read_text() == '{"mine": true}'
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "card.json").read_text())["format"] == "medrobust-result-card/1"
+    assert (out / "notes.txt").read_text() == "keep me"
+    capsys.readouterr()
+    # a finished run of the same settings resumes (nothing recomputed, one summary)
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("clean accuracy") == 1
+
+
+@pytest.mark.parametrize("change,what", [
+    ("weights", "the model weights differ"),
+    ("data", "the data fingerprint differs"),
+    ("eps", "the protocol settings differ"),
+])
+def test_resume_says_which_input_differs(change: str, what: str, ckpt: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    argv = ["evaluate", "--checkpoint", str(ckpt), *DATA, *FAST, "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    if change == "weights":                          # the same checkpoint retrained: other weights, same path
+        import torch
+
+        from medrobust.models import load_checkpoint, save_checkpoint
+
+        model = load_checkpoint(ckpt)
+        card = dict(model.card)
+        with torch.no_grad():
+            next(model.parameters()).mul_(1.01)
+        other = tmp_path / "ckpt2"
+        save_checkpoint(model, other, classes=card["classes"], fs=card["fs"], input_shape=card["input_shape"],
+                        units=card.get("units", ""), data=card.get("data"))
+        argv[2] = str(other)
+    elif change == "data":
+        argv[argv.index("n_per_class=8")] = "n_per_class=9"
+    else:
+        argv[argv.index("0.1")] = "0.2"
+    code = main(argv)
+    err = _one_line_error(capsys)
+    assert code == 2 and what in err and "different settings" in err
+    others = {"the model weights differ", "the data fingerprint differs", "the protocol settings differ"} - {what}
+    assert not any(o in err for o in others), err
+
+
+def test_attack_twice_is_refused_and_overwrite_replaces_the_previous_files(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "adv"
+    base = ["attack", "--checkpoint", str(ckpt), *DATA, "--eps", "0.1", "--limit", "6", "--out", str(out),
+            "--no-progress"]
+    assert main([*base, "--attack", "pgd", "--attack-option", "steps=2"]) == 0
+    first = sorted(p.name for p in (out / "wfdb").iterdir())
+    assert len(first) == 2 * 6 + 1 and all(n.startswith("pgd_") for n in first if n != "RECORDS")
+    (out / "mine.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main([*base, "--attack", "fgsm"]) == 2
+    assert "is not empty" in _one_line_error(capsys)
+    assert json.loads((out / "attack.json").read_text())["attack"]["name"] == "pgd"
+    assert main([*base, "--attack", "fgsm", "--wfdb-limit", "3", "--overwrite"]) == 0
+    left = sorted(p.name for p in (out / "wfdb").iterdir())
+    assert left == ["RECORDS", "fgsm_000.dat", "fgsm_000.hea", "fgsm_001.dat", "fgsm_001.hea", "fgsm_002.dat",
+                    "fgsm_002.hea"]
+    assert (out / "wfdb" / "RECORDS").read_text().split() == ["fgsm_000", "fgsm_001", "fgsm_002"]
+    assert json.loads((out / "attack.json").read_text())["attack"]["name"] == "fgsm"
+    assert (out / "mine.txt").read_text() == "keep me"
+    # without WFDB output the previous records go too
+    assert main([*base, "--attack", "fgsm", "--no-wfdb", "--overwrite"]) == 0
+    assert not (out / "wfdb").exists()
+
+
+def test_report_on_an_incomplete_card_or_truncated_examples(run_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    card = json.loads((bad / "card.json").read_text())
+    del card["results"]
+    (bad / "card.json").write_text(json.dumps(card))
+    assert main(["report", str(bad), "--no-progress"]) == 2
+    assert "lacks results" in _one_line_error(capsys)
+    shutil.copy(run_dir / "card.json", bad / "card.json")
+    from medrobust.evaluation.card import npz_bytes
+
+    data = npz_bytes({"x": np.zeros((2, 1, 187), np.float32), "x_adv": np.zeros((1, 1, 2, 1, 187), np.float32)})
+    (bad / "examples.npz").write_bytes(data[: len(data) // 2])
+    assert main(["report", str(bad), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "examples.npz" in err and "corrupt or truncated" in err
+
+
+def test_evaluate_refuses_labels_outside_the_models_classes(ckpt: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from medrobust.cli import evaluate as cli_eval
+
+    real = cli_eval.load_model_and_data
+
+    def with_label_9(ds_cfg: Any, checkpoint: Any) -> Any:
+        model, ds, card = real(ds_cfg, checkpoint)
+        ds.y[:] = 9
+        return model, ds, card
+
+    monkeypatch.setattr(cli_eval, "load_model_and_data", with_label_9)
+    assert main(["evaluate", "--checkpoint", str(ckpt), *DATA, *FAST, "--out", str(tmp_path / "o")]) == 2
+    err = _one_line_error(capsys)
+    assert "dataset 'synthetic' has labels 9 outside the model's 5 classes ['N', 'S', 'V', 'F', 'Q']" in err
+    assert not (tmp_path / "o" / "state.json").exists()      # refused before any work unit

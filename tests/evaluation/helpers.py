@@ -5,6 +5,8 @@
 * Models built to trigger each reliability flag (:class:`Quantized`, :class:`Saturated`,
   :class:`AlwaysDropout`, :class:`Softmaxed`).
 * :class:`RandomSearch`: a tiny score-based (black-box) attack for the ensemble tests.
+* :class:`NearestMean`: a fixed nearest-class-mean classifier (no training) for pinned numbers;
+  :class:`Constant`: a collapsed model that predicts one class.
 """
 
 from __future__ import annotations
@@ -120,3 +122,38 @@ class RandomSearch(Attack):
         if len(act):
             ctx.record_final(act, x_in, logits)
 
+
+class NearestMean(nn.Module):
+    """A fixed, untrained classifier: logits ``scale · (x·μ_c − ‖μ_c‖²/2)`` from the class means ``μ_c``
+    of the synthetic training beats (nearest class mean). Deterministic without any training run, so that a
+    card's numbers can be pinned."""
+
+    def __init__(self, scale: float = 20.0) -> None:
+        super().__init__()
+        from medrobust.data import load_dataset
+
+        train = load_dataset("synthetic", split="train", n_per_class=20, seed=0)
+        x, y = train.x.double().flatten(1), train.y.long()
+        mu = torch.stack([x[y == c].mean(0) for c in range(len(train.meta.classes))])
+        self.register_buffer("w", (scale * mu).float())
+        self.register_buffer("b", (-scale * 0.5 * (mu ** 2).sum(1)).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.T + self.b
+
+
+class Constant(nn.Module):
+    """A collapsed model: predicts class ``k`` for every input (logits barely depend on the input)."""
+
+    def __init__(self, num_classes: int = 5, k: int = 0) -> None:
+        super().__init__()
+        bias = torch.zeros(num_classes)
+        bias[k] = 5.0
+        self.register_buffer("bias", bias)
+        self.lin = nn.Linear(1, num_classes)
+        with torch.no_grad():
+            self.lin.weight.fill_(1e-3)
+            self.lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias + self.lin(x.flatten(1).mean(1, keepdim=True))

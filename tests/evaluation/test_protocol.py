@@ -164,3 +164,48 @@ def test_image_shaped_data(tmp_path: Path) -> None:
     assert r["perturbation"]["linf"]["max"] <= 0.2 + 1e-6 and r["perturbation"]["hf_fraction"]["mean"] is None
     ex = read_npz(tmp_path / "img" / "examples.npz")
     assert ex["x_adv"].shape == (1, 2, 3, 1, 8, 8)
+
+
+def test_limit_takes_a_stratified_seeded_subset() -> None:
+    from medrobust.evaluation import select_indices
+
+    y = np.repeat(np.arange(5), [900, 50, 30, 15, 5])          # ordered by class, as a test split by record
+    idx = select_indices(len(y), 100, 3, labels=y)
+    assert len(idx) == 100 and (np.diff(idx) > 0).all()
+    assert np.bincount(y[idx]).tolist() == [89, 5, 3, 2, 1]      # proportional; the rarest class still present
+    assert not np.array_equal(idx, np.arange(100))
+    assert np.array_equal(idx, select_indices(len(y), 100, 3, labels=y))
+    assert not np.array_equal(idx, select_indices(len(y), 100, 4, labels=y))
+    assert np.bincount(y[select_indices(len(y), 3, 0, labels=y)], minlength=5).tolist() == [3, 0, 0, 0, 0]
+    assert np.array_equal(select_indices(10, None, 0, labels=np.zeros(10)), np.arange(10))
+    with pytest.raises(ConfigError, match="positive integer"):
+        select_indices(10, 0, 0, labels=np.zeros(10))
+
+
+def test_evaluate_with_limit_records_the_stratified_selection(tiny_model: nn.Module, beats: Any,
+                                                              tmp_path: Path) -> None:
+    from medrobust.report import write_report
+
+    card = evaluate(tiny_model, beats, ProtocolConfig(attacks=["fgsm"], eps=(0.05,), **FAST), limit=10,
+                    out_dir=tmp_path, progress=False)
+    ev = card["data"]["evaluated"]
+    assert ev["n"] == 10 and ev["selection"]["stratified"] is True and ev["class_counts"] == [2, 2, 2, 2, 2]
+    write_report(tmp_path, progress=False)
+    assert "10 of 60 samples (stratified)" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ConfigError, match="either indices or limit"):
+        evaluate(tiny_model, beats, ProtocolConfig(attacks=["fgsm"], eps=(0.05,), **FAST), limit=4, indices=[0, 1],
+                 progress=False)
+
+
+def test_former_protocol_names_are_still_importable() -> None:
+    import medrobust.evaluation.protocol as P
+
+    for name in ("MODES", "THREAT_KEYS", "PROTOCOL_VERSION", "AttackSpec", "ProtocolConfig", "STANDARD_PROTOCOLS",
+                 "data_type", "standard_protocol", "bounds_from_units", "derive_seed", "select_indices",
+                 "check_compatible", "build_attack", "run_ensemble", "evaluate"):
+        assert hasattr(P, name), name
+    # the thin wrappers answer through medrobust.units.Units
+    assert P.bounds_from_units("max-abs scaled [-1, 1]") == (-1.0, 1.0)
+    assert P.bounds_from_units("mV") is None
+    assert P.data_type("max-abs scaled [-1, 1]", 500.0) == "ecg-maxabs"
+    assert P.data_type("normalized [0, 1]", 0.0) == "image"

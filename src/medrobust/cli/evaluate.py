@@ -107,21 +107,8 @@ def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None) -> tuple
     return model, ds, card
 
 
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge YAML and flags into ``{checkpoint, dataset, protocol (ProtocolConfig | 'standard' dict), ...}``."""
-    cfg = read_yaml(args.config) if args.config else {}
-    unknown = set(cfg) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}.")
-    ds = dict(cfg.get("dataset") or {})
-    bad = set(ds) - DATASET_KEYS
-    if bad:
-        raise ConfigError(f"{args.config}: dataset has unknown keys {sorted(bad)}; allowed: {sorted(DATASET_KEYS)}.")
-    ds["options"] = {**(ds.get("options") or {}), **parse_options(args.option)}
-    for key, flag in (("name", "dataset"), ("root", "data_dir"), ("split", "split"), ("limit", "limit")):
-        if getattr(args, flag) is not None:
-            ds[key] = getattr(args, flag)
-    proto_cfg = cfg.get("protocol", None)
+def _protocol_settings(proto_cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The YAML ``protocol`` section with the command-line flags applied on top."""
     if isinstance(proto_cfg, str):
         proto_cfg = {"name": proto_cfg}
     proto = dict(proto_cfg or {})
@@ -145,6 +132,24 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if args.restarts is not None:
         proto["_restarts"] = args.restarts
     proto["_attack_options"] = args.attack_option or []
+    return proto
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge YAML and flags into ``{checkpoint, dataset, protocol (ProtocolConfig | 'standard' dict), ...}``."""
+    cfg = read_yaml(args.config) if args.config else {}
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}.")
+    ds = dict(cfg.get("dataset") or {})
+    bad = set(ds) - DATASET_KEYS
+    if bad:
+        raise ConfigError(f"{args.config}: dataset has unknown keys {sorted(bad)}; allowed: {sorted(DATASET_KEYS)}.")
+    ds["options"] = {**(ds.get("options") or {}), **parse_options(args.option)}
+    for key, flag in (("name", "dataset"), ("root", "data_dir"), ("split", "split"), ("limit", "limit")):
+        if getattr(args, flag) is not None:
+            ds[key] = getattr(args, flag)
+    proto = _protocol_settings(cfg.get("protocol", None), args)
     out = args.out or cfg.get("out")
     if not out:
         raise ConfigError("--out is required: the run folder for the state, the card and the report.")
@@ -153,38 +158,34 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             "report": bool(args.report if args.report is not None else cfg.get("report", False))}
 
 
-def build_protocol(proto: dict[str, Any], meta: Any) -> Any:
-    """A :class:`~medrobust.evaluation.ProtocolConfig` from the merged settings and the dataset's units."""
-    from medrobust.evaluation import STANDARD_PROTOCOLS, AttackSpec, ProtocolConfig, standard_protocol
+def _named_protocol(name: str, proto: dict[str, Any], logistics: dict[str, Any], options: list[str],
+                    restarts: int | None, meta: Any) -> Any:
+    """A standard protocol (``"standard"``: the one for the data's units), logistics changed only."""
+    from dataclasses import replace
 
-    proto = dict(proto)
-    restarts = proto.pop("_restarts", None)
-    options = proto.pop("_attack_options", [])
-    name = proto.pop("name", None) or ("custom" if "attacks" in proto else "standard")
-    logistics = {k: proto.pop(k) for k in ("batch_size", "minimal_eps", "refine_steps", "n_examples") if k in proto}
-    if name != "custom":
-        fixed = sorted(k for k in proto if k not in ("large_eps_check",))
-        if fixed or options or restarts is not None:
-            raise ConfigError(
-                f"protocol {name!r} has fixed settings; drop {fixed + (['--attack-option'] if options else []) + (['--restarts'] if restarts is not None else [])} "
-                "or use --protocol custom with --attacks and --eps.")
-        if name == "standard":
-            cfg = standard_protocol(meta.units, meta.fs, **logistics)
-        elif name in STANDARD_PROTOCOLS:
-            from dataclasses import replace
+    from medrobust.evaluation import STANDARD_PROTOCOLS, standard_protocol
 
-            cfg = replace(STANDARD_PROTOCOLS[name], **logistics)
-        else:
-            raise ConfigError(f"unknown protocol {name!r}; use 'standard', 'custom' or one of "
-                              f"{sorted(STANDARD_PROTOCOLS)}.")
-        if proto.get("large_eps_check") is False:
-            from dataclasses import replace
+    fixed = sorted(k for k in proto if k not in ("large_eps_check",))
+    if fixed or options or restarts is not None:
+        drop = fixed + (["--attack-option"] if options else []) + (["--restarts"] if restarts is not None else [])
+        raise ConfigError(f"protocol {name!r} has fixed settings; drop {drop} "
+                          "or use --protocol custom with --attacks and --eps.")
+    if name == "standard":
+        cfg = standard_protocol(meta.units, meta.fs, **logistics)
+    elif name in STANDARD_PROTOCOLS:
+        cfg = replace(STANDARD_PROTOCOLS[name], **logistics)
+    else:
+        raise ConfigError(f"unknown protocol {name!r}; use 'standard', 'custom' or one of "
+                          f"{sorted(STANDARD_PROTOCOLS)}.")
+    if proto.get("large_eps_check") is False:
+        cfg = replace(cfg, large_eps_check=False)
+    return cfg
 
-            cfg = replace(cfg, large_eps_check=False)
-        return cfg
-    if "attacks" not in proto or "eps" not in proto:
-        raise ConfigError("a custom protocol needs --attacks and --eps (or protocol.attacks and protocol.eps in YAML).")
-    specs = [AttackSpec.parse(a) for a in proto.pop("attacks")]
+
+def _apply_attack_options(specs: list[Any], options: list[str], restarts: int | None) -> list[Any]:
+    """``--attack-option ATTACK.KEY=VALUE`` and ``--restarts`` applied to the ensemble's members."""
+    from medrobust.evaluation import AttackSpec
+
     by_label = {s.label: i for i, s in enumerate(specs)}
     for opt in options:
         if "=" not in opt or "." not in opt.split("=", 1)[0]:
@@ -199,6 +200,23 @@ def build_protocol(proto: dict[str, Any], meta: Any) -> Any:
                                             optional=s.optional)
     if restarts is not None:
         specs = [AttackSpec(s.name, s.kwargs, label=s.label, restarts=restarts, optional=s.optional) for s in specs]
+    return specs
+
+
+def build_protocol(proto: dict[str, Any], meta: Any) -> Any:
+    """A :class:`~medrobust.evaluation.ProtocolConfig` from the merged settings and the dataset's units."""
+    from medrobust.evaluation import AttackSpec, ProtocolConfig
+
+    proto = dict(proto)
+    restarts = proto.pop("_restarts", None)
+    options = proto.pop("_attack_options", [])
+    name = proto.pop("name", None) or ("custom" if "attacks" in proto else "standard")
+    logistics = {k: proto.pop(k) for k in ("batch_size", "minimal_eps", "refine_steps", "n_examples") if k in proto}
+    if name != "custom":
+        return _named_protocol(name, proto, logistics, options, restarts, meta)
+    if "attacks" not in proto or "eps" not in proto:
+        raise ConfigError("a custom protocol needs --attacks and --eps (or protocol.attacks and protocol.eps in YAML).")
+    specs = _apply_attack_options([AttackSpec.parse(a) for a in proto.pop("attacks")], options, restarts)
     return ProtocolConfig.from_dict({**proto, **logistics, "attacks": specs, "name": "custom"})
 
 
@@ -206,8 +224,12 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
     clean = card["clean"]["accuracy"]
     print(f"\nclean accuracy {clean['value']:.4f} ({clean['numerator']}/{clean['denominator']}); "
           f"{card['data']['class_resampled_note']}")
+    degenerate = card.get("degenerate_model")
+    if degenerate:
+        print(f"{degenerate['headline']}: the robust accuracies below are not robustness "
+              "(a constant predictor keeps its class's accuracy at every ε)")
     labels = [m["label"] for m in card["protocol"]["members"]]
-    header = ["eps", "robust acc", "n robust", "attack success"] + [f"{lab} succ" for lab in labels]
+    header = ["eps", "robust acc" + (" (degenerate model)" if degenerate else ""), "n robust", "attack success"] + [f"{lab} succ" for lab in labels]
     rows = []
     for r in card["results"]:
         rows.append([r["eps"], r["robust_accuracy"]["value"],
@@ -216,7 +238,7 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
                     + [f"{a['success_rate']['numerator']}/{a['success_rate']['denominator']}" for a in r["attacks"]])
     print(format_table(header, rows))
     auc = card["curves"]["ensemble"].get("auc")
-    if auc is not None:
+    if auc is not None and not degenerate:
         print(f"robustness AUC (normalised by the largest ε): {auc:.4f}")
     if card["flags"]:
         print("reliability flags:")
@@ -229,16 +251,15 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medrobust.evaluation import evaluate, select_indices
+    from medrobust.evaluation.protocol import stratified_selection
 
     cfg = resolve(args)
     out = ensure_writable_dir(cfg["out"])
     model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"])
     protocol = build_protocol(cfg["protocol"], ds.meta)
     limit = cfg["dataset"].get("limit")
-    idx = select_indices(len(ds), limit, protocol.seed)
-    selection = ({"method": "seeded random subset (numpy default_rng(seed).permutation, first N, sorted)",
-                  "seed": protocol.seed, "limit": limit} if limit is not None and limit < len(ds)
-                 else {"method": "all samples", "seed": None, "limit": limit})
+    idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())
+    selection = stratified_selection(limit, protocol.seed, len(ds))
     command = "medrobust " + " ".join(shlex.quote(a) for a in (args._argv if hasattr(args, "_argv") else sys.argv[1:]))
     print(f"evaluating {cfg['checkpoint']} on {ds!r}\nprotocol {protocol.name}: "
           f"{', '.join(s.label + ('*' if s.optional else '') for s in protocol.attacks)} at ε = {list(protocol.eps)} "

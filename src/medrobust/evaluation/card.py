@@ -19,8 +19,8 @@ from disk, so an interrupted-and-resumed run yields the same card as an uninterr
 for its ``timings`` section** (wall-clock times, number of sessions), which is kept apart for that
 reason: compare cards with :func:`comparable`.
 
-The card follows RobustBench's model cards (landscape.md §4.4) and the toolkit guidance of
-landscape.md §6.10: versions, git commit, seeds, data fingerprint and split, model card, threat
+The card follows RobustBench's model cards (Croce et al., NeurIPS Datasets and Benchmarks 2021):
+versions, git commit, seeds, data fingerprint and split, model card, threat
 model, attack settings, numerators and denominators, timings and reliability flags.
 """
 
@@ -33,14 +33,20 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
-import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
+from medrobust.atomic import atomic_write_bytes, atomic_write_json, jsonable, npz_bytes, to_json
 from medrobust.errors import ConfigError, DataError
+
+__all__ = ["CARD_FORMAT", "STATE_FORMAT", "CARD_NAME", "STATE_NAME", "UNITS_DIR", "EXAMPLES_NAME", "PER_SAMPLE_NAME",
+           "TIMINGS_KEY", "REPORT_FILES", "RunState", "read_npz", "config_hash", "environment", "git_commit",
+           "write_card", "load_card", "comparable", "atomic_write_bytes", "atomic_write_json", "npz_bytes", "to_json"]
 
 CARD_FORMAT = "medrobust-result-card/1"
 STATE_FORMAT = "medrobust-eval-state/1"
@@ -50,88 +56,24 @@ UNITS_DIR = "units"
 EXAMPLES_NAME = "examples.npz"
 PER_SAMPLE_NAME = "per_sample.npz"
 TIMINGS_KEY = "timings"
+REPORT_FILES = ("report.md", "report.html", "figures")
+"""What ``medrobust report`` (and ``evaluate --report``) writes into a run folder."""
 
 
-# ------------------------------------------------------------------------------------------ atomic files
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def to_json(data: Any) -> str:
-    """Canonical JSON text (sorted keys are not used: section order is meaningful to readers)."""
-    return json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return f if np.isfinite(f) else None
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (non-finite floats become ``null``)."""
-    atomic_write_bytes(Path(path), to_json(data).encode())
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An uncompressed ``.npz`` archive in memory (no pickled objects)."""
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return buf.getvalue()
-
-
+# ------------------------------------------------------------------------------------------ files
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Read an ``.npz`` written by :func:`npz_bytes` (pickles refused)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}. The file is corrupt; delete the run folder's state "
-                        "(or pass --overwrite) and evaluate again.") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}. The file is corrupt or truncated; delete the run folder's "
+                        "state (or pass --overwrite) and evaluate again.") from exc
 
 
 def config_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(jsonable(obj), sort_keys=True).encode()).hexdigest()
 
 
 def _utc_now() -> str:
@@ -152,43 +94,72 @@ class RunState:
     settings
         Short human-readable summary stored beside the hash.
     overwrite
-        Discard an existing state in ``run_dir`` instead of resuming it.
+        Discard an existing state in ``run_dir`` (and only the files an evaluation writes) instead of
+        resuming it.
+    components
+        ``{"model weights": sha256, "data fingerprint": ..., ...}``: recorded so that a refused resume
+        says which of them differs.
 
     Raises
     ------
     DataError
         ``state.json`` is not valid JSON or not a medrobust state.
     ConfigError
-        ``state.json`` belongs to an evaluation with other settings.
+        ``state.json`` belongs to an evaluation with other settings (the message names which component
+        differs), or ``run_dir`` holds other files and no state (never overwritten without ``overwrite``).
     """
 
     def __init__(self, run_dir: Path | None, *, settings_hash: str, settings: dict[str, Any],
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, components: Mapping[str, str] | None = None) -> None:
         self.dir = None if run_dir is None else Path(run_dir)
         self.settings_hash, self.settings = settings_hash, settings
+        self.components = dict(components or {})
         self.units: dict[str, dict[str, Any]] = {}
         self.sessions: list[str] = []
         self.resumed = False
         self._memory: dict[str, dict[str, np.ndarray]] = {}
         if self.dir is not None:
-            (self.dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
             path = self.dir / STATE_NAME
             if overwrite:
                 self._discard()
             elif path.exists():
                 self._load(path)
+            else:
+                self._refuse_foreign()
+            (self.dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
         self.sessions.append(_utc_now())
 
     @property
     def path(self) -> Path | None:
         return None if self.dir is None else self.dir / STATE_NAME
 
-    def _discard(self) -> None:
+    def _refuse_foreign(self) -> None:
+        """A folder without ``state.json`` must be empty (or hold only an empty ``units/``): never overwrite
+        files this evaluation did not write."""
         assert self.dir is not None
-        for name in (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME):
-            (self.dir / name).unlink(missing_ok=True)
-        for f in (self.dir / UNITS_DIR).glob("*.npz"):
-            f.unlink()
+        if not self.dir.is_dir():
+            return
+        units = self.dir / UNITS_DIR
+        found = sorted(p.name for p in self.dir.iterdir()
+                       if not (p == units and p.is_dir() and all(f.suffix == ".npz" for f in units.iterdir())))
+        if found:
+            shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+            raise ConfigError(f"{self.dir} is not empty ({shown}) and holds no evaluation state; choose an empty "
+                              "--out folder, or pass --overwrite to replace what an evaluation writes there.")
+
+    def _discard(self) -> None:
+        """Remove what an evaluation (and its report) writes into the folder, nothing else."""
+        assert self.dir is not None
+        for name in (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME, *REPORT_FILES):
+            p = self.dir / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        units = self.dir / UNITS_DIR
+        if units.is_dir():
+            for f in units.glob("*.npz"):
+                f.unlink()
 
     def _load(self, path: Path) -> None:
         fix = f"delete {path} (or pass --overwrite) to start this evaluation again"
@@ -204,14 +175,22 @@ class RunState:
         if not ok:
             raise DataError(f"the state file {path} is not a {STATE_FORMAT} file or is incomplete; {fix}.")
         if data["settings_hash"] != self.settings_hash:
-            old = data.get("settings", {})
-            raise ConfigError(
-                f"{self.dir} holds an evaluation with different settings ({_short(old)}) from this one "
-                f"({_short(self.settings)}); choose another --out folder, or pass --overwrite to discard it."
-            )
+            raise ConfigError(f"{self.dir} holds an evaluation with different settings: {self._difference(data)}; "
+                              "choose another --out folder, or pass --overwrite to discard it.")
         self.units = data["units"]
         self.sessions = [str(s) for s in data.get("sessions", [])]
         self.resumed = bool(self.units)
+
+    def _difference(self, data: dict[str, Any]) -> str:
+        """Which of the recorded components (model weights, data, settings) differ, with both values."""
+        old = data.get("components")
+        if isinstance(old, dict) and self.components:
+            diffs = [f"the {k} {'differ' if k.endswith('s') else 'differs'} (folder {_abbrev(old.get(k))}, "
+                     f"now {_abbrev(v)})"
+                     for k, v in self.components.items() if old.get(k) != v]
+            if diffs:
+                return "; ".join(diffs)
+        return f"folder ({_short(data.get('settings', {}))}), now ({_short(self.settings)})"
 
     def has(self, key: str) -> bool:
         """Whether work unit ``key`` is finished."""
@@ -256,6 +235,7 @@ class RunState:
             "format": STATE_FORMAT,
             "settings_hash": self.settings_hash,
             "settings": self.settings,
+            "components": self.components,
             "sessions": self.sessions,
             "units": self.units,
         })
@@ -276,6 +256,11 @@ class RunState:
 def _unit_file(key: str) -> str:
     safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in key)
     return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.npz"
+
+
+def _abbrev(v: Any) -> str:
+    s = str(v)
+    return s[:12] + "…" if len(s) > 16 and all(c in "0123456789abcdef" for c in s) else s
 
 
 def _short(settings: dict[str, Any]) -> str:

@@ -2,9 +2,10 @@
 
 Each check returns a :class:`Flag` (or ``None`` when it stays silent). Every flag has a page under
 ``docs/flags/<code>.md`` saying what it means and what to do. The checks follow AutoAttack's
-``checks.py`` (Croce & Hein, ICML 2020, arXiv 2003.01690; landscape.md §4.3), ART's
+``checks.py`` (Croce & Hein, ICML 2020, arXiv 2003.01690), ART's
 ``SecurityCurve`` obfuscated-gradient test (Nicolae et al., arXiv 1807.01069) and RobustBench's
-rules for a valid evaluation (non-zero input gradients, deterministic forward; landscape.md §4.4):
+rules for a valid evaluation (non-zero input gradients, deterministic forward; Croce et al., NeurIPS Datasets and
+Benchmarks 2021):
 
 ============================== ==================================================================
 code                           fires when
@@ -20,6 +21,10 @@ code                           fires when
                                samples correctly classified
 ``black-box-stronger``         a black-box attack breaks samples on which every white-box attack
                                of the ensemble ran and failed
+``degenerate-model``           the model predicts one class on the evaluated samples, its clean
+                               class-balanced accuracy is within 0.05 of chance (1/K), or its
+                               model card records a collapse during training
+``unverified-weights``         the checkpoint's weights were loaded without checking their SHA-256
 ============================== ==================================================================
 """
 
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +45,12 @@ FLAG_TITLES: dict[str, str] = {
     "few-classes-dlr": "DLR loss with fewer than 4 classes",
     "no-collapse-large-eps": "accuracy does not collapse at a very large ε",
     "black-box-stronger": "a black-box attack is stronger than the white-box attacks",
+    "degenerate-model": "degenerate model: its robust accuracy is not robustness",
+    "unverified-weights": "the model's weights were not verified against their hash",
 }
+
+DEGENERATE_MARGIN = 0.05
+"""A clean class-balanced accuracy within this distance of chance (1/K) marks a degenerate model."""
 
 BLACK_BOX_NAMES: frozenset[str] = frozenset(
     {"spsa", "square", "nes", "simba", "zoo", "bandits", "hsj", "hopskipjump", "boundary", "geoda", "signopt",
@@ -326,4 +336,89 @@ def black_box_stronger_flag(
         f"every white-box attack failed (per ε: {per_eps}); the white-box attacks are not working on this model "
         "(gradient masking?).",
         {"samples": total, "per_eps": per_eps},
+    )
+
+
+def _find_degenerate(obj: Any, path: str, depth: int) -> str | None:
+    """The dotted path of the first truthy ``degenerate`` key in ``obj`` (nested mappings, depth <= 3)."""
+    if not isinstance(obj, Mapping) or depth > 3:
+        return None
+    if obj.get("degenerate"):
+        return f"{path}.degenerate"
+    for k, v in obj.items():
+        hit = _find_degenerate(v, f"{path}.{k}", depth + 1)
+        if hit:
+            return hit
+    return None
+
+
+def _training_collapse(model_card: Mapping[str, Any] | None) -> str | None:
+    """Where the model card records a collapse during training (a truthy ``degenerate`` key under its
+    ``training`` or ``metrics`` section, at any depth up to 3), e.g. ``"training.degenerate"``; else ``None``."""
+    if not isinstance(model_card, Mapping):
+        return None
+    for section in ("training", "metrics"):
+        hit = _find_degenerate(model_card.get(section), section, 1)
+        if hit:
+            return hit
+    return None
+
+
+def degenerate_model(y: Any, clean_pred: Any, classes: Sequence[str], *,
+                     model_card: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The card's ``degenerate_model`` section, or ``None`` for a model that is not degenerate.
+
+    Degenerate: the evaluated samples hold ``K >= 2`` classes and the model predicts one class on all
+    of them, or its clean class-balanced accuracy (mean recall over the ``K`` classes present) is within
+    :data:`DEGENERATE_MARGIN` of chance ``1/K``, or the model card records a collapse during training.
+    A constant predictor keeps the accuracy of its class at every ε, so its robust accuracy looks like
+    robustness while it is the class frequency.
+    """
+    y, p = np.asarray(y, dtype=np.int64), np.asarray(clean_pred, dtype=np.int64)
+    present = np.unique(y)
+    k = len(present)
+    recall = [float((p[y == c] == c).mean()) for c in present]
+    ba = float(np.mean(recall)) if k else 0.0
+    predicted = np.unique(p)
+    one = k >= 2 and len(predicted) == 1
+    near = k >= 2 and abs(ba - 1.0 / k) <= DEGENERATE_MARGIN
+    training = _training_collapse(model_card)
+    if not (one or near or training):
+        return None
+    name = str(classes[int(predicted[0])]) if one and 0 <= int(predicted[0]) < len(classes) else None
+    if one:
+        headline = f"degenerate model: predicts one class ({name})"
+    elif near:
+        headline = (f"degenerate model: clean class-balanced accuracy {ba:.3f} is within {DEGENERATE_MARGIN} of "
+                    f"chance (1/{k})")
+    else:
+        headline = f"degenerate model: its model card records a collapse during training ({training})"
+    return {"headline": headline, "predicts_one_class": bool(one), "predicted_class": name,
+            "balanced_accuracy": ba, "chance": (1.0 / k) if k else None, "classes_present": k,
+            "near_chance": bool(near), "training_collapse": training}
+
+
+def degenerate_model_flag(y: Any, clean_pred: Any, classes: Sequence[str], *,
+                          model_card: Mapping[str, Any] | None = None) -> Flag | None:
+    """``degenerate-model`` (see :func:`degenerate_model`)."""
+    d = degenerate_model(y, clean_pred, classes, model_card=model_card)
+    if d is None:
+        return None
+    return Flag(
+        "degenerate-model",
+        f"{d['headline']}. Its robust accuracy is not robustness: a constant predictor keeps the accuracy of its "
+        "class at every ε. Retrain (class balancing) before reading any robustness number of this run.",
+        d,
+    )
+
+
+def unverified_weights_flag(model_card: Mapping[str, Any] | None) -> Flag | None:
+    """``unverified-weights``: the model card says ``weights_verified: false`` (loaded with ``--trust-unverified``)."""
+    if not isinstance(model_card, Mapping) or model_card.get("weights_verified") is not False:
+        return None
+    return Flag(
+        "unverified-weights",
+        "the checkpoint's weights were loaded without checking them against a SHA-256 hash (--trust-unverified): "
+        "the results may belong to other weights than the model card describes.",
+        {"weights_sha256": model_card.get("weights_sha256")},
     )

@@ -4,10 +4,10 @@ For a clean sample ``x`` and its adversarial version ``x_adv`` (any shape ``(N, 
 the last axis for signals) with perturbation ``δ = x_adv − x``:
 
 * ``l2`` = ``‖δ‖₂`` and ``linf`` = ``‖δ‖∞`` in the data's units; :func:`unit_scale` converts
-  them to µV when the data is in mV (or V, µV) — ECG papers quote perturbations in µV (Han et al.,
-  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV; methods-ecg.md §6.6);
+  them to µV when the data is in mV (or V, µV, ADC counts) — ECG papers quote perturbations in µV (Han et al.,
+  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV);
 * ``snr_db`` = ``10·log10(Σx² / Σδ²)``, the signal-to-noise ratio of the perturbed signal (the
-  inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134; methods-ecg.md §3.5);
+  inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134);
   ``+inf`` when ``δ = 0``;
 * ``hf_fraction`` = the fraction of the perturbation's energy above a cut-off frequency (Hz),
   from the one-sided power spectrum ``|rfft(δ)|²`` along time at the sampling rate ``fs`` (summed
@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from medrobust.errors import ConfigError, DataError
+from medrobust.units import Units
 
 DEFAULT_CUTOFF_HZ = 40.0
 """Default smoothness cut-off: the upper edge of the ECG monitoring band (AHA monitoring filter, 0.5–40 Hz)."""
-
-_UNIT_TO_MICRO: dict[str, float] = {"mv": 1e3, "v": 1e6, "uv": 1.0, "µv": 1.0, "μv": 1.0}
 
 METRICS: tuple[str, ...] = ("l2", "linf", "snr_db", "hf_fraction", "tv")
 
@@ -44,14 +43,13 @@ def _as_float64(a: Any, name: str) -> torch.Tensor:
 
 
 def unit_scale(units: str | None) -> float | None:
-    """Factor that converts a value in ``units`` to µV, or ``None`` when the units are not physical.
+    """Factor that converts a value in ``units`` to µV, or ``None`` when the units are not physical
+    (:attr:`medrobust.units.Units.uv_per_unit`).
 
-    >>> unit_scale("mV"), unit_scale("normalized [0, 1]")
-    (1000.0, None)
+    >>> unit_scale("mV"), unit_scale("normalized [0, 1]"), unit_scale("adc")
+    (1000.0, None, 1.0)
     """
-    if not units:
-        return None
-    return _UNIT_TO_MICRO.get(str(units).strip().lower())
+    return Units.parse(units).uv_per_unit
 
 
 def _delta(x: Any, x_adv: Any) -> tuple[torch.Tensor, torch.Tensor]:

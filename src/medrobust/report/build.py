@@ -8,14 +8,40 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from medrobust.errors import ConfigError
-from medrobust.evaluation.card import EXAMPLES_NAME, atomic_write_bytes, load_card, read_npz
+from medrobust.atomic import atomic_write_bytes
+from medrobust.errors import ConfigError, DataError
+from medrobust.evaluation.card import CARD_NAME, EXAMPLES_NAME, load_card, read_npz
 from medrobust.report import figures as F
 from medrobust.report.render import build_blocks, to_html, to_markdown
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
+CARD_SECTIONS = ("title", "data", "model", "threat_model", "protocol", "clean", "results", "curves", "flags",
+                 "environment", "seeds", "timings")
+"""Top-level sections the report reads from a result card."""
+
+
+def check_card(card: dict[str, Any], path: Path) -> None:
+    """Refuse a card that lacks a section the report needs (one line naming the card and the sections)."""
+    missing = [k for k in CARD_SECTIONS if k not in card]
+    if missing:
+        raise DataError(f"the result card {path} lacks {', '.join(missing)}: it is incomplete or was edited; run "
+                        f"`medrobust evaluate ... --out {path.parent}` again to rewrite it.")
+
+
+def _read_examples(path: Path) -> dict[str, Any] | None:
+    """The run's examples (``None`` when absent or empty); a corrupt file is a :class:`DataError`."""
+    if not path.is_file():
+        return None
+    ex = read_npz(path)
+    needed = ("x", "x_adv", "ids", "labels", "eps", "adv_pred", "y", "clean_pred", "classes", "fs", "units", "leads",
+              "success")
+    missing = [k for k in needed if k not in ex]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}: it is not an examples file written by medrobust "
+                        "evaluate; delete it (the report is then written without examples) or evaluate again.")
+    return ex if len(ex["x"]) else None
 
 
 def write_report(run_dir: str | os.PathLike[str], *, progress: bool = True, max_ecg_examples: int = 5
@@ -38,12 +64,8 @@ def write_report(run_dir: str | os.PathLike[str], *, progress: bool = True, max_
     """
     run = Path(run_dir)
     card = load_card(run)
-    ex: dict[str, Any] | None = None
-    ex_path = run / EXAMPLES_NAME
-    if ex_path.is_file():
-        ex = read_npz(ex_path)
-        if len(ex.get("x", [])) == 0:
-            ex = None
+    check_card(card, run / CARD_NAME if run.is_dir() else run)
+    ex = _read_examples(run / EXAMPLES_NAME)
     jobs: list[tuple[str, str, Callable[[], bytes | None]]] = [
         ("curves", "Accuracy under attack versus ε for each attack, the ensemble's pointwise worst case and, when "
                    "computed, the curve read from each sample's minimal adversarial ε.",

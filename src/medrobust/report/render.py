@@ -38,16 +38,22 @@ def _stat(p: dict[str, Any], key: str, which: str = "median") -> Any:
     return None if not s else s.get(which)
 
 
-def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) -> list[Block]:
-    """The report's content from the card and the rendered figures ``{name: (caption, png)}``."""
-    b: list[Block] = []
-    data, tm, proto = card["data"], card["threat_model"], card["protocol"]
+def _header_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
+    data = card["data"]
+    tm = card["threat_model"]
+    proto = card["protocol"]
     model = card["model"].get("card") or {}
     b.append(("h1", f"Robustness report — {card.get('title', '')}"))
+    degenerate = card.get("degenerate_model")
+    if degenerate:
+        b.append(("p", f"**{degenerate['headline']}.** The robust accuracies below are not robustness: a constant "
+                       "predictor keeps the accuracy of its class at every ε. Retrain the model (class balancing) "
+                       "before reading any number of this report as robustness."))
     ev = data["evaluated"]
     b.append(("p",
               f"Model {model.get('architecture', 'unknown')} ({card['model'].get('checkpoint') or 'in-memory model'}), "
-              f"dataset {data['name']} split {data['split']}, {ev['n']} of {ev['n_total_split']} samples "
+              f"dataset {data['name']} split {data['split']}, {ev['n']} of {ev['n_total_split']} samples"
+              + (" (stratified)" if ev["selection"].get("stratified") else "") + " "
               f"({ev['selection'].get('method', '')}), sampling rate {fmt(data['fs'])} Hz, units {data['units']}. "
               f"Threat model: {tm['norm']} ball, ε = {', '.join(fmt(e) for e in tm['eps'])}"
               + (f" ({', '.join(fmt(e) for e in tm['eps_uv'])} µV)" if tm.get("eps_uv") else "")
@@ -62,7 +68,8 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
     for note in card.get("notes") or []:
         b.append(("p", f"Note: {note}."))
 
-    # ---- flags
+
+def _flags_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
     b.append(("h2", "Reliability flags"))
     if card["flags"]:
         b.append(("list", [f"**{f['code']}** — {f['message']} (what to do: `{f['doc']}` in the medrobust "
@@ -70,13 +77,15 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
     else:
         b.append(("p", "No reliability flag was raised (checks: probability outputs, non-deterministic forward pass, "
                        "zero or vanishing input gradients, DLR with fewer than 4 classes, accuracy at a very large ε, "
-                       "black-box stronger than white-box)."))
+                       "black-box stronger than white-box, degenerate model, unverified weights)."))
     if card.get("large_eps_check"):
         le = card["large_eps_check"]
         b.append(("p", f"Large-ε check: {le['attack']} at ε = {fmt(le['eps'])} left {le['still_correct']} of "
                        f"{le['n']} clean-correct samples correct."))
 
-    # ---- clean
+
+def _clean_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
+    data = card["data"]
     clean = card["clean"]["metrics"]
     b.append(("h2", "Clean performance"))
     b.append(("table", ["accuracy", "class-balanced accuracy", "macro-F1"],
@@ -87,8 +96,12 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
               [[c, str(clean["support"][c]), fmt(clean["sensitivity"][c]), fmt(clean["precision"][c])]
                + [fmt(r["metrics"]["sensitivity"][c]) for r in card["results"]] for c in classes]))
 
-    # ---- robustness
-    b.append(("h2", "Robustness (ensemble, pointwise worst case)"))
+
+def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
+    data = card["data"]
+    tm = card["threat_model"]
+    b.append(("h2", "Robustness (ensemble, pointwise worst case)"
+              + (" — degenerate model: not a measure of robustness" if card.get("degenerate_model") else "")))
     rows = []
     for r in card["results"]:
         rows.append([fmt(r["eps"]), fmt_ratio(r["robust_accuracy"]), fmt_ratio(r["attack_success_rate"]),
@@ -143,7 +156,9 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
                   [[fmt(a["eps"]), fmt_ratio(a["bisection"]), fmt_ratio(a["sweep"]), str(a["difference"])]
                    for a in me["agreement_with_sweep"]]))
 
-    # ---- figures
+
+def _figures_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
+    data = card["data"]
     b.append(("h2", "Figures"))
     for key, name in (("sensitivity", "sensitivity.png"), ("confusion", "confusion.png"),
                       ("sap_vs_pgd", "sap_vs_pgd.png"), ("images", "image_examples.png"),
@@ -155,7 +170,10 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
     for key in sorted(k for k in figures if k.startswith("ecg_")):
         b.append(("figure", f"{key}.png", *figures[key]))
 
-    # ---- reproducibility
+
+def _reproducibility_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
+    data = card["data"]
+    model = card["model"].get("card") or {}
     env = card["environment"]
     b.append(("h2", "Reproducibility"))
     git = env.get("git") or {}
@@ -166,15 +184,26 @@ def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) ->
         f"seeds: protocol {card['seeds']['protocol_seed']}, selection {card['seeds']['selection_seed']}; "
         f"unit seeds = {card['seeds']['unit_seeds']}",
         f"data fingerprint {data['fingerprint']}, split {data['split']}, options "
-        f"`{json.dumps(data.get('options', {}), default=str)}`, evaluated indices SHA-256 {ev['indices_sha256']}",
-        f"model weights SHA-256 {model.get('weights_sha256', 'n/a')}",
+        f"`{json.dumps(data.get('options', {}), default=str)}`, evaluated indices SHA-256 "
+        f"{data['evaluated']['indices_sha256']}",
+        f"model weights SHA-256 {model.get('weights_sha256', 'n/a')}"
+        + (" (NOT verified: loaded with --trust-unverified)" if model.get("weights_verified") is False else ""),
         f"compute time {card['timings']['seconds_compute']:.1f} s over {card['timings']['sessions']} session(s)"
         + (" (resumed)" if card["timings"].get("resumed") else ""),
     ]
     b.append(("list", items))
     if card.get("command"):
         b.append(("code", card["command"]))
+
+
+def build_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]]) -> list[Block]:
+    """The report's content from the card and the rendered figures ``{name: (caption, png)}``."""
+    b: list[Block] = []
+    for section in (_header_blocks, _flags_blocks, _clean_blocks, _robustness_blocks, _figures_blocks, _reproducibility_blocks):
+        section(card, figures, b)
     return b
+
+
 
 
 # -------------------------------------------------------------------------------------------- markdown
