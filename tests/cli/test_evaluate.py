@@ -280,3 +280,26 @@ def test_evaluate_refuses_labels_outside_the_models_classes(ckpt: Path, tmp_path
     err = _one_line_error(capsys)
     assert "dataset 'synthetic' has labels 9 outside the model's 5 classes ['N', 'S', 'V', 'F', 'Q']" in err
     assert not (tmp_path / "o" / "state.json").exists()      # refused before any work unit
+
+
+def test_unverified_weights_refused_then_flagged_with_trust_unverified(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint whose card lost its weights hash is refused (exit 2, one line); with --trust-unverified
+    evaluate and attack run and say so: the result card carries the ``unverified-weights`` flag."""
+    bad = tmp_path / "ckpt"
+    shutil.copytree(ckpt, bad)
+    card = json.loads((bad / "card.json").read_text())
+    card.pop("weights_sha256")
+    (bad / "card.json").write_text(json.dumps(card))
+    args = ["evaluate", "--checkpoint", str(bad), *DATA, "--attacks", "fgsm", "--eps", "0.05", "--limit", "6",
+            "--examples", "0", "--no-large-eps-check", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trust-unverified" in err[0] and "Traceback" not in err[0]
+    assert main([*args, "--trust-unverified"]) == 0
+    result = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert "unverified-weights" in json.dumps(result["flags"])
+    assert main(["attack", "--checkpoint", str(bad), *DATA, "--attack", "fgsm", "--eps", "0.05", "--limit", "4",
+                 "--no-progress", "--out", str(tmp_path / "adv")]) == 2
+    assert main(["attack", "--checkpoint", str(bad), *DATA, "--attack", "fgsm", "--eps", "0.05", "--limit", "4",
+                 "--no-progress", "--trust-unverified", "--out", str(tmp_path / "adv")]) == 0

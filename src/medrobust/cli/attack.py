@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out)
     ds_cfg = {"name": args.dataset, "root": args.data_dir, "split": args.split,
               "options": parse_options(args.option)}
-    model, ds, mcard = load_model_and_data(ds_cfg, args.checkpoint)
+    model, ds, mcard = load_model_and_data(ds_cfg, args.checkpoint,
+                                          trust_unverified=bool(getattr(args, "trust_unverified", False)))
     req = AttackRequest(spec=AttackSpec(args.attack, parse_options(args.attack_option)), eps=args.eps,
                         norm=args.norm, eps_mode=args.eps_mode, bounds=_bounds(args.bounds), target=args.target,
                         seed=args.seed, batch_size=args.batch_size, limit=args.limit, wfdb=not args.no_wfdb,

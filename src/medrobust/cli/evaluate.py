@@ -48,6 +48,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="evaluate a seeded random subset of N samples")
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="load a checkpoint whose weights hash is missing or wrong (recorded as a flag in the card)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -88,15 +90,20 @@ def parse_float_list(text: str, flag: str) -> list[float]:
     return vals
 
 
-def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None) -> tuple[Any, Any, dict[str, Any]]:
-    """Load the checkpoint and the dataset split; refuse a mismatch between them."""
+def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None, *,
+                        trust_unverified: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the checkpoint and the dataset split; refuse a mismatch between them.
+
+    ``trust_unverified`` loads weights whose SHA-256 is missing from (or differs from) the checkpoint's card; the
+    model card then says ``weights_verified: false`` and the result card carries the ``unverified-weights`` flag.
+    """
     from medrobust.data import load_dataset
     from medrobust.evaluation import check_compatible
     from medrobust.models import load_checkpoint
 
     if not checkpoint:
         raise ConfigError("--checkpoint is required (a folder written by `medrobust train`).")
-    model = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, trust_unverified=trust_unverified)
     card = dict(model.card)
     name = ds_cfg.get("name") or (card.get("data") or {}).get("name")
     if not name:
@@ -255,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve(args)
     out = ensure_writable_dir(cfg["out"])
-    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"])
+    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"],
+                                          trust_unverified=bool(getattr(args, "trust_unverified", False)))
     protocol = build_protocol(cfg["protocol"], ds.meta)
     limit = cfg["dataset"].get("limit")
     idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())
