@@ -85,18 +85,18 @@ def test_tensor_and_batched_labels() -> None:
 
 
 _LABEL_ARGS = [
-    (robust_accuracy, ("y", "adv_pred")),
+    pytest.param(robust_accuracy, ("y", "adv_pred"), id="robust_accuracy"),
     # clean_accuracy delegates to robust_accuracy, so its errors call clean_pred "adv_pred" (to fix in
     # src/medrobust/evaluation/robustness.py); strict, so the mark must go when that is fixed.
-    pytest.param(clean_accuracy, ("y", "clean_pred"),
+    pytest.param(clean_accuracy, ("y", "clean_pred"), id="clean_accuracy",
                  marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="error names adv_pred")),
-    (attack_success_rate, ("y", "clean_pred", "adv_pred")),
-    (fooling_rate, ("clean_pred", "adv_pred")),
-    (targeted_success_rate, ("y", "target", "adv_pred")),
+    pytest.param(attack_success_rate, ("y", "clean_pred", "adv_pred"), id="attack_success_rate"),
+    pytest.param(fooling_rate, ("clean_pred", "adv_pred"), id="fooling_rate"),
+    pytest.param(targeted_success_rate, ("y", "target", "adv_pred"), id="targeted_success_rate"),
 ]
 
 
-@pytest.mark.parametrize(("fn", "names"), _LABEL_ARGS, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize(("fn", "names"), _LABEL_ARGS)
 def test_non_integer_labels_name_the_argument(fn: Any, names: tuple[str, ...]) -> None:
     for bad in names:
         args = {n: Y.copy() for n in names}
@@ -109,7 +109,7 @@ def test_non_integer_labels_name_the_argument(fn: Any, names: tuple[str, ...]) -
         fn(**args)
 
 
-@pytest.mark.parametrize(("fn", "names"), _LABEL_ARGS, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize(("fn", "names"), _LABEL_ARGS)
 def test_length_mismatch_is_a_data_error(fn: Any, names: tuple[str, ...]) -> None:
     for short in names:
         for n_short in (1, len(Y) - 1):                   # length 1 would otherwise broadcast silently

@@ -157,10 +157,14 @@ def _fmt_score(score: float | None) -> str:
 
 
 def _timing_cell(r: Result) -> str:
-    t = r.timing.get("last_fresh") or r.timing.get("last")
+    t = r.timing.get("last_fresh")
+    if t:
+        return f"{t['seconds']:.0f} s ({t['mutants']} mutants, {t['jobs']} jobs)"
+    t = r.timing.get("last_partial") or r.timing.get("last")
     if not t:
         return "–"
-    return f"{t['seconds']:.0f} s ({t['mutants']} mutants, {t['jobs']} jobs)"
+    checked = t["mutants"] - t.get("unchecked", 0)
+    return f"stopped after {t['seconds']:.0f} s: {checked} of {t['mutants']} mutants checked, {t['jobs']} jobs"
 
 
 def render(results: list[Result], pending: list[tuple[Module, str]], stale: list[dict]) -> str:
@@ -172,21 +176,25 @@ def render(results: list[Result], pending: list[tuple[Module, str]], stale: list
         other = r.count("other") + r.count("not checked")
         score = r.score
         goal = "–" if score is None else ("yes" if score >= GOAL else "**no**")
+        if r.count("not checked"):
+            goal = f"partial: {r.count('not checked')} not checked"
         out.append(f"| `{r.module.path}` | {len(r.mutants)} | {r.count('killed')} | {r.count('survived')} | "
                    f"{r.count('timeout')} | {r.count('no tests')} | {other} | {r.equivalent} | "
                    f"{_fmt_score(score)} | {goal} | {_timing_cell(r)} |")
     for m, why in pending:
         out.append(f"| `{m.name}` | | | | | | | | | | pending: {why} |")
-    out += ["", "Score = killed / (mutants − equivalent). Run time: wall seconds of the last run that tested "
-            "every mutant, on the machine and with the parallel workers shown.", ""]
+    out += ["", "Score = killed / (mutants − equivalent); timeouts and unchecked mutants count as not killed. "
+            "Run time: wall seconds of the last run that tested every mutant from scratch, with the parallel "
+            "workers shown.", ""]
     out += ["### Surviving mutants", ""]
     any_survivor = False
     for r in results:
         alive = [m for m in r.mutants if m.status != "killed" and m.reason is None]
+        alive = [m for m in alive if m.status != "not checked"]
         if not alive:
             continue
         any_survivor = True
-        out += [f"`{r.module.path}`:", ""]
+        out += [f"`{r.module.path}` (full names: `{r.mutants[0].name.rsplit('.', 1)[0]}.<name>`):", ""]
         for m in alive:
             out.append(f"- `{m.name.rsplit('.', 1)[-1]}` ({m.status}): `{m.before}` → `{m.after}`")
         out.append("")

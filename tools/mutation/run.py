@@ -35,8 +35,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,13 +208,23 @@ def mutmut_executable() -> str:
     return found
 
 
-def run_module(module: Module, *, jobs: int, fresh: bool) -> int:
-    """Run mutmut for one module; returns mutmut's exit status and records the timing."""
+def _signal_if_running(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+
+
+def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | None = None) -> int:
+    """Run mutmut for one module; returns mutmut's exit status and records the timing.
+
+    With ``time_limit`` (seconds), mutmut is interrupted (SIGINT, as Ctrl-C) when it runs longer; the
+    verdicts reached so far are kept and the next run continues with the unchecked mutants.
+    """
     was_fresh = fresh or not meta_path(module).exists()
     prepare(module, fresh=fresh)
     retest = reset_not_killed(module)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # mutmut puts mutants/src first; a PYTHONPATH to src would be dropped anyway
+    env["PYTHONUNBUFFERED"] = "1"  # progress reaches run.log as it happens
     print(f"== {module.source}: tests {' '.join(module.tests)}"
           + (f" (retesting {retest} not-killed mutants)" if retest else ""), flush=True)
     log = module.work / "run.log"
@@ -221,25 +233,37 @@ def run_module(module: Module, *, jobs: int, fresh: bool) -> int:
         proc = subprocess.Popen([mutmut_executable(), "run", "--max-children", str(jobs)], cwd=module.work,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
+        # Ctrl-C first (mutmut stops its workers and keeps the verdicts); SIGTERM a minute later if it
+        # is still running (a SIGINT during mutmut's clean test run is absorbed by pytest).
+        timers = [threading.Timer(time_limit + delay, _signal_if_running, (proc, sig))
+                  for delay, sig in ((0, signal.SIGINT), (60, signal.SIGTERM))] if time_limit else []
+        for t in timers:
+            t.start()
         for line in proc.stdout:
             fh.write(line)
         rc = proc.wait()
+        for t in timers:
+            t.cancel()
     seconds = time.monotonic() - start
     tail = log.read_text("utf-8", errors="replace").replace("\r", "\n").strip().splitlines()[-6:]
     print("\n".join("   " + t for t in tail if t.strip()), flush=True)
     codes = json.loads(meta_path(module).read_text("utf-8"))["exit_code_by_key"] if meta_path(module).exists() else {}
+    unchecked = sum(1 for c in codes.values() if c is None)
     record = {
         "module": module.name, "source": module.source, "tests": module.tests, "jobs": jobs,
-        "seconds": round(seconds, 1), "mutants": len(codes), "retested": retest, "fresh": was_fresh,
-        "exit_code": rc, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(seconds, 1), "mutants": len(codes), "unchecked": unchecked, "retested": retest,
+        "fresh": was_fresh, "exit_code": rc, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     timing_file = module.work / "timing.json"
     timing = json.loads(timing_file.read_text("utf-8")) if timing_file.exists() else {}
     timing["last"] = record
-    if was_fresh and rc == 0:
+    if was_fresh and rc == 0 and not unchecked:
         timing["last_fresh"] = record
+    elif was_fresh:
+        timing["last_partial"] = record
     timing_file.write_text(json.dumps(timing, indent=2), "utf-8")
-    print(f"   {len(codes)} mutants, {seconds:.0f} s wall, exit {rc}; log: {log.relative_to(ROOT)}", flush=True)
+    print(f"   {len(codes)} mutants ({unchecked} unchecked), {seconds:.0f} s wall, exit {rc}; "
+          f"log: {log.relative_to(ROOT)}", flush=True)
     return rc
 
 
@@ -249,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel mutant workers (mutmut --max-children)")
     ap.add_argument("--fresh", action="store_true", help="forget the module's cached results first")
     ap.add_argument("--list", action="store_true", help="print the modules and their tests, run nothing")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds per module after which mutmut is interrupted (results so far are kept)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         sys.exit(f"error: --jobs must be >= 1, got {args.jobs}")
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print(f"{m.source}: {' '.join(m.tests)}")
             continue
-        if run_module(m, jobs=args.jobs, fresh=args.fresh) != 0:
+        if run_module(m, jobs=args.jobs, fresh=args.fresh, time_limit=args.time_limit) != 0:
             failed.append(m.name)
     if failed:
         print(f"mutmut failed for: {', '.join(failed)} (see .mutmut/<module>/run.log)")
