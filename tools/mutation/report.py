@@ -159,7 +159,8 @@ def _fmt_score(score: float | None) -> str:
 def _timing_cell(r: Result) -> str:
     t = r.timing.get("last_fresh")
     if t:
-        return f"{t['seconds']:.0f} s ({t['mutants']} mutants, {t['jobs']} jobs)"
+        cpu = f", {t['cpu_seconds']:.0f} s CPU" if "cpu_seconds" in t else ""
+        return f"{t['seconds']:.0f} s wall{cpu} ({t['mutants']} mutants, {t['jobs']} jobs)"
     t = r.timing.get("last_partial") or r.timing.get("last")
     if not t:
         return "–"
@@ -167,7 +168,10 @@ def _timing_cell(r: Result) -> str:
     return f"stopped after {t['seconds']:.0f} s: {checked} of {t['mutants']} mutants checked, {t['jobs']} jobs"
 
 
-def render(results: list[Result], pending: list[tuple[Module, str]], stale: list[dict]) -> str:
+def render(results: list[Result], pending: list[tuple[Module, str]], stale: list[dict],
+           brief: dict[str, str] | None = None) -> str:
+    """The generated Markdown; ``brief`` maps a module to a note printed instead of its survivors."""
+    brief = brief or {}
     out = [BEGIN, "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
            "`python tools/mutation/report.py` from the results in `.mutmut/`.", "",
            "| module | mutants | killed | survived | timeout | no tests | other | equivalent | score | goal ≥ 90 % | run time |",
@@ -194,6 +198,10 @@ def render(results: list[Result], pending: list[tuple[Module, str]], stale: list
         if not alive:
             continue
         any_survivor = True
+        note = brief.get(r.module.name) or brief.get(r.module.path or "")
+        if note:
+            out += [f"`{r.module.path}`: {len(alive)} not killed, list omitted: {note}", ""]
+            continue
         out += [f"`{r.module.path}` (full names: `{r.mutants[0].name.rsplit('.', 1)[0]}.<name>`):", ""]
         for m in alive:
             out.append(f"- `{m.name.rsplit('.', 1)[-1]}` ({m.status}): `{m.before}` → `{m.after}`")
@@ -237,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stdout", action="store_true", help="print the report instead of updating docs/mutation.md")
     ap.add_argument("--pending-note", default="not run yet", help="why modules without results are pending")
+    ap.add_argument("--brief", nargs=2, action="append", default=[], metavar=("MODULE", "NOTE"),
+                    help="omit MODULE's survivor list, printing NOTE instead (repeatable)")
     args = ap.parse_args(argv)
     equivalents = load_equivalents()
     results, pending = [], []
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
     ran = {r.module.name for r in results} | {r.module.path for r in results}
     stale = [e for e in equivalents if not e.get("_used") and e["module"] in ran]
-    section = render(results, pending, stale)
+    section = render(results, pending, stale, dict(args.brief))
     if args.stdout:
         print(section)
     else:

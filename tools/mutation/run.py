@@ -34,6 +34,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,12 @@ def mutmut_executable() -> str:
     return found
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes, mutmut's forked workers included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _signal_if_running(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -228,7 +235,7 @@ def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | No
     print(f"== {module.source}: tests {' '.join(module.tests)}"
           + (f" (retesting {retest} not-killed mutants)" if retest else ""), flush=True)
     log = module.work / "run.log"
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), _children_cpu()
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen([mutmut_executable(), "run", "--max-children", str(jobs)], cwd=module.work,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -244,14 +251,14 @@ def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | No
         rc = proc.wait()
         for t in timers:
             t.cancel()
-    seconds = time.monotonic() - start
+    seconds, cpu = time.monotonic() - start, _children_cpu() - cpu_start
     tail = log.read_text("utf-8", errors="replace").replace("\r", "\n").strip().splitlines()[-6:]
     print("\n".join("   " + t for t in tail if t.strip()), flush=True)
     codes = json.loads(meta_path(module).read_text("utf-8"))["exit_code_by_key"] if meta_path(module).exists() else {}
     unchecked = sum(1 for c in codes.values() if c is None)
     record = {
         "module": module.name, "source": module.source, "tests": module.tests, "jobs": jobs,
-        "seconds": round(seconds, 1), "mutants": len(codes), "unchecked": unchecked, "retested": retest,
+        "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "mutants": len(codes), "unchecked": unchecked, "retested": retest,
         "fresh": was_fresh, "exit_code": rc, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     timing_file = module.work / "timing.json"
@@ -262,7 +269,7 @@ def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | No
     elif was_fresh:
         timing["last_partial"] = record
     timing_file.write_text(json.dumps(timing, indent=2), "utf-8")
-    print(f"   {len(codes)} mutants ({unchecked} unchecked), {seconds:.0f} s wall, exit {rc}; "
+    print(f"   {len(codes)} mutants ({unchecked} unchecked), {seconds:.0f} s wall, {cpu:.0f} s CPU, exit {rc}; "
           f"log: {log.relative_to(ROOT)}", flush=True)
     return rc
 
