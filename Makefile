@@ -43,16 +43,18 @@ test-images: $(IMG_STAMP)
 #   make mutate                         every module of tools/mutation/modules.toml
 #   make mutate MODULE=attacks/pgd.py   one module (several: MODULE="attacks/pgd.py attacks/sap.py")
 #   make mutate MUTATE_ARGS=--fresh     forget cached verdicts first (after deleting or weakening tests)
+#   make mutate REPORT_ARGS=--stdout    print the report instead of rewriting docs/mutation.md
 # Results stay in .mutmut/<module>/; the report in docs/mutation.md is rewritten from all of them.
 MODULE      ?=
 JOBS        ?= 2
 NICE        ?= nice -n 19
 MUTATE_ARGS ?=
+REPORT_ARGS ?=
 
 mutate: $(STAMP)
 	test -x $(BIN)/mutmut || $(BIN)/python -m pip install -q -e ".[test,dev]"
 	rc=0; $(NICE) $(BIN)/python tools/mutation/run.py $(foreach m,$(MODULE),--module $(m)) --jobs $(JOBS) $(MUTATE_ARGS) || rc=$$?; \
-	$(BIN)/python tools/mutation/report.py; exit $$rc
+	$(BIN)/python tools/mutation/report.py $(REPORT_ARGS); exit $$rc
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
