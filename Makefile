@@ -13,7 +13,7 @@ IMG_BIN    := $(IMG_VENV)/bin
 IMG_TORCH  ?= torch==2.14.1 torchvision==0.29.1
 IMG_STAMP  := $(IMG_VENV)/.installed
 
-.PHONY: demo test test-images fuzz venv clean
+.PHONY: demo test test-images fuzz venv clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,22 @@ $(IMG_STAMP): pyproject.toml
 test-images: $(IMG_STAMP)
 	$(IMG_BIN)/python -m pytest -q -m images
 
+# Mutation testing of the algorithm core (docs/mutation.md); not part of `make test`.
+#   make mutate                         every module of tools/mutation/modules.toml
+#   make mutate MODULE=attacks/pgd.py   one module (several: MODULE="attacks/pgd.py attacks/sap.py")
+#   make mutate MUTATE_ARGS=--fresh     forget cached verdicts first (after deleting or weakening tests)
+#   make mutate REPORT_ARGS=--stdout    print the report instead of rewriting docs/mutation.md
+# Results stay in .mutmut/<module>/; the report in docs/mutation.md is rewritten from all of them.
+MODULE      ?=
+JOBS        ?= 2
+NICE        ?= nice -n 19
+MUTATE_ARGS ?=
+REPORT_ARGS ?=
+
+mutate: $(STAMP)
+	test -x $(BIN)/mutmut || $(BIN)/python -m pip install -q -e ".[test,dev]"
+	rc=0; $(NICE) $(BIN)/python tools/mutation/run.py $(foreach m,$(MODULE),--module $(m)) --jobs $(JOBS) $(MUTATE_ARGS) || rc=$$?; \
+	$(BIN)/python tools/mutation/report.py $(REPORT_ARGS); exit $$rc
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mutmut mutants
