@@ -4,6 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from medrobust.errors import DataError
 import torch
 
 from medrobust.evaluation import classification_metrics, metrics_from_confusion
@@ -98,7 +100,7 @@ def test_unseen_classes_keep_the_full_matrix_shape() -> None:
 
 
 def test_length_mismatch_error_names_both_counts() -> None:
-    with pytest.raises(ValueError, match=r"^y_true has 3 entries but y_pred has 2\.$"):
+    with pytest.raises(DataError, match=r"^y_true has 3 entries but y_pred has 2\.$"):
         classification_metrics([0, 1, 1], [0, 1], 2)
 
 

@@ -86,10 +86,7 @@ def test_tensor_and_batched_labels() -> None:
 
 _LABEL_ARGS = [
     pytest.param(robust_accuracy, ("y", "adv_pred"), id="robust_accuracy"),
-    # clean_accuracy delegates to robust_accuracy, so its errors call clean_pred "adv_pred" (to fix in
-    # src/medrobust/evaluation/robustness.py); strict, so the mark must go when that is fixed.
-    pytest.param(clean_accuracy, ("y", "clean_pred"), id="clean_accuracy",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="error names adv_pred")),
+    pytest.param(clean_accuracy, ("y", "clean_pred"), id="clean_accuracy"),
     pytest.param(attack_success_rate, ("y", "clean_pred", "adv_pred"), id="attack_success_rate"),
     pytest.param(fooling_rate, ("clean_pred", "adv_pred"), id="fooling_rate"),
     pytest.param(targeted_success_rate, ("y", "target", "adv_pred"), id="targeted_success_rate"),

@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from medrobust.errors import DataError
+
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """``C[i, j]`` = number of samples of true class ``i`` predicted as ``j``."""
     t = np.asarray(torch.as_tensor(y_true).cpu(), dtype=np.int64).reshape(-1)
     p = np.asarray(torch.as_tensor(y_pred).cpu(), dtype=np.int64).reshape(-1)
     if t.shape != p.shape:
-        raise ValueError(f"y_true has {t.size} entries but y_pred has {p.size}.")
+        raise DataError(f"y_true has {t.size} entries but y_pred has {p.size}.")
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 

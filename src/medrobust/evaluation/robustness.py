@@ -44,16 +44,20 @@ def _same_length(**arrays: np.ndarray) -> None:
         raise DataError(f"label arrays differ in length: {lengths}.")
 
 
+def _accuracy(y: Any, pred: Any, name: str) -> dict[str, Any]:
+    yy, pp = _labels(y, "y"), _labels(pred, name)
+    _same_length(**{"y": yy, name: pp})
+    return ratio(int((yy == pp).sum()), len(yy))
+
+
 def robust_accuracy(y: Any, adv_pred: Any) -> dict[str, Any]:
     """#(``adv_pred == y``) / N."""
-    yy, ap = _labels(y, "y"), _labels(adv_pred, "adv_pred")
-    _same_length(y=yy, adv_pred=ap)
-    return ratio(int((yy == ap).sum()), len(yy))
+    return _accuracy(y, adv_pred, "adv_pred")
 
 
 def clean_accuracy(y: Any, clean_pred: Any) -> dict[str, Any]:
-    """#(``clean_pred == y``) / N."""
-    return robust_accuracy(y, clean_pred)
+    """#(``clean_pred == y``) / N (errors name ``clean_pred``)."""
+    return _accuracy(y, clean_pred, "clean_pred")
 
 
 def attack_success_rate(y: Any, clean_pred: Any, adv_pred: Any) -> dict[str, Any]:
