@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medrobust.attacks import PGD
-from medrobust.attacks.pgd import AdamaxState
+from medrobust.attacks.ascent import make_rule
 from medrobust.errors import ConfigError
 
 from .conftest import SmallECGNet
@@ -46,19 +46,34 @@ def test_restarts_only_add_successes(beat_model) -> None:
         PGD(model, eps=0.1, restarts=2, random_start=False)
 
 
-def test_adamax_state_matches_torch_optim() -> None:
+@pytest.mark.parametrize("name", ["adamax", "adam"])
+def test_ascent_rules_match_torch_optim_row_by_row(name: str) -> None:
+    """Adam/Adamax rules equal torch.optim on every row, with rows updated a different number of times."""
     g = torch.Generator().manual_seed(0)
-    p = torch.zeros(2, 3, 7, dtype=torch.float64)
-    ours = p.clone()
-    p.requires_grad_(True)
-    opt = torch.optim.Adamax([p], lr=0.01)
-    state = AdamaxState(ours)
-    for _ in range(6):
-        d = torch.randn(2, 3, 7, generator=g, dtype=torch.float64).sign()
-        p.grad = -d  # the optimiser minimises -d
-        opt.step()
-        ours = ours + state.increment(d, torch.full((2,), 0.01, dtype=torch.float64))
-    torch.testing.assert_close(ours, p.detach())
+    opt_cls = torch.optim.Adamax if name == "adamax" else torch.optim.Adam
+    ps = [torch.zeros(3, 7, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    opts = [opt_cls([p], lr=0.01) for p in ps]
+    ours = torch.zeros(3, 3, 7, dtype=torch.float64)
+    rule = make_rule(name, n=3, shape=(3, 7), device="cpu", dtype=torch.float64)
+    for it in range(6):
+        rows = torch.tensor([0, 1, 2]) if it < 3 else torch.tensor([0, 2])  # row 1 stops early
+        d = torch.randn(len(rows), 3, 7, generator=g, dtype=torch.float64)
+        for k, r in enumerate(rows.tolist()):
+            ps[r].grad = -d[k]  # the optimiser minimises -d
+            opts[r].step()
+        ours[rows] += rule.step(d, rows, scale=torch.full((len(rows),), 0.01, dtype=torch.float64))
+    for r in range(3):
+        torch.testing.assert_close(ours[r], ps[r].detach(), rtol=1e-12, atol=1e-15)
+
+
+def test_sign_rule_is_the_steepest_direction() -> None:
+    g = torch.tensor([[3.0, -4.0, 0.0]])
+    lin = make_rule("sign", n=1, shape=(3,), device="cpu", dtype=torch.float32, norm="linf")
+    l2 = make_rule("sign", n=1, shape=(3,), device="cpu", dtype=torch.float32, norm="l2")
+    assert lin.step(g, torch.tensor([0])).tolist() == [[1.0, -1.0, 0.0]]
+    torch.testing.assert_close(l2.step(g, torch.tensor([0]), scale=torch.tensor([2.0])), torch.tensor([[1.2, -1.6, 0.0]]))
+    with pytest.raises(ConfigError, match="ascent rule"):
+        make_rule("rmsprop", n=1, shape=(3,), device="cpu", dtype=torch.float32)
 
 
 def test_adamax_update_runs_and_stays_in_ball(beat_model) -> None:

@@ -21,15 +21,21 @@ attack falls back to the margin loss with a warning).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from medrobust.attacks.base import Active, Attack, AttackContext, check_int, check_positive
+from medrobust.attacks.base import Active, Attack, AttackContext
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, steepest_direction
+from medrobust.attacks.threat import bview, steepest_direction
+from medrobust.checks import check_float, check_int, check_positive
 from medrobust.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 
 def checkpoints(n_iter: int) -> list[int]:
@@ -68,7 +74,8 @@ class APGD(Attack):
     restarts
         Runs from new random starts on the samples still robust (AutoAttack standard: 1).
     loss
-        ``"ce"`` (default), ``"margin"``, ``"dlr"`` (≥ 4 classes; margin otherwise) or ``"soft_margin"``.
+        ``"ce"`` (default), ``"margin"``, ``"dlr"`` (≥ 4 classes; margin otherwise), ``"soft_margin"``,
+        ``"kl"`` or a callable.
     rho
         Fraction of increasing steps required between checkpoints (0.75).
     momentum
@@ -78,9 +85,11 @@ class APGD(Attack):
     random_start
         Start from a uniformly random point of the ball (default, as in the paper).
     early_stop
-        Per-sample early stop on an active set (default). ``False`` runs every step on every sample.
-    generator
-        Random generator for the start points.
+        Per-sample early stop on an active set (default). ``False`` runs every step on every sample
+        and returns APGD's output ``x_max`` (the highest-loss point, Algorithm 1) of every sample.
+    generator, units
+        Shared arguments (:class:`~medrobust.attacks.base.ThreatArgs`); random starts come from
+        per-sample streams.
     """
 
     name = "apgd"
@@ -89,48 +98,25 @@ class APGD(Attack):
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
         steps: int = 100,
-        norm: str = "linf",
         restarts: int = 1,
-        loss: str = "ce",
         rho: float = 0.75,
         momentum: float = 0.75,
         initial_step: float = 2.0,
         random_start: bool = True,
         early_stop: bool = True,
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
-        if not (0.0 < rho <= 1.0):
-            raise ConfigError(f"rho must be in (0, 1], got {rho}.")
-        if not (0.0 < momentum <= 1.0):
-            raise ConfigError(f"momentum must be in (0, 1], got {momentum}.")
-        self.rho, self.momentum = float(rho), float(momentum)
+        self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, strict=True)
+        self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, strict=True)
         self.initial_step = float(check_positive(initial_step, "initial_step", allow_none=False))
         self.random_start = bool(random_start)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError("restarts > 1 repeats the same deterministic run; set random_start=True.")
         self.early_stop = bool(early_stop)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "loss": self.loss,
-            "rho": self.rho,
-            "momentum": self.momentum,
-            "initial_step": self.initial_step,
-            "random_start": self.random_start,
-            "early_stop": self.early_stop,
-        }
+        super().__init__(model, **threat_kwargs)
 
     def _run(self, ctx: AttackContext) -> None:
         for r in range(self.restarts):
@@ -153,7 +139,7 @@ class APGD(Attack):
         x_cur = ctx.random_start(act) if self.random_start else act.x.clone()
         x_in, logits, loss, grad = ctx.evaluate(act, x_cur, need_grad=True)
         assert grad is not None
-        succ = ctx.record(act, x_in, logits)
+        succ = ctx.record(act, x_in, logits) if early else None
 
         # per-sample state of the active samples
         eta = act.eps * self.initial_step
@@ -175,7 +161,7 @@ class APGD(Attack):
             loss_prev, n_incr, reduced_last = loss_prev[keep], n_incr[keep], reduced_last[keep]
             loss_best_last, eta = loss_best_last[keep], eta[keep]
 
-        if early and bool(succ.any()):
+        if succ is not None and bool(succ.any()):
             keep_rows((~succ).nonzero().squeeze(1))
 
         for k in range(n_iter):
@@ -194,7 +180,7 @@ class APGD(Attack):
             x_in, logits, loss, g = ctx.evaluate(act, x_cur, need_grad=need_grad)
             if g is not None:
                 grad = g
-            succ = ctx.record(act, x_in, logits)
+            succ = ctx.record(act, x_in, logits) if early else None
             with torch.no_grad():
                 n_incr += (loss > loss_prev).to(n_incr.dtype)
                 loss_prev = loss
@@ -220,7 +206,7 @@ class APGD(Attack):
                     n_incr = torch.zeros_like(n_incr)
                     last_ckpt = w
                     ck_i += 1
-            if early and bool(succ.any()):
+            if succ is not None and bool(succ.any()):
                 keep_rows((~succ).nonzero().squeeze(1))
         if len(act):
-            ctx.record_final(act, x_best, logits_best)
+            ctx.record_final(act, x_best, logits_best, overwrite=not early)

@@ -9,7 +9,6 @@ True
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from torch import nn
@@ -56,9 +55,10 @@ def get_attack(name: str, model: nn.Module, **kwargs: Any) -> "Attack":
     Unknown keyword arguments raise :class:`~medrobust.errors.ConfigError` naming the argument and
     listing the accepted ones.
     """
+    from medrobust.attacks.base import COMMON_ARGS
+
     cls = attack_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "model")]
+    accepted = [*cls.own_parameters(), *sorted(COMMON_ARGS)]
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise ConfigError(

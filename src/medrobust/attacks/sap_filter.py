@@ -5,7 +5,7 @@ Nature Medicine 26, 360–363, 2020; arXiv 1905.05163) parameterise a smooth adv
 as ``δ = S(θ)`` with ``S(θ) = (1/25) Σ_{s,σ} g_{s,σ} * θ``: 'same'-length, zero-padded convolutions
 with the Gaussian kernels ``g_{s,σ}[k] ∝ exp(−k²/(2σ²))``, ``k = −⌊s/2⌋..⌊s/2⌋``, each normalised
 to sum 1, for sizes ``s ∈ {5, 7, 11, 15, 19}`` and widths ``σ ∈ {1, 3, 5, 7, 10}``
-(methods-ecg.md §2.6). Every kernel is centred and odd-length, so ``S`` is a single symmetric
+Every kernel is centred and odd-length, so ``S`` is a single symmetric
 19-tap filter ``K`` (the smaller kernels zero-extended); ``K ≥ 0`` and ``ΣK = 1``, hence
 ``‖S(θ)‖∞ ≤ ‖θ‖∞`` and, by Young's inequality, ``‖S(θ)‖₂ ≤ ‖θ‖₂``.
 
@@ -35,6 +35,15 @@ def _odd(v: float) -> int:
     """Nearest odd integer >= 1."""
     n = 2 * int(math.floor((v - 1.0) / 2.0 + 0.5)) + 1
     return max(1, n)
+
+
+def scaled_kernels(sizes: Sequence[int], sigmas: Sequence[float], scale: float) -> tuple[list[int], list[float]]:
+    """Kernel sizes and widths rescaled by ``scale = fs / reference_fs``.
+
+    Sizes go to the nearest odd integer (at least 1; ties round up), widths are scaled exactly. Han's
+    sizes ``5, 7, 11, 15, 19`` at 300 Hz become ``3, 3, 5, 7, 7`` at 125 Hz and ``9, 11, 19, 25, 31`` at 500 Hz.
+    """
+    return [_odd(s * scale) for s in sizes], [float(sg) * scale for sg in sigmas]
 
 
 def sap_kernel(
@@ -79,8 +88,7 @@ def sap_kernel(
     for sg in sigmas:
         if not sg > 0:
             raise ConfigError(f"SAP kernel widths must be > 0, got {sg}.")
-    sizes_s = [_odd(s * scale) for s in sizes]
-    sigmas_s = [float(sg) * scale for sg in sigmas]
+    sizes_s, sigmas_s = scaled_kernels(sizes, sigmas, scale)
     length = max(sizes_s)
     half = length // 2
     k = torch.zeros(length, dtype=torch.float64)

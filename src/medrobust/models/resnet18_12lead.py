@@ -2,7 +2,7 @@
 
 Ma, L. & Liang, L. "Enhance CNN robustness against noises for classification of 12-lead ECG with
 variable length", ICMLA 2020 (arXiv 2008.03609) and Comput. Biol. Med. 2022 (arXiv 2110.09759);
-the "resnet18a" model of their CPSC2018 code, re-described in methods-ecg.md §4.3:
+the "resnet18a" model of their CPSC2018 code, as described in the Comput. Biol. Med. paper:
 
 * stem: Conv1d(leads -> 64, k11, s2, p5, no bias) -> GroupNorm(64 groups) -> LeakyReLU ->
   MaxPool(k3, s2, p1);
@@ -65,7 +65,7 @@ def pooled_mask(mask: torch.Tensor, positions: int) -> torch.Tensor:
 
 @register_model("resnet18_12lead")
 class ResNet18Lead12(nn.Module):
-    """1-D ResNet-18 with GroupNorm, LeakyReLU and masked pooling (methods-ecg.md §4.3).
+    """1-D ResNet-18 with GroupNorm, LeakyReLU and masked pooling (Ma & Liang, Comput. Biol. Med. 2022).
 
     Parameters
     ----------
