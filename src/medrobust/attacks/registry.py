@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from torch import nn
@@ -49,16 +50,24 @@ def attack_class(name: str) -> type["Attack"]:
     return _ATTACKS[key]
 
 
+def accepted_arguments(cls: type["Attack"]) -> list[str]:
+    """Keyword arguments ``cls(model, ...)`` accepts: its own, then the shared threat arguments.
+
+    Reads ``inspect.signature(cls.__init__)``, which :class:`~medrobust.attacks.Attack` completes with the
+    shared :class:`~medrobust.attacks.base.ThreatArgs` for subclasses that take ``**threat_kwargs``.
+    """
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name not in ("self", "model") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
 def get_attack(name: str, model: nn.Module, **kwargs: Any) -> "Attack":
     """Build the attack ``name`` for ``model`` with keyword arguments ``kwargs``.
 
     Unknown keyword arguments raise :class:`~medrobust.errors.ConfigError` naming the argument and
     listing the accepted ones.
     """
-    from medrobust.attacks.base import COMMON_ARGS
-
     cls = attack_class(name)
-    accepted = [*cls.own_parameters(), *sorted(COMMON_ARGS)]
+    accepted = accepted_arguments(cls)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise ConfigError(
