@@ -199,10 +199,9 @@ def _check_mask(mask: Any, name: str, shape: tuple[int, ...], like: torch.Tensor
         raise ConfigError(f"{name} must be a tensor of 0/1 (1 = may change), got {type(mask).__name__}.")
     m = mask.to(device=like.device, dtype=like.dtype)
     target = tuple(shape) if per_sample is None else (per_sample, *shape)
-    try:
-        torch.broadcast_shapes(tuple(m.shape), target)
-    except RuntimeError:
-        raise DataError(f"{name} has shape {tuple(m.shape)}, which does not broadcast to {target}.") from None
+    ms = tuple(m.shape)
+    if len(ms) > len(target) or any(a not in (1, b) for a, b in zip(ms[::-1], target[::-1])):
+        raise DataError(f"{name} has shape {ms}, which does not broadcast to {target}.")
     if not bool(((m == 0) | (m == 1)).all()):
         raise DataError(f"{name} must hold only 0 and 1 (1 = the coordinate may change).")
     return m
