@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medrobust.attacks import PGD
+from medrobust.attacks.base import AttackContext
 from medrobust.attacks.ascent import make_rule
 from medrobust.errors import ConfigError
 
@@ -36,12 +37,46 @@ def test_early_stop_skips_misclassified_and_stops_successes(beat_model) -> None:
     assert bool((res.success | ~full.success).all())
 
 
-def test_restarts_only_add_successes(beat_model) -> None:
+def test_restarts_draw_new_starts_and_keep_the_best(beat_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each restart starts from a new random point; a sample succeeds iff some iterate of some restart did,
+    and its output is that successful iterate."""
     model, x, y = beat_model
-    one = PGD(model, eps=0.02, steps=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
-    three = PGD(model, eps=0.02, steps=3, restarts=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
-    assert bool((three.success | ~one.success).all())
-    assert three.grad_evals >= one.grad_evals
+    with torch.no_grad():  # centred logits: small margins, some samples need a second or third restart
+        model.net[-1].bias -= model(x).mean(0)
+        y = model(x).argmax(1)
+    starts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    orig_start, orig_eval = AttackContext.random_start, AttackContext.evaluate
+
+    def spy_start(ctx: AttackContext, act):  # type: ignore[no-untyped-def]
+        x0 = orig_start(ctx, act)
+        starts.append((act.idx.clone(), x0.clone()))
+        return x0
+
+    def spy_eval(ctx: AttackContext, act, leaf, **kw):  # type: ignore[no-untyped-def]
+        out = orig_eval(ctx, act, leaf, **kw)
+        seen.append((act.idx.clone(), out[0].clone(), out[1].argmax(1)))
+        return out
+
+    monkeypatch.setattr(AttackContext, "random_start", spy_start)
+    monkeypatch.setattr(AttackContext, "evaluate", spy_eval)
+    eps = 0.004
+    res = PGD(model, eps=eps, steps=3, rel_step_size=0.5, restarts=4, bounds=(0, 1),
+              generator=torch.Generator().manual_seed(5))(x, y)
+    assert len(starts) >= 2
+    for i in range(len(x)):
+        firsts = [x0[(idx == i).nonzero()[0, 0]] for idx, x0 in starts if bool((idx == i).any())]
+        for a in firsts:
+            assert not torch.equal(a, x[i]) and float((a - x[i]).abs().max()) <= eps + 1e-7
+        for a, b in zip(firsts, firsts[1:]):
+            assert not torch.equal(a, b)  # a new random start for every restart
+        hits = [xin[(idx == i).nonzero()[0, 0]] for idx, xin, pred in seen
+                if bool((idx == i).any()) and int(pred[(idx == i).nonzero()[0, 0]]) != int(y[i])]
+        assert bool(res.success[i]) == bool(hits)
+        if hits:
+            assert torch.equal(res.x_adv[i], hits[0])  # early stop: the first successful iterate is kept
+    n_attacked = [sum(bool((idx == i).any()) for idx, _ in starts) for i in range(len(x))]
+    assert max(n_attacked) >= 2 and bool(res.success.any())  # some sample needed a restart; some succeeded
     with pytest.raises(ConfigError, match="random_start"):
         PGD(model, eps=0.1, restarts=2, random_start=False)
 

@@ -160,12 +160,14 @@ class SAP(Attack):
                   if length <= _MATRIX_MAX_LEN else None)
 
         def transform(a: Active, th: torch.Tensor) -> torch.Tensor:
-            # ‖S(θ)‖ <= ‖θ‖ <= ε holds exactly; a float-rounding excess of one ulp is caught and
-            # re-projected by the final threat-model check of Attack.__call__.
+            # ‖S(θ)‖ <= ‖θ‖ <= ε holds exactly; float rounding (of the filter or of x + δ) can exceed it by
+            # an ulp. The forward value is therefore the threat model's admissible point, the gradient
+            # that of x + S(θ) (the correction is a few ulps and detached).
             delta = smooth(th, kernel, matrix=matrix)
             if a.mask is not None:
                 delta = delta * a.mask
-            return ctx.clip(a.x + delta)
+            x_in = ctx.clip(a.x + delta)
+            return x_in + (ctx.constrain(a, delta.detach()) - x_in).detach()
 
         def project_theta(a: Active, th: torch.Tensor, inc: torch.Tensor) -> torch.Tensor:
             return project(th + inc, a.eps, ctx.norm)
