@@ -25,7 +25,7 @@ def model_xy(beats_x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, torch.Tens
 @pytest.mark.parametrize("eps", [0.0, -0.1])
 def test_non_positive_eps(name: str, eps: float, model_xy) -> None:
     with pytest.raises(ConfigError, match="eps"):
-        get_attack(name, model_xy[0], eps=eps)
+        get_attack(name, model_xy[0], eps=eps, **small_kwargs(name))
 
 
 @pytest.mark.parametrize("name", [n for n in ATTACKS if n != "fgsm"])

@@ -76,7 +76,6 @@ from torch import nn
 from medrobust.atomic import jsonable
 from medrobust.attacks.losses import LossFn, get_loss, is_success, loss_name
 from medrobust.attacks.threat import ThreatModel, bview, lp_norm
-from medrobust.checks import check_int, check_positive  # noqa: F401  (re-exported for attacks not yet migrated)
 from medrobust.errors import ConfigError, DataError
 from medrobust.models.inference import forward
 from medrobust.units import resolve_bounds
@@ -238,7 +237,10 @@ def check_logits(z: Any, n: int) -> torch.Tensor:
 
 
 def rand_uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``U[0, 1)`` samples drawn from ``generator`` (on its device), returned on ``like``'s device and dtype."""
+    """``U[0, 1)`` samples drawn from ``generator`` (on its device), returned on ``like``'s device and dtype.
+
+    Batch-level draws only (they depend on the batch); attacks use :meth:`AttackContext.rand` instead.
+    """
     dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
     r = torch.rand(shape, generator=generator, device=generator.device, dtype=dt)
     return r.to(device=like.device, dtype=like.dtype)

@@ -117,23 +117,6 @@ def projected_ascent(
     return act, v
 
 
-class AdamaxState:
-    """Deprecated: use :class:`medrobust.attacks.ascent.AdamaxRule`. Kept only until ``spsa.py`` migrates."""
-
-    def __init__(self, like: torch.Tensor) -> None:
-        self._rule = make_rule("adamax", n=like.shape[0], shape=tuple(like.shape[1:]), device=like.device,
-                               dtype=like.dtype)
-        self._rows = torch.arange(like.shape[0], device=like.device)
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep the rows of the samples still active."""
-        self._rows = self._rows[keep]
-
-    def increment(self, d: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """The update for ascent direction ``d`` with per-sample learning rate ``lr`` ``(n,)``."""
-        return self._rule.step(d, self._rows, scale=lr)
-
-
 def pgd_project(ctx: AttackContext) -> Project:
     """PGD's step on the adversarial input: ``x_adv ← Π(x_adv + inc)`` (ball, mask, bounds)."""
 
