@@ -624,6 +624,8 @@ class Attack(ABC):
     """
 
     name: ClassVar[str] = "attack"
+    black_box: ClassVar[bool] = False
+    """``True`` for attacks that only query the model (read by the evaluation's reliability flags)."""
     _own_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
