@@ -41,8 +41,9 @@ ICML 2019, eq. 5) builds its adversary so::
     loss = ce(model(x), y) + beta * kl(p_clean, model(x_adv))
 
 **Randomness** (per sample). At every call one base seed is drawn from the attack's ``generator``;
-every random draw of a sample comes from its own counter-based stream, a function of (base seed,
-``sample_ids[i]``, the sample's draw counter) (:meth:`AttackContext.rand`, ``randn``, ``randint``). A
+every random draw of a sample comes from its own stream: a generator seeded with a SplitMix64 hash of
+(base seed, ``sample_ids[i]``, the sample's draw counter) (:meth:`AttackContext.rand`, ``randn``,
+``randint``, ``generators``). A
 sample's result therefore does not depend on which other samples share its batch or stop early, and a
 seeded generator reproduces a run exactly. Pass ``sample_ids`` (e.g. dataset indices) to keep
 this true across batch splits.
@@ -56,15 +57,14 @@ References
 Rauber, J. et al. "Foolbox Native", JOSS 5(53), 2020 — template attack classes, ``get_loss_fn``.
 Kim, H. "Torchattacks: A PyTorch Repository for Adversarial Attacks", arXiv 2010.01950.
 Croce, F. & Hein, M. ICML 2020 (arXiv 2003.01690) — per-sample bookkeeping, logits check.
-Salmon, J. et al. "Parallel random numbers: as easy as 1, 2, 3", SC 2011 — counter-based streams;
-Steele, G. et al. "Fast splittable pseudorandom number generators", OOPSLA 2014 — the SplitMix64 mixer.
+Steele, G. et al. "Fast splittable pseudorandom number generators", OOPSLA 2014 — the SplitMix64 mixer
+that derives each stream's seed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -275,11 +275,7 @@ def _mix(z: torch.Tensor) -> torch.Tensor:
     return z ^ _srl(z, 31)
 
 
-def stream_uniform(keys: torch.Tensor, count: int) -> torch.Tensor:
-    """``(len(keys), count)`` float64 values in ``[0, 1)``: element ``j`` of row ``i`` is a hash of ``(keys[i], j)``."""
-    j = torch.arange(1, count + 1, dtype=torch.int64, device=keys.device) * _GOLDEN
-    h = _mix(keys.view(-1, 1) + j.view(1, -1))
-    return _srl(h, 11).to(torch.float64) * (2.0 ** -53)
+_MASK63 = (1 << 63) - 1
 
 
 def stream_keys(seed: int, ids: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
@@ -388,32 +384,43 @@ class AttackContext:
         return full if len(idx) == n else full.select(idx)
 
     # ---------------------------------------------------------------- randomness
-    def _uniform(self, act: Active, count: int) -> torch.Tensor:
+    def generators(self, act: Active) -> list[torch.Generator]:
+        """One fresh generator per active sample, seeded from (base seed, sample id, draw counter).
+
+        Each call advances the samples' draw counters by one. CPU generators for CPU batches, CUDA
+        generators (Philox) for CUDA batches.
+        """
         rows = act.idx
         keys = stream_keys(self.seed, self.sample_ids[rows], self._draws[rows])
         self._draws[rows] += 1
-        return stream_uniform(keys, count)
+        dev = self.x.device if self.x.device.type == "cuda" else torch.device("cpu")
+        return [torch.Generator(device=dev).manual_seed(k & _MASK63) for k in keys.tolist()]
+
+    def _draw(self, act: Active, shape: tuple[int, ...], dtype: torch.dtype,
+              fill: Callable[[torch.Tensor, torch.Generator], Any]) -> torch.Tensor:
+        gens = self.generators(act)
+        dev = self.x.device if self.x.device.type == "cuda" else torch.device("cpu")
+        out = torch.empty((len(act), *shape), dtype=dtype, device=dev)
+        for i, g in enumerate(gens):
+            fill(out[i], g)
+        return out.to(self.x.device)
+
+    def _float(self) -> torch.dtype:
+        return self.x.dtype if self.x.dtype in (torch.float32, torch.float64) else torch.float32
 
     def rand(self, act: Active, *shape: int) -> torch.Tensor:
         """``U[0, 1)`` values ``(len(act), *shape)`` (x's dtype and device), each row from its sample's stream."""
-        count = math.prod(shape)
-        u = self._uniform(act, count).to(self.x.dtype)
-        u = torch.where(u >= 1.0, torch.nextafter(torch.ones_like(u), torch.zeros_like(u)), u)
-        return u.view(len(act), *shape)
+        out = self._draw(act, shape, self._float(), lambda t, g: t.uniform_(0.0, 1.0, generator=g))
+        return out.to(self.x.dtype)
 
     def randn(self, act: Active, *shape: int) -> torch.Tensor:
-        """Standard normal values ``(len(act), *shape)`` (Box–Muller on the sample's stream)."""
-        count = math.prod(shape)
-        u = self._uniform(act, 2 * count)
-        r = torch.sqrt(-2.0 * torch.log1p(-u[:, :count]))
-        z = r * torch.cos(2.0 * math.pi * u[:, count:])
-        return z.to(self.x.dtype).view(len(act), *shape)
+        """Standard normal values ``(len(act), *shape)``, each row from its sample's stream."""
+        out = self._draw(act, shape, self._float(), lambda t, g: t.normal_(0.0, 1.0, generator=g))
+        return out.to(self.x.dtype)
 
     def randint(self, act: Active, high: int, *shape: int) -> torch.Tensor:
-        """Integers uniform on ``[0, high)`` ``(len(act), *shape)`` (int64) from the samples' streams."""
-        count = math.prod(shape)
-        u = self._uniform(act, count)
-        return (u * high).floor().to(torch.int64).clamp_max(high - 1).view(len(act), *shape)
+        """Integers uniform on ``[0, high)`` ``(len(act), *shape)`` (int64), each row from its sample's stream."""
+        return self._draw(act, shape, torch.int64, lambda t, g: t.random_(0, int(high), generator=g))
 
     # ---------------------------------------------------------------- model evaluation
     def forward(self, x_in: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
