@@ -278,3 +278,23 @@ def test_masks_freeze_coordinates(method: str, beats_x: torch.Tensor) -> None:
     x_adv = uap.apply(beats_x, res, mask=pad)
     assert torch.equal(x_adv[::2, :, 150:], beats_x[::2, :, 150:])
     assert not torch.equal(x_adv[1::2, :, 150:], beats_x[1::2, :, 150:])
+
+
+def test_batched_solver_keeps_its_best_pass_and_clamps_fooled_inputs(shared_data: Path) -> None:
+    """Two-class linear model on 32 MIT-BIH beats: one shared δ cannot push both classes, so the passes'
+    fooling rates rise and fall. The result is the best pass (its δ reproduces that rate), and the margin
+    clamp κ changes the path (κ = 0: fooled inputs stop pulling δ; κ huge: plain mean margin)."""
+    from medrobust.data import load_dataset
+
+    from ._blackbox import linear_problem
+
+    ds = load_dataset("mitdb", root=shared_data, split="test", records=["100"])
+    model, x, _, _ = linear_problem(ds.x[torch.arange(0, len(ds), len(ds) // 32)[:32]].float())
+    kw = dict(norm="linf", zeta=0.05, max_iter=8, batch_size=4)
+    res = UniversalPerturbation(model, kappa=0.0, **kw).fit(x)  # type: ignore[arg-type]
+    rates = [h["rate"] for h in res.history]
+    assert max(rates) > rates[-1]  # the rate falls after its best pass ...
+    assert res.fit_rate == max(rates) > 0  # ... and the best pass is what is returned
+    assert UniversalPerturbation(model, kappa=0.0, **kw).evaluate(x, None, res)["fooling_rate"] == res.fit_rate
+    free = UniversalPerturbation(model, kappa=1e6, **kw).fit(x)  # type: ignore[arg-type]
+    assert [h["rate"] for h in free.history] != rates and not torch.equal(free.delta, res.delta)
