@@ -15,8 +15,8 @@ MIT-BIH evaluation, ICLR 2020 AI4AH workshop, arXiv 2005.09134), followed by pro
 model. Differences to torchattacks / advertorch:
 
 * **independent probes per sample**: the ``nb_samples`` vectors are drawn separately for every sample
-  of the batch, from the sample's own random stream (torchattacks and advertorch draw one set and reuse it for the whole batch, which
-  correlates the samples' estimates);
+  of the batch, from the sample's own random stream (torchattacks and advertorch draw one set and
+  reuse it for the whole batch, which correlates the samples' estimates);
 * all active samples and a chunk of their probes go through the model in one forward of at most
   ``max_batch_size`` inputs (memory bound), instead of one batch per probe chunk;
 * **per-sample early stop**: a sample leaves the active set as soon as it is adversarial and is never

@@ -234,7 +234,10 @@ class Square(Attack):
 
     # ------------------------------------------------------------------------------------ initialisation
     def _init_delta(self, ctx: AttackContext, act: Active, lay: _Layout) -> torch.Tensor:
-        """L∞: vertical stripes of ``±ε`` (signals: ``±ε`` per coordinate); L2: a grid of signed bumps, ``‖δ‖₂ = ε``."""
+        """The initial perturbation.
+
+        L∞: vertical stripes of ``±ε`` (signals: ``±ε`` per coordinate); L2: a grid of signed bumps, ``‖δ‖₂ = ε``.
+        """
         n, c, sp = len(act), lay.c, lay.sp
         like = lay.canon(act.x)
         if ctx.norm == "linf":
@@ -254,7 +257,10 @@ class Square(Attack):
     # ------------------------------------------------------------------------------------ proposals
     def _linf_proposal(self, ctx: AttackContext, act: Active, lay: _Layout, x_best: torch.Tensor,
                        s: int) -> torch.Tensor:
-        """Algorithm 2's proposal: one window set to ``±ε`` (one sign per channel), redrawn while it changes nothing."""
+        """Algorithm 2's proposal: one window set to ``±ε`` (one sign per channel).
+
+        A proposal that would not change the current input is redrawn (window and signs) before it is queried.
+        """
         x_new = x_best.clone()
         todo = torch.arange(len(act), device=x_best.device)
         for _ in range(self.max_redraws + 1):

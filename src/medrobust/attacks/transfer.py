@@ -87,31 +87,25 @@ def transfer_attack(
     if batch_size is not None:
         check_int(batch_size, "batch_size", minimum=1)
     res: AttackResult = attack(x, y, target=target, mask=mask, sample_ids=sample_ids)
-    y = res.y
     clean_b = _predict(model_b, x.detach().to(res.x_adv.dtype), batch_size, mask)
     adv_b = _predict(model_b, res.x_adv, batch_size, mask)
-    if clean_b.shape != y.shape:
+    if clean_b.shape != res.y.shape:
         raise DataError("model_b returned a different number of predictions than samples.")
-    tgt = res.target
+    return _summary(res, clean_b, adv_b)
+
+
+def _summary(res: AttackResult, clean_b: torch.Tensor, adv_b: torch.Tensor) -> dict[str, Any]:
+    """The rates of :func:`transfer_attack` from A's result and B's clean and adversarial predictions."""
+    y, tgt = res.y, res.target
     succ_b = adv_b != y if tgt is None else adv_b == tgt
     succ_a = res.success
     correct_b = clean_b == y
     return {
-        "n": int(len(y)),
-        "attack": res.attack,
-        "targeted": tgt is not None,
-        "clean_accuracy_a": res.clean_accuracy,
-        "clean_accuracy_b": float(correct_b.double().mean()),
-        "robust_accuracy_a": res.robust_accuracy,
-        "robust_accuracy_b": float((adv_b == y).double().mean()),
-        "success_rate_a": float(succ_a.double().mean()),
-        "success_rate_b": float(succ_b.double().mean()),
-        "transfer_rate": _rate(succ_b, succ_a & correct_b),
-        "transfer_rate_all": _rate(succ_b, succ_a),
-        "success_a": succ_a,
-        "success_b": succ_b,
-        "clean_pred_b": clean_b,
-        "adv_pred_b": adv_b,
-        "x_adv": res.x_adv,
-        "result": res,
+        "n": int(len(y)), "attack": res.attack, "targeted": tgt is not None,
+        "clean_accuracy_a": res.clean_accuracy, "clean_accuracy_b": float(correct_b.double().mean()),
+        "robust_accuracy_a": res.robust_accuracy, "robust_accuracy_b": float((adv_b == y).double().mean()),
+        "success_rate_a": float(succ_a.double().mean()), "success_rate_b": float(succ_b.double().mean()),
+        "transfer_rate": _rate(succ_b, succ_a & correct_b), "transfer_rate_all": _rate(succ_b, succ_a),
+        "success_a": succ_a, "success_b": succ_b, "clean_pred_b": clean_b, "adv_pred_b": adv_b,
+        "x_adv": res.x_adv, "result": res,
     }
