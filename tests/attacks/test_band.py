@@ -1,4 +1,4 @@
-"""The collation / band technique (Han et al. 2020, methods-ecg.md §2.7) on a real MIT-BIH record."""
+"""The collation / band technique (Han et al., Nature Medicine 2020) on a real MIT-BIH record."""
 
 from __future__ import annotations
 

@@ -236,7 +236,8 @@ class Square(Attack):
     def _init_delta(self, ctx: AttackContext, act: Active, lay: _Layout) -> torch.Tensor:
         """The initial perturbation.
 
-        L∞: vertical stripes of ``±ε`` (signals: ``±ε`` per coordinate); L2: a grid of signed bumps, ``‖δ‖₂ = ε``.
+        L∞: vertical stripes of ``±ε`` (signals: ``±ε`` per coordinate); L2: a grid of signed bumps
+        scaled to ``‖δ‖₂ = ε``.
         """
         n, c, sp = len(act), lay.c, lay.sp
         like = lay.canon(act.x)

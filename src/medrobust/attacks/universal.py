@@ -11,7 +11,7 @@ not the :class:`~medrobust.attacks.Attack` template.
 >>> uap.evaluate(x_test, y_test, uap.random_control(kind="uniform"))                           # doctest: +SKIP
 >>> res.save("uap.safetensors"); UAPResult.load("uap.safetensors")                              # doctest: +SKIP
 
-Budget (Hirano, Minagi & Takemoto 2021; methods-uap.md §4): ``ξ = ζ · (1/m) Σ_i ‖x_i‖_p`` over the
+Budget (Hirano, Minagi & Takemoto 2021): ``ξ = ζ · (1/m) Σ_i ‖x_i‖_p`` over the
 fitting inputs (all channels by default; ``norm_channels="first"`` reproduces the MedicalAI-UAP code,
 which took channel 0 only). ``eps=`` gives ξ in input units instead.
 
@@ -26,7 +26,7 @@ Methods
     fitting set reaches ``fooling_goal`` (LTS4 default 0.8, i.e. δ = 0.2) or after ``max_iter`` passes.
 ``"fgsm"``
     What the seed paper's code ran (Hirano, Minagi & Takemoto, "Universal adversarial attacks on deep
-    neural networks for medical image classification", BMC Med. Imaging 21:9, 2021; methods-uap.md §5b):
+    neural networks for medical image classification", BMC Med. Imaging 21:9, 2021):
     the same outer loop with one L∞ FGSM step ``v' = v + ε_a · sign(∇ CE(x_i + v, k̂(x_i)))``, accepted
     (``v ← P_{p,ξ}(v')``) only if it flips ``x_i``'s label. Defaults: 15 passes, δ = 1e-6.
 targeted (``target=t``, with ``"fgsm"``)
@@ -42,7 +42,7 @@ targeted (``target=t``, with ``"fgsm"``)
     clipped losses of Shafahi et al., "Universal adversarial training", AAAI 2020, arXiv 1811.11304).
     Works for non-targeted and targeted UAPs.
 
-Metrics (methods-uap.md §8, kept apart as §14 asks): the **fooling rate** compares with the model's
+Metrics (kept apart): the **fooling rate** compares with the model's
 clean prediction, the **misclassification rate** with the label; targeted success is reported over
 all inputs *and* over inputs whose clean prediction is not already the target. Random controls draw
 one vector uniformly in the same ball (L2: uniform in the ball; L∞: i.i.d. uniform in [−ξ, ξ]) or a
@@ -80,7 +80,7 @@ METHODS: tuple[str, ...] = ("deepfool", "fgsm", "batched")
 CONTROLS: tuple[str, ...] = ("uniform", "sign")
 _FORMAT = "medrobust-uap/1"
 _PAPER_STEP = 0.0012
-"""Default FGSM inner step as a fraction of the mean ‖x‖∞: MedicalAI-UAP's ε_a = 0.0024 on inputs in [−1, 1]."""
+"""Default FGSM inner step as a fraction of the mean ‖x‖∞ (MedicalAI-UAP's ε_a = 0.0024 on [−1, 1] inputs)."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -102,7 +102,7 @@ def project_uap(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
 def mean_norm(x: torch.Tensor, norm: str, *, channels: str = "all") -> float:
     """Mean per-sample ``Lp`` norm of ``x`` ``(N, C, ...)`` (float64), the base of ``ξ = ζ · mean‖x‖_p``.
 
-    ``channels="first"`` uses channel 0 only (the MedicalAI-UAP code, methods-uap.md §4 quirk 1).
+    ``channels="first"`` uses channel 0 only (a quirk of the MedicalAI-UAP code of Hirano et al.).
     """
     if channels not in ("all", "first"):
         raise ConfigError(f"norm_channels must be 'all' or 'first', got {channels!r}.")
@@ -131,7 +131,7 @@ def random_control(
         ``"l2"`` or ``"linf"``.
     kind
         ``"uniform"``: uniform in the ball (L2: Gaussian direction, radius ``ξ·u^{1/d}``; L∞: i.i.d.
-        ``U[−ξ, ξ]``), the control of MedicalAI-UAP (methods-uap.md §7). ``"sign"``: independent random
+        ``U[−ξ, ξ]``), the control of MedicalAI-UAP (Hirano et al. 2021). ``"sign"``: independent random
         signs, ``±ξ`` (L∞, a corner of the cube) or ``±ξ/√d`` (L2, on the sphere).
     generator
         Source of randomness (``None``: seeded with 0).
