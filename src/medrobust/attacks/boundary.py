@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,11 @@ from medrobust.attacks.registry import register_attack
 from medrobust.attacks.threat import bview, lp_norm
 from medrobust.checks import check_choice, check_float, check_int
 from medrobust.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 
 def hann_smooth(v: torch.Tensor, window: int) -> torch.Tensor:
@@ -166,7 +171,7 @@ class Boundary(Attack):
         init_trials: int = 50,
         bisection_steps: int = 10,
         max_batch_size: int | None = None,
-        **threat_kwargs: Any,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
         self.steps = check_int(steps, "steps", minimum=1)
         self.candidates = check_int(candidates, "candidates", minimum=1)

@@ -36,7 +36,7 @@ new patterns for the samples not yet misclassified (per-sample early stop).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +47,11 @@ from medrobust.attacks.registry import register_attack
 from medrobust.attacks.threat import bview, lp_norm
 from medrobust.checks import check_choice, check_float, check_int, check_positive
 from medrobust.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 NOISE_KINDS: tuple[str, ...] = ("uniform", "gaussian", "baseline_wander", "powerline", "emg", "electrode_motion")
 PHYSIO_KINDS: tuple[str, ...] = ("baseline_wander", "powerline", "emg", "electrode_motion", "mixed")
@@ -323,7 +328,7 @@ class _NoiseAttack(Attack):
         *,
         trials: int = 1,
         fs: float | None = None,
-        **threat_kwargs: Any,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
         self.trials = check_int(trials, "trials", minimum=1)
         self.fs = None if fs is None else _need_fs(fs, self.kind)
@@ -424,7 +429,7 @@ class PhysioNoise(_NoiseAttack):
         mains_hz: float = 50.0,
         harmonics: int = 3,
         trials: int = 1,
-        **threat_kwargs: Any,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
         self.kind = check_choice(kind, "PhysioNoise kind", PHYSIO_KINDS)
         if fs is None:

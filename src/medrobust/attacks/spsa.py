@@ -31,7 +31,7 @@ as soon as the label changes.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,6 +41,11 @@ from medrobust.attacks.base import Active, Attack, AttackContext
 from medrobust.attacks.queries import query
 from medrobust.attacks.registry import register_attack
 from medrobust.checks import check_bool, check_choice, check_int, check_positive
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 SPSA_UPDATES: tuple[str, ...] = ("adamax", "adam")
 
@@ -117,7 +122,7 @@ class SPSA(Attack):
         random_start: bool = True,
         early_stop: bool = True,
         max_batch_size: int | None = None,
-        **threat_kwargs: Any,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
         self.steps = check_int(steps, "steps", minimum=1)
         self.nb_samples = check_int(nb_samples, "nb_samples", minimum=1)

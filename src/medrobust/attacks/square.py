@@ -28,7 +28,7 @@ active sample and iteration, plus one for the initialisation (and the clean forw
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,6 +39,11 @@ from medrobust.attacks.registry import register_attack
 from medrobust.attacks.threat import bview, lp_norm
 from medrobust.checks import check_bool, check_float, check_int
 from medrobust.errors import DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 _SCHEDULE: tuple[int, ...] = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -181,7 +186,7 @@ class Square(Attack):
         p_init: float | None = None,
         early_stop: bool = True,
         max_redraws: int = 100,
-        **threat_kwargs: Any,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
         self.steps = check_int(steps, "steps", minimum=1)
         self.p_init = None if p_init is None else check_float(p_init, "p_init", minimum=0.0, maximum=1.0, strict=True)
