@@ -84,3 +84,31 @@ def test_parameter_checks(beats_x: torch.Tensor) -> None:
         APGD(model, eps=0.1, steps=0)
     with pytest.raises(ConfigError, match="random_start"):
         APGD(model, eps=0.1, restarts=3, random_start=False)
+
+
+def test_without_early_stop_apgd_returns_every_samples_highest_loss_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``early_stop=False``: all samples run all steps and the output is APGD's ``x_max`` (Algorithm 1)."""
+    from medrobust.attacks.base import AttackContext
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    orig = AttackContext.evaluate
+
+    def spy(ctx, act, leaf, **kw):  # type: ignore[no-untyped-def]
+        out = orig(ctx, act, leaf, **kw)
+        assert len(act) == len(ctx.x)  # nobody leaves the batch
+        seen.append((out[0], out[2]))
+        return out
+
+    monkeypatch.setattr(AttackContext, "evaluate", spy)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(12, 1, 4, generator=g, dtype=torch.float64) * 0.6 - 0.3
+    model = Bump(torch.zeros(1, 1, 4, dtype=torch.float64), r=0.05)
+    y = torch.zeros(12, dtype=torch.long)
+    y[0] = 1  # misclassified when clean: attacked all the same
+    res = APGD(model, eps=0.5, steps=20, random_start=False, early_stop=False)(x, y)
+    xs = torch.stack([s[0] for s in seen])  # (evals, N, 1, 4)
+    losses = torch.stack([s[1] for s in seen])  # (evals, N)
+    best = losses.argmax(0)  # first maximum, as APGD keeps a point only when the loss strictly improves
+    torch.testing.assert_close(res.x_adv, xs[best, torch.arange(12)], rtol=0, atol=0)
+    assert bool((res.grad_evals_per_sample == 20).all())
+    assert not torch.equal(res.x_adv[0], x[0]) and bool(res.success[1:].all())

@@ -139,3 +139,27 @@ def test_step_size_argument_checks(beat_model) -> None:
     with pytest.raises(ConfigError, match="step_size"):
         PGD(model, eps=0.1, step_size=-0.01)
     assert PGD(model, eps=0.1, steps=10).rel_step_size == pytest.approx(0.25)
+
+
+def test_without_early_stop_the_final_iterate_is_returned_even_after_a_success() -> None:
+    """On the bump model fixed-step PGD enters and leaves the small adversarial ball; with
+    ``early_stop=False`` the output is the last iterate (adversarial training's example), not a success."""
+    from .test_apgd import Bump
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 4, generator=g, dtype=torch.float64) * 0.6 - 0.3
+    model = Bump(torch.zeros(1, 1, 4, dtype=torch.float64), r=0.05)
+    y = torch.zeros(16, dtype=torch.long)
+    eps, alpha, steps = 0.5, 0.04, 30
+    res = PGD(model, eps=eps, steps=steps, step_size=alpha, random_start=False, early_stop=False)(x, y)
+    xa, hit_then_lost = x.clone(), torch.zeros(16, dtype=torch.bool)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y, reduction="sum"), xa)
+        xa = x + (xa.detach() + alpha * grad.sign() - x).clamp(-eps, eps)
+        hit_then_lost |= model(xa).argmax(1) == 1
+    final_adv = model(xa).argmax(1) == 1
+    hit_then_lost &= ~final_adv
+    assert bool(hit_then_lost.any())  # some sample was adversarial on the way but not at the end
+    torch.testing.assert_close(res.x_adv, xa, rtol=0, atol=1e-12)
+    assert torch.equal(res.success, final_adv)
