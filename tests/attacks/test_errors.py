@@ -176,3 +176,17 @@ def test_every_attack_builds_by_name_with_derived_hyperparameters(name: str, mod
     for k, v in small_kwargs(name).items():
         if k in own:
             assert hp[k] == (list(v) if isinstance(v, tuple) else v)
+
+
+def test_subclass_of_an_attack_inherits_its_arguments(model_xy) -> None:
+    from medrobust.attacks.registry import accepted_arguments
+
+    class Tuned(PGD):
+        def __init__(self, model: nn.Module, *, extra: int = 1, **kw: object) -> None:
+            self.extra = extra
+            super().__init__(model, **kw)  # type: ignore[arg-type]
+
+    acc = accepted_arguments(Tuned)
+    assert acc[:2] == ["extra", "steps"] and {"eps", "loss", "units", "rel_step_size"} <= set(acc)
+    hp = Tuned(model_xy[0], eps=0.1, steps=3, extra=2).hyperparameters()
+    assert hp["extra"] == 2 and hp["steps"] == 3 and "eps" not in hp

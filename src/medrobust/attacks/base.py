@@ -699,9 +699,11 @@ class Attack(ABC):
         cls._own_params = tuple(p.name for p in params if p.name not in ("self", "model") and p.name not in COMMON_ARGS
                                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
         if any(p.kind == p.VAR_KEYWORD for p in params):
-            common = [p for p in inspect.signature(Attack.__init__).parameters.values() if p.name in COMMON_ARGS]
             head = [p for p in params if p.kind != p.VAR_KEYWORD and p.name not in COMMON_ARGS]
-            init.__signature__ = sig.replace(parameters=[*head, *common])
+            names = {p.name for p in head}
+            parent = inspect.signature(cls.__mro__[1].__init__).parameters.values()  # already completed
+            rest = [p for p in parent if p.kind == p.KEYWORD_ONLY and p.name not in names]
+            init.__signature__ = sig.replace(parameters=[*head, *rest])
 
     @classmethod
     def own_parameters(cls) -> list[str]:
