@@ -188,3 +188,32 @@ def test_l2_masked_coordinates_never_change(lin) -> None:  # type: ignore[no-unt
     for i, qs in enumerate(_per_sample_queries(rec, x)):
         assert all(torch.equal(q[:, 100:], x[i, :, 100:]) for q in qs)
     assert torch.equal(res.x_adv[:, :, 100:], x[:, :, 100:]) and bool((res.x_adv != x).any())
+
+
+def test_l2_proposal_bumps_split_left_right_or_top_bottom(images_x: torch.Tensor) -> None:
+    """From δ = 0 an L2 proposal is one signed two-lobe bump in an s × s square; its lobes are split
+    left/right or top/bottom at random per sample (Andriushchenko et al., Algorithm 3), both occur."""
+    from medrobust.attacks.base import AttackContext
+    from medrobust.attacks.losses import get_loss
+    from medrobust.attacks.square import _Layout
+
+    x = images_x[:1].repeat(16, 1, 1, 1).double() * 0.5 + 0.25
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2)).double()
+    with torch.no_grad():
+        z = model(x)
+    atk = Square(model, eps=1.0, norm="l2")
+    ctx = AttackContext(model=model, threat=atk.threat, x=x, y=z.argmax(1), target=None,
+                        eps=torch.ones(16, dtype=x.dtype), mask=None, bounds=None, loss_fn=get_loss("margin"),
+                        clean_logits=z, generator=torch.Generator().manual_seed(0))
+    d = (atk._l2_proposal(ctx, ctx.active(), _Layout(x), x.clone(), 6) - x)[:, 0]
+    kinds = set()
+    for i in range(16):
+        rows, cols = d[i].abs().sum(1).nonzero().squeeze(1), d[i].abs().sum(0).nonzero().squeeze(1)
+        sq = d[i][rows][:, cols]
+        assert sq.shape == (6, 6) and float(sq.flatten().norm()) == pytest.approx(1.0, rel=1e-9)
+        s0 = sq[0, 0].sign()
+        if bool((sq[:, :3].sign() == s0).all() and (sq[:, 3:].sign() == -s0).all()):
+            kinds.add("left/right")
+        elif bool((sq[:3].sign() == s0).all() and (sq[3:].sign() == -s0).all()):
+            kinds.add("top/bottom")
+    assert kinds == {"left/right", "top/bottom"}
