@@ -71,3 +71,24 @@ class Spy(nn.Module):
         self.largest = max(self.largest, x.shape[0])
         self.grad_enabled.append(torch.is_grad_enabled() or x.requires_grad)
         return _RaiseOnBackward.apply(self.model(x))
+
+
+class Recorder(nn.Module):
+    """Wraps a model and keeps a copy of every batch it is given (in call order)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+def batch_invariant(attack: object, x: torch.Tensor, y: torch.Tensor, split: int, **call: object) -> tuple:
+    """Results of ``attack`` on the whole batch and on ``x[split:]`` alone (with the same sample ids)."""
+    full = attack(x, y, **call)  # type: ignore[operator]
+    part_call = {k: (v[split:] if isinstance(v, torch.Tensor) else v) for k, v in call.items()}
+    part = attack(x[split:], y[split:], sample_ids=torch.arange(split, len(x)), **part_call)  # type: ignore[operator]
+    return full, part

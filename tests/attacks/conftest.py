@@ -11,6 +11,7 @@ would leave them untouched).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,12 @@ class Case:
 
 
 def _need(path: Path) -> Path:
+    """``path``, or a skip when the real data is missing; under ``CI`` (set to anything) a failure, never a skip."""
     if not path.exists():
-        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the repo)")
+        msg = f"real data not found at {path} (expected ../shared/data beside the repo)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI must run every real-data test", pytrace=False)
+        pytest.skip(msg)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The collation / band technique (Han et al. 2020, methods-ecg.md §2.7) on a real MIT-BIH record."""
+"""The collation / band technique (Han et al., Nature Medicine 2020) on a real MIT-BIH record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks import SAP, Band, adversarial_band, concatenation_check, uniform_band_check
-from medrobust.attacks.smoothing import sap_kernel
+from medrobust.attacks.sap_filter import sap_kernel
 from medrobust.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,3 +102,19 @@ def test_signals_inside_the_band_stay_adversarial_on_a_real_record(shared_data: 
     # measured with these seeds: misclassified fraction 1.0 for every beat (uniform and concatenation)
     assert sum(uniform) / len(uniform) >= 0.8
     assert min(concat) >= 0.8
+
+
+def test_band_keeps_only_trials_still_in_the_adversarial_class_and_the_padding() -> None:
+    """Mean-sign model, ``x_adv`` barely on the adversarial side: the noisy trials split between the two
+    classes; the band holds only the adversarial ones, and the padded tail stays at ``x`` in every signal."""
+    x = torch.zeros(2, 60)
+    x_adv = torch.full((2, 60), 0.002)
+    mask = torch.ones(1, 60)
+    mask[:, 50:] = 0
+    model = Recorder()
+    band = adversarial_band(model, x, x_adv, eps=0.5, trials=200, noise_std=0.05, kernel=torch.ones(1), mask=mask,
+                            generator=torch.Generator().manual_seed(0))
+    assert band.adv_class == 1 and 0 < band.kept < band.trials
+    with torch.no_grad():
+        assert bool((model(band.signals).argmax(1) == 1).all())
+    assert bool((band.signals[:, :, 50:] == 0).all()) and bool((band.width[:, 50:] == 0).all())

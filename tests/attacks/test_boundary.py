@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from medrobust.attacks.boundary import hann_smooth
 from medrobust.errors import ConfigError, DataError
 from medrobust.evaluation.flags import is_black_box
 
-from ._blackbox import Spy, linear_problem, min_distance
+from ._blackbox import Recorder, Spy, linear_problem, min_distance
 from .conftest import SmallECGNet
 
 
@@ -60,23 +62,84 @@ def test_decision_based_invariant_to_logit_rescaling(lin) -> None:  # type: igno
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries_per_sample, b.queries_per_sample)
 
 
-def test_targeted_with_a_pool_of_target_records(beats_x: torch.Tensor) -> None:
+def _three_class(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 3-class linear beat model, a pool of 64 uniform inputs holding every class, labels and targets."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(187, 3))
     pool = torch.rand(64, 1, 187, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         model[1].bias -= model(torch.cat([pool, beats_x])).mean(0)  # centre the logits: every class occurs
         y = model(beats_x).argmax(1)
-        pool_pred = model(pool).argmax(1)
-    assert len(set(pool_pred.tolist())) == 3  # the pool holds inputs of every class
-    target = (y + 1) % 3
+        assert len(set(model(pool).argmax(1).tolist())) == 3
+    return model, pool, y, (y + 1) % 3
+
+
+def _admissible_distances(model: torch.nn.Module, pool: torch.Tensor, x: torch.Tensor, target: torch.Tensor
+                          ) -> torch.Tensor:
+    """``(N, P)`` L2 distances to the pool inputs of each sample's target class (inf elsewhere)."""
+    with torch.no_grad():
+        ok = model(pool).argmax(1).view(1, -1) == target.view(-1, 1)
+    return torch.cdist(x.flatten(1), pool.flatten(1)).masked_fill(~ok, float("inf"))
+
+
+def test_targeted_walk_ends_in_the_target_class_closer_than_its_start(beats_x: torch.Tensor) -> None:
+    """No bisection, so the walk starts at a pool input of the target class, at distance >= d_min (the
+    closest such input). ε = 0.6·d_min: only the walk can bring a sample inside; 300 iterations do."""
+    model, pool, y, target = _three_class(beats_x)
+    dmin = _admissible_distances(model, pool, beats_x, target).amin(1)
+    eps = 0.6 * dmin
     spy = Spy(model)
-    res = Boundary(spy, eps=5.0, norm="l2", steps=20, candidates=5, bounds=(0, 1), starting_points=pool,
-                   generator=torch.Generator().manual_seed(0))(beats_x, y, target=target)
+    res = Boundary(spy, eps=eps, norm="l2", steps=300, candidates=10, bounds=(0, 1), starting_points=pool,
+                   bisection_steps=0, generator=torch.Generator().manual_seed(0))(beats_x, y, target=target)
     assert bool(res.success.all()) and torch.equal(res.adv_pred, target)
+    assert bool((res.norms <= eps * (1 + 1e-6)).all()) and bool((res.norms < dmin).all())
     assert res.queries == spy.rows  # includes the pool's 64 queries, spread over the samples
-    assert bool((res.norms <= 5.0 * (1 + 1e-6)).all())
     assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+
+
+@pytest.mark.parametrize("init", ["random", "closest"])
+def test_starting_point_is_a_random_or_the_closest_target_record(init: str, beats_x: torch.Tensor) -> None:
+    """The first query after the clean batch and the pool is the starting points (no bisection): with
+    ``init="closest"`` the nearest pool input of the target class, with ``"random"`` (Brendel et al.'s
+    start) any of them, drawn independently per sample."""
+    model, pool, y, target = _three_class(beats_x)
+    dist = _admissible_distances(model, pool, beats_x, target)
+    rec = Recorder(model)
+    Boundary(rec, eps=1e-3, norm="l2", steps=1, candidates=2, starting_points=pool, bisection_steps=0,
+             init=init)(beats_x, y, target=target)
+    starts = rec.inputs[2]
+    j = torch.cdist(starts.flatten(1), pool.flatten(1)).argmin(1)
+    assert torch.equal(starts, pool[j])  # every start is a pool input ...
+    assert bool(torch.isfinite(dist[torch.arange(len(j)), j]).all())  # ... of the sample's target class
+    closest = dist.argmin(1)
+    first = torch.isfinite(dist).long().argmax(1)
+    if init == "closest":
+        assert torch.equal(j, closest)
+    else:
+        assert int((j != closest).sum()) >= 4 and int((j != first).sum()) >= 4
+        part = Recorder(model)
+        Boundary(part, eps=1e-3, norm="l2", steps=1, candidates=2, starting_points=pool, bisection_steps=0)(
+            beats_x[4:], y[4:], target=target[4:], sample_ids=torch.arange(4, 8))
+        assert torch.equal(part.inputs[2], starts[4:])  # each sample's draw is its own
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_masked_coordinates_never_change(targeted: bool, beats_x: torch.Tensor) -> None:
+    """Every input the attack queries (masked pool starts, noise starts, proposals) and every output
+    keeps the frozen coordinates of its sample."""
+    model, pool, y, target = _three_class(beats_x)
+    mask = torch.ones_like(beats_x)
+    mask[:, :, 170:] = 0
+    rec = Recorder(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every sample finds a masked start of its class
+        res = Boundary(rec, eps=3.0, norm="l2", steps=20, candidates=4, starting_points=pool, bounds=(0, 1))(
+            beats_x, y, target=target if targeted else None, mask=mask)
+    assert torch.equal(res.x_adv[:, :, 170:], beats_x[:, :, 170:])
+    queried = torch.cat(rec.inputs[2:])  # after the clean batch and the pool
+    same = (queried[:, None, :, 170:] - beats_x[None, :, :, 170:]).abs().amax((2, 3)) == 0
+    assert bool(same.any(1).all())
+    assert bool((res.x_adv[:, :, :170] != beats_x[:, :, :170]).any())
 
 
 def test_hann_smoothing() -> None:

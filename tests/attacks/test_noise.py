@@ -135,3 +135,37 @@ def test_registry_and_black_box_flags() -> None:
     for name in ("uniform_noise", "gaussian_noise", "physio_noise"):
         assert is_black_box(name)
     assert isinstance(get_attack("gaussian_noise", torch.nn.Linear(2, 2), eps=0.1), GaussianNoise)
+
+
+@pytest.mark.parametrize("fs", [360.0, 500.0])
+def test_physio_attack_uses_the_given_fs(fs: float) -> None:
+    """Powerline noise of the attack peaks at the mains frequency on the time axis of the fs it was given."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 3600, generator=torch.Generator().manual_seed(0)) * 0.01
+    model = SmallECGNet(1)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    res = PhysioNoise(model, eps=1.0, norm="l2", fs=fs, kind="powerline", mains_hz=50.0, harmonics=1)(x, y)
+    f, p = _spectrum(res.x_adv - x, fs)
+    assert float(f[p.argmax()]) == pytest.approx(50.0, abs=0.25)
+    assert res.config["fs"] == fs and res.config["kind"] == "powerline"
+
+
+@pytest.mark.parametrize("attack", [UniformNoise, GaussianNoise, PhysioNoise])
+def test_masked_coordinates_never_change_and_samples_draw_their_own_noise(attack: type, ecg12_x: torch.Tensor
+                                                                           ) -> None:
+    torch.manual_seed(0)
+    model = SmallECGNet(12)
+    x = ecg12_x[:6]
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    mask = torch.ones_like(x)
+    mask[:, 3:, :] = 0  # only the first three leads may change
+    atk = attack(model, eps=0.2, norm="l2", fs=500.0, trials=3)
+    res = atk(x, y, mask=mask)
+    assert torch.equal(res.x_adv[:, 3:], x[:, 3:]) and bool((res.x_adv[:, :3] != x[:, :3]).any())
+    # the noise is masked before it is scaled, so it still lies on the sphere ‖δ‖₂ = ε
+    torch.testing.assert_close(res.norms, torch.full((6,), 0.2), atol=1e-5, rtol=0)
+    part = atk(x[2:], y[2:], mask=mask[2:], sample_ids=torch.arange(2, 6))
+    torch.testing.assert_close(part.x_adv, res.x_adv[2:], atol=1e-6, rtol=0)
+    assert torch.equal(part.queries_per_sample, res.queries_per_sample[2:])

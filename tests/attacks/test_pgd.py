@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from medrobust.attacks import PGD
-from medrobust.attacks.pgd import AdamaxState
+from medrobust.attacks.base import AttackContext
+from medrobust.attacks.ascent import make_rule
 from medrobust.errors import ConfigError
 
 from .conftest import SmallECGNet
@@ -36,29 +37,78 @@ def test_early_stop_skips_misclassified_and_stops_successes(beat_model) -> None:
     assert bool((res.success | ~full.success).all())
 
 
-def test_restarts_only_add_successes(beat_model) -> None:
+def test_restarts_draw_new_starts_and_keep_the_best(beat_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each restart starts from a new random point; a sample succeeds iff some iterate of some restart did,
+    and its output is that successful iterate."""
     model, x, y = beat_model
-    one = PGD(model, eps=0.02, steps=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
-    three = PGD(model, eps=0.02, steps=3, restarts=3, bounds=(0, 1), generator=torch.Generator().manual_seed(5))(x, y)
-    assert bool((three.success | ~one.success).all())
-    assert three.grad_evals >= one.grad_evals
+    with torch.no_grad():  # centred logits: small margins, some samples need a second or third restart
+        model.net[-1].bias -= model(x).mean(0)
+        y = model(x).argmax(1)
+    starts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    orig_start, orig_eval = AttackContext.random_start, AttackContext.evaluate
+
+    def spy_start(ctx: AttackContext, act):  # type: ignore[no-untyped-def]
+        x0 = orig_start(ctx, act)
+        starts.append((act.idx.clone(), x0.clone()))
+        return x0
+
+    def spy_eval(ctx: AttackContext, act, leaf, **kw):  # type: ignore[no-untyped-def]
+        out = orig_eval(ctx, act, leaf, **kw)
+        seen.append((act.idx.clone(), out[0].clone(), out[1].argmax(1)))
+        return out
+
+    monkeypatch.setattr(AttackContext, "random_start", spy_start)
+    monkeypatch.setattr(AttackContext, "evaluate", spy_eval)
+    eps = 0.004
+    res = PGD(model, eps=eps, steps=3, rel_step_size=0.5, restarts=4, bounds=(0, 1),
+              generator=torch.Generator().manual_seed(5))(x, y)
+    assert len(starts) >= 2
+    for i in range(len(x)):
+        firsts = [x0[(idx == i).nonzero()[0, 0]] for idx, x0 in starts if bool((idx == i).any())]
+        for a in firsts:
+            assert not torch.equal(a, x[i]) and float((a - x[i]).abs().max()) <= eps + 1e-7
+        for a, b in zip(firsts, firsts[1:]):
+            assert not torch.equal(a, b)  # a new random start for every restart
+        hits = [xin[(idx == i).nonzero()[0, 0]] for idx, xin, pred in seen
+                if bool((idx == i).any()) and int(pred[(idx == i).nonzero()[0, 0]]) != int(y[i])]
+        assert bool(res.success[i]) == bool(hits)
+        if hits:
+            assert torch.equal(res.x_adv[i], hits[0])  # early stop: the first successful iterate is kept
+    n_attacked = [sum(bool((idx == i).any()) for idx, _ in starts) for i in range(len(x))]
+    assert max(n_attacked) >= 2 and bool(res.success.any())  # some sample needed a restart; some succeeded
     with pytest.raises(ConfigError, match="random_start"):
         PGD(model, eps=0.1, restarts=2, random_start=False)
 
 
-def test_adamax_state_matches_torch_optim() -> None:
+@pytest.mark.parametrize("name", ["adamax", "adam"])
+def test_ascent_rules_match_torch_optim_row_by_row(name: str) -> None:
+    """Adam/Adamax rules equal torch.optim on every row, with rows updated a different number of times."""
     g = torch.Generator().manual_seed(0)
-    p = torch.zeros(2, 3, 7, dtype=torch.float64)
-    ours = p.clone()
-    p.requires_grad_(True)
-    opt = torch.optim.Adamax([p], lr=0.01)
-    state = AdamaxState(ours)
-    for _ in range(6):
-        d = torch.randn(2, 3, 7, generator=g, dtype=torch.float64).sign()
-        p.grad = -d  # the optimiser minimises -d
-        opt.step()
-        ours = ours + state.increment(d, torch.full((2,), 0.01, dtype=torch.float64))
-    torch.testing.assert_close(ours, p.detach())
+    opt_cls = torch.optim.Adamax if name == "adamax" else torch.optim.Adam
+    ps = [torch.zeros(3, 7, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    opts = [opt_cls([p], lr=0.01) for p in ps]
+    ours = torch.zeros(3, 3, 7, dtype=torch.float64)
+    rule = make_rule(name, n=3, shape=(3, 7), device="cpu", dtype=torch.float64)
+    for it in range(6):
+        rows = torch.tensor([0, 1, 2]) if it < 3 else torch.tensor([0, 2])  # row 1 stops early
+        d = torch.randn(len(rows), 3, 7, generator=g, dtype=torch.float64)
+        for k, r in enumerate(rows.tolist()):
+            ps[r].grad = -d[k]  # the optimiser minimises -d
+            opts[r].step()
+        ours[rows] += rule.step(d, rows, scale=torch.full((len(rows),), 0.01, dtype=torch.float64))
+    for r in range(3):
+        torch.testing.assert_close(ours[r], ps[r].detach(), rtol=1e-12, atol=1e-15)
+
+
+def test_sign_rule_is_the_steepest_direction() -> None:
+    g = torch.tensor([[3.0, -4.0, 0.0]])
+    lin = make_rule("sign", n=1, shape=(3,), device="cpu", dtype=torch.float32, norm="linf")
+    l2 = make_rule("sign", n=1, shape=(3,), device="cpu", dtype=torch.float32, norm="l2")
+    assert lin.step(g, torch.tensor([0])).tolist() == [[1.0, -1.0, 0.0]]
+    torch.testing.assert_close(l2.step(g, torch.tensor([0]), scale=torch.tensor([2.0])), torch.tensor([[1.2, -1.6, 0.0]]))
+    with pytest.raises(ConfigError, match="ascent rule"):
+        make_rule("rmsprop", n=1, shape=(3,), device="cpu", dtype=torch.float32)
 
 
 def test_adamax_update_runs_and_stays_in_ball(beat_model) -> None:
@@ -89,3 +139,27 @@ def test_step_size_argument_checks(beat_model) -> None:
     with pytest.raises(ConfigError, match="step_size"):
         PGD(model, eps=0.1, step_size=-0.01)
     assert PGD(model, eps=0.1, steps=10).rel_step_size == pytest.approx(0.25)
+
+
+def test_without_early_stop_the_final_iterate_is_returned_even_after_a_success() -> None:
+    """On the bump model fixed-step PGD enters and leaves the small adversarial ball; with
+    ``early_stop=False`` the output is the last iterate (adversarial training's example), not a success."""
+    from .test_apgd import Bump
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 4, generator=g, dtype=torch.float64) * 0.6 - 0.3
+    model = Bump(torch.zeros(1, 1, 4, dtype=torch.float64), r=0.05)
+    y = torch.zeros(16, dtype=torch.long)
+    eps, alpha, steps = 0.5, 0.04, 30
+    res = PGD(model, eps=eps, steps=steps, step_size=alpha, random_start=False, early_stop=False)(x, y)
+    xa, hit_then_lost = x.clone(), torch.zeros(16, dtype=torch.bool)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y, reduction="sum"), xa)
+        xa = x + (xa.detach() + alpha * grad.sign() - x).clamp(-eps, eps)
+        hit_then_lost |= model(xa).argmax(1) == 1
+    final_adv = model(xa).argmax(1) == 1
+    hit_then_lost &= ~final_adv
+    assert bool(hit_then_lost.any())  # some sample was adversarial on the way but not at the end
+    torch.testing.assert_close(res.x_adv, xa, rtol=0, atol=1e-12)
+    assert torch.equal(res.success, final_adv)

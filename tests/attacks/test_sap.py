@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from medrobust.attacks import PGD, SAP
-from medrobust.attacks.smoothing import frequency_response, sap_kernel, smooth, smoothing_matrix
+from medrobust.attacks.sap_filter import HAN_SIGMAS, frequency_response, sap_kernel, smooth, smoothing_matrix
 from medrobust.errors import ConfigError
 
 from .conftest import SmallECGNet
 
-# methods-ecg.md §2.6
+# Han et al. 2020's filter: the mean of the 25 normalised Gaussian kernels (sizes 5..19, widths 1..10)
 HAN_K = [0.00355, 0.00429, 0.01114, 0.01347, 0.02683, 0.03198, 0.05846, 0.10636, 0.15126,
          0.18533, 0.15126, 0.10636, 0.05846, 0.03198, 0.02683, 0.01347, 0.01114, 0.00429, 0.00355]
 
@@ -107,3 +107,88 @@ def test_sap_grad_budget_and_zero_warm_start(beats_x: torch.Tensor) -> None:
     assert bool((res.grad_evals_per_sample == 12).all())
     res = SAP(model, eps=0.05, steps=0, smooth_steps=5, warm_start="zero")(beats_x, y)
     assert bool((res.grad_evals_per_sample == 5).all())
+
+
+class InputSpy(torch.nn.Module):
+    """Records every batch the model sees (with its logits)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs: list[torch.Tensor] = []
+        self.logits: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        self.inputs.append(x.detach().clone())
+        self.logits.append(z.detach().clone())
+        return z
+
+
+@pytest.fixture()
+def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = SmallECGNet(1, classes=5).double()
+    x = beats_x.double()
+    with torch.no_grad():  # centred logits: small margins, successes happen during the run
+        model.net[-1].bias -= model(x).mean(0)
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_warm_start_is_pgd_then_smoothed_phase(centred) -> None:
+    """Phase 1 is exactly T PGD steps; phase 2 starts from x + S(δ_PGD) and runs 2T smoothed steps."""
+    model, x, y = centred
+    T, alpha, eps = 3, 0.004, 0.01
+    sap_spy, pgd_spy = InputSpy(model), InputSpy(model)
+    sap = SAP(sap_spy, eps=eps, steps=T, step_size=alpha)
+    sap(x, y)
+    PGD(pgd_spy, eps=eps, steps=T, step_size=alpha, random_start=False, early_stop=False)(x, y)
+    assert len(sap_spy.inputs) == 1 + T + 2 * T + 1  # clean, T warm-start, 2T smoothed, final evaluation
+    for k in range(1, T + 1):  # the warm start forwards exactly PGD's iterates x_0 .. x_{T-1}
+        torch.testing.assert_close(sap_spy.inputs[k], pgd_spy.inputs[k], rtol=0, atol=0)
+    theta0 = pgd_spy.inputs[T + 1] - x  # δ_PGD, PGD's final iterate
+    assert float(theta0.abs().max()) > 0.5 * eps
+    expected = x + smooth(theta0, sap.kernel.double())
+    torch.testing.assert_close(sap_spy.inputs[T + 1], expected, rtol=0, atol=1e-12)
+    smooth_phase = torch.stack(sap_spy.inputs[T + 1:]) - x
+    # every phase-2 input is a smoothed perturbation: S(θ) has no sign-step zigzag
+    assert float(smooth_phase.diff(dim=-1).abs().max()) < 0.5 * float((pgd_spy.inputs[T] - x).diff(dim=-1).abs().max())
+
+
+@pytest.mark.parametrize("output", ["best", "final"])
+def test_output_best_and_final(output: str, centred) -> None:
+    """``final``: Han's last iterate for every sample; ``best``: the latest successful iterate, else the last."""
+    model, x, y = centred
+    spy = InputSpy(model)
+    res = SAP(spy, eps=0.02, steps=3, rel_step_size=0.5, output=output, bounds=(0, 1))(x, y)
+    final = spy.inputs[-1]
+    phase2 = list(zip(spy.inputs[4:], spy.logits[4:]))  # the smoothed iterates (clean + 3 warm-start forwards before)
+    n_diff = 0
+    for i in range(len(x)):
+        hits = [xi[i] for xi, zi in phase2 if int(zi[i].argmax()) != int(y[i])]
+        want = final[i] if output == "final" or not hits else hits[-1]
+        torch.testing.assert_close(res.x_adv[i], want, rtol=0, atol=0)
+        n_diff += int(bool(hits) and not torch.equal(hits[-1], final[i]))
+    assert bool(res.success.any())
+    if output == "best":
+        assert n_diff >= 1  # the conventions differ on this batch: a success that the final iterate lost
+
+
+def test_kernels_follow_the_data_rate_whenever_fs_is_given() -> None:
+    model = SmallECGNet(1)
+    sap = SAP(model, eps=0.1, fs=125.0)  # default: Han's kernels are 300 Hz kernels
+    assert sap.reference_fs == 300.0
+    assert sap.kernel_sizes == [3, 3, 5, 7, 7]  # 5, 7, 11, 15, 19 × 125/300 to the nearest odd size
+    assert sap.kernel_sigmas == pytest.approx([s * 125 / 300 for s in HAN_SIGMAS])
+    by_hand = sap_kernel(sizes=(3, 3, 5, 7, 7), sigmas=[s * 125 / 300 for s in HAN_SIGMAS])
+    torch.testing.assert_close(sap.kernel, by_hand, rtol=0, atol=1e-15)
+    assert sap.kernel.numel() == 7
+    han = SAP(model, eps=0.1)  # fs unknown: Han's 19-tap filter in samples
+    assert han.kernel_sizes == [5, 7, 11, 15, 19] and han.kernel.numel() == 19
+    assert SAP(model, eps=0.1, fs=500.0).kernel_sizes == [9, 11, 19, 25, 31]
+    assert SAP(model, eps=0.1, fs=300.0, reference_fs=300.0).kernel.numel() == 19
+    with pytest.raises(ConfigError, match="reference_fs needs fs"):
+        SAP(model, eps=0.1, reference_fs=300.0)
+    with pytest.raises(ConfigError, match="output"):
+        SAP(model, eps=0.1, output="last")

@@ -11,7 +11,7 @@ from medrobust.attacks.losses import get_loss
 from medrobust.errors import ConfigError
 from medrobust.evaluation.flags import is_black_box
 
-from ._blackbox import Spy, linear_problem, min_distance
+from ._blackbox import Recorder, Spy, batch_invariant, linear_problem, min_distance
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,65 @@ def test_registered_black_box_and_errors(lin) -> None:  # type: ignore[no-untype
         SPSA(model, eps=0.1, delta=-1.0)
     with pytest.raises(ConfigError, match="max_batch_size"):
         SPSA(model, eps=0.1, max_batch_size=1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_is_the_first_point_queried(norm: str, lin) -> None:  # type: ignore[no-untyped-def]
+    """After the clean forward, SPSA's first query is its starting point: with ``random_start`` a uniform
+    point of the ball (L∞: |δ|/ε has mean 1/2), without it ``x`` itself. Kills "SPSA without its random start"."""
+    model, x, y, s = lin
+    eps = min_distance(model, s, norm) * 0.5
+    rec = Recorder(model)
+    SPSA(rec, eps=eps, norm=norm, steps=1, nb_samples=2, random_start=True)(x, y)
+    delta = rec.inputs[1] - x
+    size = delta.flatten(1).abs().amax(1) if norm == "linf" else delta.flatten(1).norm(dim=1)
+    assert bool((size <= eps * (1 + 1e-9)).all()) and bool((size > 0.3 * eps).all())
+    if norm == "linf":
+        ratio = (delta.abs() / eps.view(-1, 1, 1)).mean(dim=(1, 2))
+        torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), atol=0.08, rtol=0)
+    rec = Recorder(model)
+    SPSA(rec, eps=eps, norm=norm, steps=1, nb_samples=2, random_start=False)(x, y)
+    assert torch.equal(rec.inputs[1], x)
+
+
+def test_a_samples_result_does_not_depend_on_its_batch(lin) -> None:  # type: ignore[no-untyped-def]
+    """Per-sample random streams: samples 4..7 attacked alone (same sample ids) give the same examples
+    and query counts as inside the full batch, where other samples stop early at other iterations."""
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    atk = SPSA(model, eps=float(d.median()), steps=6, nb_samples=8, max_batch_size=24)
+    full, part = batch_invariant(atk, x, y, 4)
+    assert 0 < int(full.success.sum()) < len(x)  # some stop early, some run to the end
+    torch.testing.assert_close(full.x_adv[4:], part.x_adv, atol=1e-12, rtol=0)
+    assert torch.equal(full.queries_per_sample[4:], part.queries_per_sample)
+
+
+def test_without_early_stop_every_sample_runs_every_iteration(lin) -> None:  # type: ignore[no-untyped-def]
+    """``early_stop=False``: every sample, even one misclassified when clean, gets all iterations (exact
+    query count) and its final iterate."""
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    steps, nb = 5, 8
+    y = y.clone()
+    y[0] = 1 - y[0]  # sample 0 is already "adversarial" before the attack
+    rec = Recorder(model)
+    res = SPSA(rec, eps=d * 3.0, steps=steps, nb_samples=nb, early_stop=False)(x, y)
+    assert res.queries_per_sample.tolist() == [1 + (steps + 1) + steps * 2 * nb] * len(x)
+    assert torch.equal(res.x_adv, rec.inputs[-1])  # the last success check is the final iterate
+    assert not torch.equal(res.x_adv[0], x[0])
+    stopped = SPSA(model, eps=d * 3.0, steps=steps, nb_samples=nb)(x, y)
+    assert bool((stopped.queries_per_sample < res.queries_per_sample).any())
+
+
+def test_masked_coordinates_never_change(lin) -> None:  # type: ignore[no-untyped-def]
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    mask = torch.ones_like(x)
+    mask[:, :, 90:] = 0
+    rec = Recorder(model)
+    res = SPSA(rec, eps=d * 3.0, steps=4, nb_samples=8)(x, y, mask=mask)
+    assert torch.equal(res.x_adv[:, :, 90:], x[:, :, 90:])
+    queried = torch.cat(rec.inputs)  # every query (starts, probes x ± δv, iterates) is masked too
+    same = (queried[:, None, :, 90:] - x[None, :, :, 90:]).abs().amax((2, 3)) == 0  # (queries, samples)
+    assert bool(same.any(1).all())
+    assert bool((res.x_adv[:, :, :90] != x[:, :, :90]).any())

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from medrobust.attacks import GaussianNoise, Square
-from medrobust.attacks.square import p_schedule, two_lobe_bump
+from medrobust.attacks.square import p_schedule, two_lobe_bump, window
 from medrobust.errors import ConfigError, DataError
 from medrobust.evaluation.flags import is_black_box
 
-from ._blackbox import Spy, linear_problem, min_distance
+from ._blackbox import Recorder, Spy, batch_invariant, linear_problem, min_distance
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,15 @@ def test_p_schedule_halves_at_the_papers_iterations() -> None:
 
 
 def test_windows_are_intervals_shared_by_all_leads() -> None:
-    atk = Square(torch.nn.Linear(2, 2), eps=0.1)
-    g = torch.Generator().manual_seed(0)
-    x = torch.zeros(5, 12, 100)
-    win, offs = atk._window(5, 7, (100,), x, g)
-    assert win.shape == (5, 1, 100)  # one location per sample, broadcast over the 12 leads
+    offs = [torch.tensor([0, 5, 93, 40, 17])]
+    win = window(offs, 7, (100,))
+    assert win.shape == (5, 1, 100)  # one location per sample, broadcast over the leads
     for i in range(5):
         pos = win[i, 0].nonzero().squeeze(1)
         assert len(pos) == 7 and int(pos[-1] - pos[0]) == 6 and int(pos[0]) == int(offs[0][i])
-    win2, _ = atk._window(3, 4, (28, 28), torch.zeros(3, 1, 28, 28), g)
+    win2 = window([torch.tensor([0, 3, 24]), torch.tensor([24, 0, 10])], 4, (28, 28))
     assert win2.shape == (3, 1, 28, 28) and bool((win2.flatten(1).sum(1) == 16).all())
+    assert bool(win2[1, 0, 3:7, 0:4].all()) and bool(win2[2, 0, 24:28, 10:14].all())
 
 
 def test_two_lobe_bump_unit_norm_and_opposite_lobes() -> None:
@@ -118,3 +117,103 @@ def test_flat_signals_without_a_lead_axis(lin) -> None:  # type: ignore[no-untyp
     res = Square(model, eps=d * 2.0, steps=1000, generator=torch.Generator().manual_seed(0))(x.flatten(1), y)
     assert res.x_adv.shape == x.flatten(1).shape
     assert float(res.success.double().mean()) == 1.0
+
+
+def _margins(model: torch.nn.Module, q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        z = model(q)
+    return z.scatter(1, y.view(-1, 1), -float("inf")).amax(1) - z.gather(1, y.view(-1, 1)).squeeze(1)
+
+
+def _per_sample_queries(rec: Recorder, x: torch.Tensor) -> list[list[torch.Tensor]]:
+    """The inputs queried for each sample after the clean forward (rows matched by the untouched sample)."""
+    out: list[list[torch.Tensor]] = [[] for _ in range(len(x))]
+    for batch in rec.inputs[1:]:
+        for q in batch:
+            i = int((q - x).flatten(1).abs().amax(1).argmin())
+            out[i].append(q)
+    return out
+
+
+def test_linf_proposals_that_change_nothing_are_redrawn(lin) -> None:  # type: ignore[no-untyped-def]
+    """Two thirds of every beat frozen by the mask: most random windows would change nothing. Every
+    queried proposal differs from the sample's current best (kills a Square without the redraw)."""
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    mask = torch.zeros_like(x)
+    mask[:, :, 60:120] = 1
+    rec = Recorder(model)
+    Square(rec, eps=d * 0.5, steps=40, early_stop=False)(x, y, mask=mask)
+    for i, qs in enumerate(_per_sample_queries(rec, x)):
+        assert len(qs) == 41
+        best, best_m = qs[0], _margins(model, qs[0][None], y[i:i + 1])
+        for q in qs[1:]:
+            assert not torch.equal(q, best)
+            m = _margins(model, q[None], y[i:i + 1])
+            if bool(m > best_m):
+                best, best_m = q, m
+        assert torch.equal(q[:, :60], x[i, :, :60]) and torch.equal(q[:, 120:], x[i, :, 120:])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_without_early_stop_the_output_is_the_best_iterate(norm: str, lin) -> None:  # type: ignore[no-untyped-def]
+    """``early_stop=False``: every sample is queried at every iteration and the output is its best query."""
+    model, x, y, s = lin
+    d = min_distance(model, s, norm)
+    rec = Recorder(model)
+    res = Square(rec, eps=d * 2.0, norm=norm, steps=30, early_stop=False)(x, y)
+    assert res.queries_per_sample.tolist() == [1 + 1 + 30] * len(x)
+    for i, qs in enumerate(_per_sample_queries(rec, x)):
+        m = _margins(model, torch.stack(qs), y[i].expand(len(qs)))
+        assert torch.equal(res.x_adv[i], qs[int(m.argmax())])  # the first query of highest margin
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_samples_result_does_not_depend_on_its_batch(norm: str, lin) -> None:  # type: ignore[no-untyped-def]
+    model, x, y, s = lin
+    d = min_distance(model, s, norm)
+    full, part = batch_invariant(Square(model, eps=float(d.median()) * 1.5, norm=norm, steps=60), x, y, 4)
+    assert norm == "l2" or 0 < int(full.success.sum()) < len(x)  # L∞: some samples stop early
+    torch.testing.assert_close(full.x_adv[4:], part.x_adv, atol=1e-12, rtol=0)
+    assert torch.equal(full.queries_per_sample[4:], part.queries_per_sample)
+
+
+def test_l2_masked_coordinates_never_change(lin) -> None:  # type: ignore[no-untyped-def]
+    model, x, y, s = lin
+    d = min_distance(model, s, "l2")
+    mask = torch.ones_like(x)
+    mask[:, :, 100:] = 0
+    rec = Recorder(model)
+    res = Square(rec, eps=d * 2.0, norm="l2", steps=30)(x, y, mask=mask)
+    for i, qs in enumerate(_per_sample_queries(rec, x)):
+        assert all(torch.equal(q[:, 100:], x[i, :, 100:]) for q in qs)
+    assert torch.equal(res.x_adv[:, :, 100:], x[:, :, 100:]) and bool((res.x_adv != x).any())
+
+
+def test_l2_proposal_bumps_split_left_right_or_top_bottom(images_x: torch.Tensor) -> None:
+    """From δ = 0 an L2 proposal is one signed two-lobe bump in an s × s square; its lobes are split
+    left/right or top/bottom at random per sample (Andriushchenko et al., Algorithm 3), both occur."""
+    from medrobust.attacks.base import AttackContext
+    from medrobust.attacks.losses import get_loss
+    from medrobust.attacks.square import _Layout
+
+    x = images_x[:1].repeat(16, 1, 1, 1).double() * 0.5 + 0.25
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2)).double()
+    with torch.no_grad():
+        z = model(x)
+    atk = Square(model, eps=1.0, norm="l2")
+    ctx = AttackContext(model=model, threat=atk.threat, x=x, y=z.argmax(1), target=None,
+                        eps=torch.ones(16, dtype=x.dtype), mask=None, bounds=None, loss_fn=get_loss("margin"),
+                        clean_logits=z, generator=torch.Generator().manual_seed(0))
+    d = (atk._l2_proposal(ctx, ctx.active(), _Layout(x), x.clone(), 6) - x)[:, 0]
+    kinds = set()
+    for i in range(16):
+        rows, cols = d[i].abs().sum(1).nonzero().squeeze(1), d[i].abs().sum(0).nonzero().squeeze(1)
+        sq = d[i][rows][:, cols]
+        assert sq.shape == (6, 6) and float(sq.flatten().norm()) == pytest.approx(1.0, rel=1e-9)
+        s0 = sq[0, 0].sign()
+        if bool((sq[:, :3].sign() == s0).all() and (sq[:, 3:].sign() == -s0).all()):
+            kinds.add("left/right")
+        elif bool((sq[:3].sign() == s0).all() and (sq[3:].sign() == -s0).all()):
+            kinds.add("top/bottom")
+    assert kinds == {"left/right", "top/bottom"}

@@ -68,3 +68,31 @@ def test_errors(lin) -> None:  # type: ignore[no-untyped-def]
         transfer_attack(lambda a, b: a, model, x, y)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="batch_size"):
         transfer_attack(atk, copy.deepcopy(model), x, y, batch_size=0)
+
+
+class MaskedMean(torch.nn.Module):
+    """Two logits from the mean of the masked signal: a model whose forward takes the padding mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor | None] = []
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append(mask)
+        m = torch.ones_like(x) if mask is None else mask
+        s = (x * m).flatten(1).sum(1) / m.flatten(1).sum(1) - 0.3
+        return torch.stack([-s, s], 1)
+
+
+def test_mask_limits_the_attack_and_reaches_model_b(lin) -> None:  # type: ignore[no-untyped-def]
+    model, x, y, s = lin
+    d = min_distance(model, s, "linf")
+    mask = torch.ones_like(x)
+    mask[:, :, 150:] = 0
+    b = MaskedMean().double()
+    out = transfer_attack(PGD(model, eps=d * 3.0, steps=10, rel_step_size=0.25), b, x, y, mask=mask, batch_size=3)
+    assert torch.equal(out["x_adv"][:, :, 150:], x[:, :, 150:])
+    # clean and adversarial batches of 3, 3 and 2 samples, each with its rows of the mask
+    assert len(b.seen) == 2 * 3 and all(m is not None and m.shape[0] <= 3 for m in b.seen)
+    with torch.no_grad():
+        assert torch.equal(out["adv_pred_b"], b(out["x_adv"], mask=mask).argmax(1))

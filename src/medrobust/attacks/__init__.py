@@ -13,7 +13,8 @@ mask) and the final template :meth:`Attack.__call__`; see ``docs/attacks.md``.
 """
 
 from medrobust.attacks.apgd import APGD
-from medrobust.attacks.base import Attack, AttackResult, frozen_eval
+from medrobust.attacks.ascent import AdamaxRule, AdamRule, AscentRule, SignRule, make_rule
+from medrobust.attacks.base import Attack, AttackContext, AttackResult, ThreatArgs, frozen_eval
 from medrobust.attacks.boundary import Boundary
 from medrobust.attacks.fgsm import FGSM
 from medrobust.attacks.losses import LOSSES, BinaryLogitWrapper, get_loss
@@ -23,7 +24,7 @@ from medrobust.attacks.noise import (
 from medrobust.attacks.pgd import PGD
 from medrobust.attacks.registry import attack_class, available_attacks, get_attack, register_attack
 from medrobust.attacks.sap import SAP
-from medrobust.attacks.smoothing import sap_kernel, smooth
+from medrobust.attacks.sap_filter import sap_kernel, smooth
 from medrobust.attacks.spsa import SPSA
 from medrobust.attacks.square import Square
 from medrobust.attacks.threat import ThreatModel
@@ -34,7 +35,14 @@ from medrobust.attacks.transfer import transfer_attack
 
 __all__ = [
     "Attack",
+    "AttackContext",
     "AttackResult",
+    "ThreatArgs",
+    "AscentRule",
+    "SignRule",
+    "AdamRule",
+    "AdamaxRule",
+    "make_rule",
     "ThreatModel",
     "PGD",
     "FGSM",

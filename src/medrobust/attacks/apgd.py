@@ -21,15 +21,21 @@ attack falls back to the margin loss with a warning).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from medrobust.attacks.base import Active, Attack, AttackContext, check_int, check_positive
+from medrobust.attacks.base import Active, Attack, AttackContext
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, steepest_direction
+from medrobust.attacks.threat import bview, steepest_direction
+from medrobust.checks import check_float, check_int, check_positive
 from medrobust.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 
 def checkpoints(n_iter: int) -> list[int]:
@@ -68,7 +74,8 @@ class APGD(Attack):
     restarts
         Runs from new random starts on the samples still robust (AutoAttack standard: 1).
     loss
-        ``"ce"`` (default), ``"margin"``, ``"dlr"`` (≥ 4 classes; margin otherwise) or ``"soft_margin"``.
+        ``"ce"`` (default), ``"margin"``, ``"dlr"`` (≥ 4 classes; margin otherwise), ``"soft_margin"``,
+        ``"kl"`` or a callable.
     rho
         Fraction of increasing steps required between checkpoints (0.75).
     momentum
@@ -78,9 +85,11 @@ class APGD(Attack):
     random_start
         Start from a uniformly random point of the ball (default, as in the paper).
     early_stop
-        Per-sample early stop on an active set (default). ``False`` runs every step on every sample.
-    generator
-        Random generator for the start points.
+        Per-sample early stop on an active set (default). ``False`` runs every step on every sample
+        and returns APGD's output ``x_max`` (the highest-loss point, Algorithm 1) of every sample.
+    generator, units
+        Shared arguments (:class:`~medrobust.attacks.base.ThreatArgs`); random starts come from
+        per-sample streams.
     """
 
     name = "apgd"
@@ -89,48 +98,25 @@ class APGD(Attack):
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
         steps: int = 100,
-        norm: str = "linf",
         restarts: int = 1,
-        loss: str = "ce",
         rho: float = 0.75,
         momentum: float = 0.75,
         initial_step: float = 2.0,
         random_start: bool = True,
         early_stop: bool = True,
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
-        if not (0.0 < rho <= 1.0):
-            raise ConfigError(f"rho must be in (0, 1], got {rho}.")
-        if not (0.0 < momentum <= 1.0):
-            raise ConfigError(f"momentum must be in (0, 1], got {momentum}.")
-        self.rho, self.momentum = float(rho), float(momentum)
+        self.rho = check_float(rho, "rho", minimum=0.0, maximum=1.0, strict=True)
+        self.momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0, strict=True)
         self.initial_step = float(check_positive(initial_step, "initial_step", allow_none=False))
         self.random_start = bool(random_start)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError("restarts > 1 repeats the same deterministic run; set random_start=True.")
         self.early_stop = bool(early_stop)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "loss": self.loss,
-            "rho": self.rho,
-            "momentum": self.momentum,
-            "initial_step": self.initial_step,
-            "random_start": self.random_start,
-            "early_stop": self.early_stop,
-        }
+        super().__init__(model, **threat_kwargs)
 
     def _run(self, ctx: AttackContext) -> None:
         for r in range(self.restarts):
@@ -140,87 +126,84 @@ class APGD(Attack):
             self._single_run(ctx, act)
 
     def _single_run(self, ctx: AttackContext, act: Active) -> None:
-        n_iter = self.steps
-        ckpts = checkpoints(n_iter)
-        early = self.early_stop
-        alpha = self.momentum
-
-        def direction(g: torch.Tensor, a: Active) -> torch.Tensor:
-            if a.mask is not None:
-                g = g * a.mask
-            return steepest_direction(g, ctx.norm)
-
+        n_iter, ckpts, early, alpha = self.steps, checkpoints(self.steps), self.early_stop, self.momentum
         x_cur = ctx.random_start(act) if self.random_start else act.x.clone()
         x_in, logits, loss, grad = ctx.evaluate(act, x_cur, need_grad=True)
         assert grad is not None
-        succ = ctx.record(act, x_in, logits)
-
-        # per-sample state of the active samples
-        eta = act.eps * self.initial_step
-        x_old = x_cur
-        x_best, grad_best, loss_best, logits_best = x_cur, grad, loss, logits
-        loss_prev = loss
-        n_incr = torch.zeros_like(loss)
-        reduced_last = torch.zeros_like(loss, dtype=torch.bool)
-        loss_best_last = loss_best.clone()
+        succ = ctx.record(act, x_in, logits) if early else None
+        st = _State(act, x_cur, grad, loss, logits, act.eps * self.initial_step)
+        if succ is not None and bool(succ.any()):
+            st.select((~succ).nonzero().squeeze(1))
         last_ckpt = 0
-        ck_i = 0
-
-        def keep_rows(keep: torch.Tensor) -> None:
-            nonlocal act, x_cur, x_old, grad, x_best, grad_best, loss_best, logits_best, loss_prev, n_incr
-            nonlocal reduced_last, loss_best_last, eta
-            act = act.select(keep)
-            x_cur, x_old, grad = x_cur[keep], x_old[keep], grad[keep]
-            x_best, grad_best, loss_best, logits_best = x_best[keep], grad_best[keep], loss_best[keep], logits_best[keep]
-            loss_prev, n_incr, reduced_last = loss_prev[keep], n_incr[keep], reduced_last[keep]
-            loss_best_last, eta = loss_best_last[keep], eta[keep]
-
-        if early and bool(succ.any()):
-            keep_rows((~succ).nonzero().squeeze(1))
-
         for k in range(n_iter):
-            if len(act) == 0:
+            if len(st.act) == 0:
                 return
-            need_grad = k < n_iter - 1
+            act = st.act
             with torch.no_grad():
-                d = direction(grad, act) * bview(eta, x_cur)
-                z = ctx.constrain(act, (x_cur - act.x) + d)
+                g = st.grad * act.mask if act.mask is not None else st.grad
+                z = ctx.constrain(act, (st.x_cur - act.x) + steepest_direction(g, ctx.norm) * bview(st.eta, g))
                 if k == 0:
                     x_new = z
                 else:
-                    step = alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_old)
-                    x_new = ctx.constrain(act, (x_cur - act.x) + step)
-            x_old, x_cur = x_cur, x_new
-            x_in, logits, loss, g = ctx.evaluate(act, x_cur, need_grad=need_grad)
+                    step = alpha * (z - st.x_cur) + (1.0 - alpha) * (st.x_cur - st.x_old)
+                    x_new = ctx.constrain(act, (st.x_cur - act.x) + step)
+            st.x_old, st.x_cur = st.x_cur, x_new
+            x_in, logits, loss, g = ctx.evaluate(act, st.x_cur, need_grad=k < n_iter - 1)
             if g is not None:
-                grad = g
-            succ = ctx.record(act, x_in, logits)
+                st.grad = g
+            succ = ctx.record(act, x_in, logits) if early else None
             with torch.no_grad():
-                n_incr += (loss > loss_prev).to(n_incr.dtype)
-                loss_prev = loss
-                better = loss > loss_best
-                if bool(better.any()):
-                    bv = bview(better, x_cur)
-                    x_best = torch.where(bv, x_cur, x_best)
-                    grad_best = torch.where(bv, grad, grad_best)
-                    logits_best = torch.where(better.view(-1, 1), logits, logits_best)
-                    loss_best = torch.where(better, loss, loss_best)
-                if ck_i < len(ckpts) and k + 1 == ckpts[ck_i]:
-                    w = ckpts[ck_i]
-                    cond1 = n_incr <= self.rho * (w - last_ckpt)
-                    cond2 = (~reduced_last) & (loss_best <= loss_best_last)
-                    reduce = cond1 | cond2
-                    if bool(reduce.any()):
-                        rv = bview(reduce, x_cur)
-                        eta = torch.where(reduce, eta / 2.0, eta)
-                        x_cur = torch.where(rv, x_best, x_cur)
-                        grad = torch.where(rv, grad_best, grad)
-                    reduced_last = reduce
-                    loss_best_last = loss_best.clone()
-                    n_incr = torch.zeros_like(n_incr)
-                    last_ckpt = w
-                    ck_i += 1
-            if early and bool(succ.any()):
-                keep_rows((~succ).nonzero().squeeze(1))
-        if len(act):
-            ctx.record_final(act, x_best, logits_best)
+                st.observe(loss, logits)
+                if k + 1 in ckpts:
+                    st.checkpoint(self.rho * (k + 1 - last_ckpt))
+                    last_ckpt = k + 1
+            if succ is not None and bool(succ.any()):
+                st.select((~succ).nonzero().squeeze(1))
+        if len(st.act):
+            ctx.record_final(st.act, st.x_best, st.logits_best, overwrite=not early)
+
+
+class _State:
+    """APGD's per-sample state of the active samples (Croce & Hein 2020, Algorithm 1)."""
+
+    def __init__(self, act: Active, x: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor,
+                 eta: torch.Tensor) -> None:
+        self.act, self.x_cur, self.x_old, self.grad, self.eta = act, x, x, grad, eta
+        self.x_best, self.grad_best, self.loss_best, self.logits_best = x, grad, loss, logits
+        self.loss_prev = loss
+        self.n_incr = torch.zeros_like(loss)
+        self.reduced_last = torch.zeros_like(loss, dtype=torch.bool)
+        self.loss_best_last = loss.clone()
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the rows ``keep`` (the samples still active)."""
+        self.act = self.act.select(keep)
+        for name in ("x_cur", "x_old", "grad", "eta", "x_best", "grad_best", "loss_best", "logits_best", "loss_prev",
+                     "n_incr", "reduced_last", "loss_best_last"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def observe(self, loss: torch.Tensor, logits: torch.Tensor) -> None:
+        """Count loss increases and keep the best-loss point (``x_max``) of every sample."""
+        self.n_incr += (loss > self.loss_prev).to(self.n_incr.dtype)
+        self.loss_prev = loss
+        better = loss > self.loss_best
+        if bool(better.any()):
+            bv = bview(better, self.x_cur)
+            self.x_best = torch.where(bv, self.x_cur, self.x_best)
+            self.grad_best = torch.where(bv, self.grad, self.grad_best)
+            self.logits_best = torch.where(better.view(-1, 1), logits, self.logits_best)
+            self.loss_best = torch.where(better, loss, self.loss_best)
+
+    def checkpoint(self, min_increases: float) -> None:
+        """Halve the step and restart from ``x_max`` where condition 1 or 2 of §3.2 holds."""
+        cond1 = self.n_incr <= min_increases
+        cond2 = (~self.reduced_last) & (self.loss_best <= self.loss_best_last)
+        reduce = cond1 | cond2
+        if bool(reduce.any()):
+            rv = bview(reduce, self.x_cur)
+            self.eta = torch.where(reduce, self.eta / 2.0, self.eta)
+            self.x_cur = torch.where(rv, self.x_best, self.x_cur)
+            self.grad = torch.where(rv, self.grad_best, self.grad)
+        self.reduced_last = reduce
+        self.loss_best_last = self.loss_best.clone()
+        self.n_incr = torch.zeros_like(self.n_incr)

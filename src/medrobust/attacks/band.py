@@ -2,9 +2,8 @@
 
 Han, X., Hu, Y., Foschini, L., Chinitz, L., Jankelson, L. & Ranganath, R. "Deep learning models for
 electrocardiograms are susceptible to adversarial attack", Nature Medicine 26, 360–363 (2020);
-arXiv 1905.05163 (scripts ``adv_measure_norm_all.py``, ``check_uniform.py``, ``check_concat.py``,
-methods-ecg.md §2.7). Given a clean signal ``x`` and a known adversarial signal ``x_adv``
-(e.g. from :class:`~medrobust.attacks.SAP`):
+arXiv 1905.05163 (scripts ``adv_measure_norm_all.py``, ``check_uniform.py``, ``check_concat.py``).
+Given a clean signal ``x`` and a known adversarial signal ``x_adv`` (e.g. from :class:`~medrobust.attacks.SAP`):
 
 1. :func:`adversarial_band` — **perturb and re-smooth**: ``trials`` times, add Gaussian noise
    (std ``noise_std``) to ``x_adv``, smooth the offset from ``x`` with the SAP filter ``S``, clamp it to
@@ -18,7 +17,7 @@ methods-ecg.md §2.7). Given a clean signal ``x`` and a known adversarial signal
    (nearly) coincide, ``|j[t] − k[t]| < tol`` on every lead, so that ``j[:t] ‖ k[t:]`` and
    ``k[:t] ‖ j[t:]`` are continuous, classify, report the fraction still adversarial.
 
-Defects of the reference scripts that are *not* reproduced (methods-ecg.md §2.7): nothing is
+Defects of the reference scripts that are *not* reproduced: nothing is
 hard-coded (example positions, true labels, lengths 9000 all come from the arguments); the split
 points use the declared tolerance instead of exact equality; the split is made at the found index,
 not at the loop counter; the summary never refers to undefined names. Choices where the paper is
@@ -31,7 +30,6 @@ Signals are ``(C, L)`` (leads × samples, one example); smoothing runs along the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +37,10 @@ import torch
 from torch import nn
 
 from medrobust.attacks.base import frozen_eval
-from medrobust.attacks.smoothing import sap_kernel, smooth
-from medrobust.errors import ConfigError, DataError
+from medrobust.attacks.sap_filter import sap_kernel, smooth
+from medrobust.checks import check_int, check_positive
+from medrobust.errors import DataError
+from medrobust.models.inference import predict
 
 
 @dataclass
@@ -117,21 +117,22 @@ def _signal(t: Any, name: str) -> torch.Tensor:
     return t.detach()
 
 
-def _positive(v: Any, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(f"{name} must be a positive finite number, got {v!r}.")
-    return float(v)
+def _classify(model: nn.Module, z: torch.Tensor, batch_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Classes of the signals ``z`` ``(n, C, L)``; ``mask`` ``(C, L)`` goes to models that take a padding mask."""
+    return predict(model, z, batch_size=batch_size, mask=None if mask is None else mask.unsqueeze(0))
 
 
-def _count(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {v!r}.")
-    return v
-
-
-@torch.no_grad()
-def _classify(model: nn.Module, z: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(c).argmax(1) for c in z.split(batch_size)])
+def _band_mask(mask: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """The mask as a ``(C, L)`` tensor like ``x`` (``(1, C, L)`` and ``(1, L)`` accepted), or ``None``."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask).to(device=x.device, dtype=x.dtype)
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    try:
+        return torch.broadcast_to(m, x.shape).clone()
+    except RuntimeError:
+        raise DataError(f"mask of shape {tuple(m.shape)} does not broadcast to the signal {tuple(x.shape)}.") from None
 
 
 def _finish(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
@@ -177,7 +178,7 @@ def adversarial_band(
     noise_std
         Std of the Gaussian noise added to ``x_adv`` per sample point (default ``ε/2``; Han: 5).
     fs, reference_fs
-        Define the SAP kernels in seconds (see :func:`~medrobust.attacks.smoothing.sap_kernel`);
+        Define the SAP kernels in seconds (see :func:`~medrobust.attacks.sap_filter.sap_kernel`);
         both ``None``: Han's kernels in samples. Ignored when ``kernel`` is given.
     kernel
         An explicit symmetric odd-length smoothing filter.
@@ -198,35 +199,26 @@ def adversarial_band(
     x_adv = _signal(x_adv, "x_adv")
     if x.shape != x_adv.shape:
         raise DataError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} must have the same shape.")
-    eps = _positive(eps, "eps")
-    trials = _count(trials, "trials")
-    batch_size = _count(batch_size, "batch_size")
-    std = eps / 2 if noise_std is None else _positive(noise_std, "noise_std")
+    eps = float(check_positive(eps, "eps", allow_none=False))
+    trials = check_int(trials, "trials", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    std = eps / 2 if noise_std is None else float(check_positive(noise_std, "noise_std", allow_none=False))
     k = kernel if kernel is not None else sap_kernel(fs=fs, reference_fs=reference_fs)
     k = k.to(dtype=x.dtype, device=x.device)
-    m = None
-    if mask is not None:
-        m = torch.as_tensor(mask).to(device=x.device, dtype=x.dtype)
-        if m.ndim == 3 and m.shape[0] == 1:
-            m = m[0]
-        try:
-            m = torch.broadcast_to(m, x.shape).clone()
-        except RuntimeError:
-            raise DataError(f"mask of shape {tuple(mask.shape)} does not broadcast to the signal {tuple(x.shape)}.") from None
+    m = _band_mask(mask, x)
+    if m is not None:  # the padding of x_adv is x's too, so the band is zero-width there
+        x_adv = x + (x_adv - x) * m
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     with frozen_eval(model):
-        adv_class = int(_classify(model, x_adv.unsqueeze(0), 1)[0])
+        adv_class = int(_classify(model, x_adv.unsqueeze(0), 1, m)[0])
         kept = [x_adv.unsqueeze(0)]
-        done = 0
-        while done < trials:
+        for done in range(0, trials, batch_size):
             n = min(batch_size, trials - done)
             noise = torch.randn((n, *x.shape), generator=gen, device=gen.device, dtype=torch.float64)
             noise = noise.to(device=x.device, dtype=x.dtype) * std
             d = smooth(x_adv.unsqueeze(0) + noise - x.unsqueeze(0), k).clamp(-eps, eps)
             z = _finish(x.unsqueeze(0) + d, x.unsqueeze(0), m, bounds)
-            pred = _classify(model, z, batch_size)
-            kept.append(z[pred == adv_class])
-            done += n
+            kept.append(z[_classify(model, z, batch_size, m) == adv_class])
     sig = torch.cat(kept)
     return Band(x=x, x_adv=x_adv, lower=sig.amin(0), upper=sig.amax(0), signals=sig, adv_class=adv_class,
                 true_label=None if y is None else int(y), trials=trials, kept=len(sig) - 1, eps=eps, noise_std=std,
@@ -256,7 +248,7 @@ def uniform_band_check(
         ``true_label``); ``fraction_adv_class`` (prediction = the band's adversarial class);
         ``predictions`` (class counts); ``inside_band`` (every classified signal inside the band).
     """
-    samples = _count(samples, "samples")
+    samples = check_int(samples, "samples", minimum=1)
     label = band.true_label if y is None else int(y)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     lo, hi, x = band.lower, band.upper, band.x
@@ -268,7 +260,7 @@ def uniform_band_check(
         z = x + (z - x) * band.mask
     inside = bool(((z >= lo) & (z <= hi)).all())
     with frozen_eval(model):
-        pred = _classify(model, z, batch_size)
+        pred = _classify(model, z, batch_size, band.mask)
     out: dict[str, Any] = {"samples": samples, "fraction_adv_class": float((pred == band.adv_class).double().mean()),
                            "predictions": {int(c): int(n) for c, n in zip(*pred.unique(return_counts=True))},
                            "inside_band": inside}
@@ -300,9 +292,9 @@ def concatenation_check(
         ``fraction_misclassified`` (with a label), ``max_jump`` (largest ``|j[t] − k[t]|`` at a split,
         ``< tol``), ``tol``.
     """
-    n_signals = _count(n_signals, "n_signals")
-    max_splits = _count(max_splits, "max_splits")
-    tol = band.eps / 20 if tol is None else _positive(tol, "tol")
+    n_signals = check_int(n_signals, "n_signals", minimum=1)
+    max_splits = check_int(max_splits, "max_splits", minimum=1)
+    tol = band.eps / 20 if tol is None else float(check_positive(tol, "tol", allow_none=False))
     label = band.true_label if y is None else int(y)
     sig = band.signals[1: 1 + n_signals]
     length = sig.shape[-1]
@@ -334,7 +326,7 @@ def concatenation_check(
         return out
     z = torch.stack(concat)
     with frozen_eval(model):
-        pred = _classify(model, z, batch_size)
+        pred = _classify(model, z, batch_size, band.mask)
     out["fraction_adv_class"] = float((pred == band.adv_class).double().mean())
     if label is not None:
         out["fraction_misclassified"] = float((pred != label).double().mean())

@@ -1,4 +1,4 @@
-"""Shared machinery of all white-box attacks: the :class:`Attack` template and :class:`AttackResult`.
+"""Shared machinery of all attacks: the :class:`Attack` template, :class:`AttackContext` and :class:`AttackResult`.
 
 Design (Foolbox 3-style template method, torchattacks-style one-line use): :meth:`Attack.__call__`
 is final. It validates the batch, freezes the model (eval mode, parameters without gradients) and
@@ -6,32 +6,97 @@ restores it afterwards, resolves the per-sample radius of the :class:`~medrobust
 runs the clean forward pass (checking that the model returns logits), calls the subclass's
 :meth:`Attack._run`, verifies the threat model on the output and packs an :class:`AttackResult`.
 
-Attacks work on an *active set*: a subset of the batch, selected by index, that is still being
-attacked. Samples that are already adversarial (per-sample early stop) leave the active set and
-are never forwarded again, which is where most of the speed of a robust-accuracy curve comes from
-(AutoAttack's ``ind_to_fool``; Ma & Liang's per-sample stop, methods-ecg.md §3.6).
+**Writing an attack.** A subclass overrides :meth:`Attack._run` and declares its own settings as keyword
+arguments; the shared threat arguments (:class:`ThreatArgs`: ``eps, norm, eps_mode, bounds, mask, threat,
+loss, generator, units``) pass through ``**threat_kwargs``::
+
+    class MyAttack(Attack):
+        name = "mine"
+        def __init__(self, model, *, steps: int = 10, **threat_kwargs: Unpack[ThreatArgs]) -> None:
+            self.steps = check_int(steps, "steps", minimum=1)
+            super().__init__(model, **threat_kwargs)
+
+:meth:`Attack.hyperparameters` is derived from that signature: every keyword parameter of the concrete
+class's ``__init__`` (along the MRO, except ``model`` and the shared ones) is read from ``self.<name>``.
+
+**Active set.** Attacks work on a subset of the batch, selected by index, that is still being attacked.
+Samples that are already adversarial (per-sample early stop) leave the active set and are never
+forwarded again, which is where most of the speed of a robust-accuracy curve comes from (AutoAttack's
+``ind_to_fool``, Croce & Hein, ICML 2020).
+
+**Losses and soft labels** (the hook of Foolbox's ``get_loss_fn``). ``loss=`` is a name (``"ce"``,
+``"margin"``, ``"soft_margin"``, ``"dlr"``, ``"kl"``) or a callable ``loss(logits, y, target) -> (n,)``
+giving the per-sample objective to *maximise*; the callable receives ``y`` exactly as passed to
+``__call__``. ``y`` may be integer labels ``(N,)`` or soft labels ``(N, K)`` (probabilities, rows summing
+to 1): then ``"ce"`` is the soft cross-entropy ``−Σ_k y_k log softmax(z)_k``, ``"kl"`` is
+``KL(y ‖ softmax(z))`` and success / early stop use ``argmax(y)`` as the label. Iterative attacks take
+``early_stop``; with ``early_stop=False`` every sample runs every step and the output is the final
+iterate. TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
+ICML 2019, eq. 5) builds its adversary so::
+
+    p_clean = model(x).softmax(1).detach()                        # soft labels (N, K)
+    atk = PGD(model, eps=0.03, steps=10, rel_step_size=0.25, loss="kl", early_stop=False,
+              random_start=True, bounds=(0, 1), generator=gen)
+    x_adv = atk(x, p_clean).x_adv                                 # maximises KL(p_clean ‖ f(x'))
+    loss = ce(model(x), y) + beta * kl(p_clean, model(x_adv))
+
+**Randomness** (per sample). At every call one base seed is drawn from the attack's ``generator``;
+every random draw of a sample comes from its own stream: a generator seeded with a SplitMix64 hash of
+(base seed, ``sample_ids[i]``, the sample's draw counter) (:meth:`AttackContext.rand`, ``randn``,
+``randint``, ``generators``). A
+sample's result therefore does not depend on which other samples share its batch or stop early, and a
+seeded generator reproduces a run exactly. Pass ``sample_ids`` (e.g. dataset indices) to keep
+this true across batch splits.
+
+**Masks.** ``mask=`` at call time (e.g. the padding mask of variable-length records, ``(N, 1, L)``) both
+limits the perturbation and is handed to models whose ``forward`` takes ``mask=`` (masked pooling), via
+:func:`medrobust.models.inference.forward`, in every forward of the attack.
 
 References
 ----------
-Rauber, J. et al. "Foolbox Native", JOSS 5(53), 2020 — template attack classes.
+Rauber, J. et al. "Foolbox Native", JOSS 5(53), 2020 — template attack classes, ``get_loss_fn``.
 Kim, H. "Torchattacks: A PyTorch Repository for Adversarial Attacks", arXiv 2010.01950.
 Croce, F. & Hein, M. ICML 2020 (arXiv 2003.01690) — per-sample bookkeeping, logits check.
+Steele, G. et al. "Fast splittable pseudorandom number generators", OOPSLA 2014 — the SplitMix64 mixer
+that derives each stream's seed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, final
+from typing import Any, Callable, ClassVar, Iterator, TypedDict, final
 
 import torch
 from torch import nn
 
-from medrobust.attacks.losses import LossFn, get_loss, is_success
+from medrobust.atomic import jsonable
+from medrobust.attacks.losses import LossFn, get_loss, is_success, loss_name
 from medrobust.attacks.threat import ThreatModel, bview, lp_norm
 from medrobust.errors import ConfigError, DataError
+from medrobust.models.inference import forward
+from medrobust.units import resolve_bounds
+
+
+class ThreatArgs(TypedDict, total=False):
+    """The keyword arguments shared by every attack (see :class:`Attack`)."""
+
+    eps: float | torch.Tensor | None
+    norm: str
+    eps_mode: str
+    bounds: tuple[Any, Any] | str | None
+    mask: torch.Tensor | None
+    threat: ThreatModel | None
+    loss: str | LossFn
+    generator: torch.Generator | None
+    units: str | None
+
+
+COMMON_ARGS: frozenset[str] = frozenset(ThreatArgs.__annotations__)
+"""Names of the shared threat arguments (excluded from :meth:`Attack.hyperparameters`)."""
 
 
 @dataclass
@@ -52,7 +117,9 @@ class AttackResult:
     clean_pred, adv_pred
         ``(N,)`` predicted classes on ``x`` and ``x_adv``.
     y, target
-        The labels (and targets) the attack was called with.
+        The integer labels (``argmax`` of soft labels) and targets the attack was called with.
+    soft_y
+        The soft labels ``(N, K)`` when the attack was called with soft labels, else ``None``.
     grad_evals, queries
         Total per-sample input-gradient evaluations and forward evaluations (a forward of a batch
         of ``n`` samples counts ``n``; the clean forward is included in ``queries``).
@@ -80,6 +147,7 @@ class AttackResult:
     norm: str
     targeted: bool
     config: dict[str, Any] = field(default_factory=dict)
+    soft_y: torch.Tensor | None = None
 
     @property
     def clean_correct(self) -> torch.Tensor:
@@ -169,7 +237,10 @@ def check_logits(z: Any, n: int) -> torch.Tensor:
 
 
 def rand_uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``U[0, 1)`` samples drawn from ``generator`` (on its device), returned on ``like``'s device and dtype."""
+    """``U[0, 1)`` samples drawn from ``generator`` (on its device), returned on ``like``'s device and dtype.
+
+    Batch-level draws only (they depend on the batch); attacks use :meth:`AttackContext.rand` instead.
+    """
     dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
     r = torch.rand(shape, generator=generator, device=generator.device, dtype=dt)
     return r.to(device=like.device, dtype=like.dtype)
@@ -182,32 +253,61 @@ def rand_normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Gen
     return r.to(device=like.device, dtype=like.dtype)
 
 
+# ------------------------------------------------------------------------------------ per-sample random streams
+def _s64(c: int) -> int:
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+_GOLDEN = _s64(0x9E3779B97F4A7C15)
+_MIX1 = _s64(0xBF58476D1CE4E5B9)
+_MIX2 = _s64(0x94D049BB133111EB)
+
+
+def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (two's complement) values."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser (Steele et al., OOPSLA 2014) on int64 tensors (wrapping arithmetic)."""
+    z = (z ^ _srl(z, 30)) * _MIX1
+    z = (z ^ _srl(z, 27)) * _MIX2
+    return z ^ _srl(z, 31)
+
+
+_MASK63 = (1 << 63) - 1
+
+
+def stream_keys(seed: int, ids: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """One int64 key per (base seed, sample id, draw counter)."""
+    base = _mix(torch.full_like(ids, _s64(seed % (1 << 64))))
+    return _mix(_mix(base + ids * _GOLDEN) + counters)
+
+
 class Active:
     """The active set: the samples of the batch still being attacked, with their per-sample data.
 
     Attributes
     ----------
     idx
-        ``(n,)`` indices into the full batch.
-    x, y, target, eps, step
-        The active samples' clean inputs, labels, targets, radii ``(n,)`` and step sizes ``(n,)``.
+        ``(n,)`` indices into the full batch (the rows of per-sample state such as ascent rules).
+    x, y, label, target, eps, step
+        The active samples' clean inputs, labels as given to the loss (integer ``(n,)`` or soft
+        ``(n, K)``), integer labels ``(n,)`` (``argmax`` of soft labels), targets, radii ``(n,)`` and
+        step sizes ``(n,)``.
     mask
-        The mask (leading dim ``n``, or ``1`` when shared by all samples).
+        The perturbation mask (leading dim ``n``, or ``1`` when shared by all samples).
+    model_mask
+        The padding mask handed to the model (leading dim ``n`` or ``1``), or ``None``.
     """
 
-    def __init__(
-        self,
-        idx: torch.Tensor,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        eps: torch.Tensor,
-        step: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        mask_per_sample: bool,
-    ) -> None:
+    def __init__(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                 eps: torch.Tensor, step: torch.Tensor | None, mask: torch.Tensor | None, mask_per_sample: bool,
+                 *, label: torch.Tensor | None = None, model_mask: torch.Tensor | None = None) -> None:
         self.idx, self.x, self.y, self.target = idx, x, y, target
+        self.label = y if label is None else label
         self.eps, self.step, self.mask, self.mask_per_sample = eps, step, mask, mask_per_sample
+        self.model_mask = model_mask
 
     def __len__(self) -> int:
         return int(self.idx.numel())
@@ -215,15 +315,15 @@ class Active:
     def select(self, keep: torch.Tensor) -> "Active":
         """A new active set with the samples where ``keep`` (bool ``(n,)`` or index tensor) holds."""
         k = keep
+
+        def rows(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t[k] if (t is not None and t.shape[0] == len(self) and len(self) > 1) else t
+
         return Active(
-            self.idx[k],
-            self.x[k],
-            self.y[k],
-            None if self.target is None else self.target[k],
-            self.eps[k],
+            self.idx[k], self.x[k], self.y[k], None if self.target is None else self.target[k], self.eps[k],
             None if self.step is None else self.step[k],
             self.mask[k] if (self.mask is not None and self.mask_per_sample) else self.mask,
-            self.mask_per_sample,
+            self.mask_per_sample, label=self.label[k], model_mask=rows(self.model_mask),
         )
 
 
@@ -231,54 +331,105 @@ class AttackContext:
     """Per-call state handed to :meth:`Attack._run`: the batch, the threat model and the bookkeeping.
 
     ``record`` keeps, for every sample, the latest successful adversarial input (and its logits);
-    ``record_final`` stores the fallback output of samples that never succeeded.
+    ``record_final`` stores the fallback output of samples that never succeeded (or, with
+    ``keep="final"``, every sample's final iterate).
+
+    Attributes
+    ----------
+    y
+        Labels as given (integer ``(N,)`` or soft ``(N, K)``), passed to the loss.
+    label
+        Integer labels ``(N,)`` used for success.
+    sample_ids
+        ``(N,)`` int64 identities of the samples (default ``arange(N)``) keying the random streams.
+    seed
+        The call's base seed (one draw from the attack's generator).
     """
 
-    def __init__(
-        self,
-        *,
-        model: nn.Module,
-        threat: ThreatModel,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        eps: torch.Tensor,
-        mask: torch.Tensor | None,
-        bounds: tuple[torch.Tensor, torch.Tensor] | None,
-        loss_fn: LossFn,
-        clean_logits: torch.Tensor,
-        generator: torch.Generator,
-    ) -> None:
+    def __init__(self, *, model: nn.Module, threat: ThreatModel, x: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None, eps: torch.Tensor, mask: torch.Tensor | None,
+                 bounds: tuple[torch.Tensor, torch.Tensor] | None, loss_fn: LossFn, clean_logits: torch.Tensor,
+                 generator: torch.Generator, label: torch.Tensor | None = None,
+                 model_mask: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> None:
         self.model, self.threat = model, threat
         self.x, self.y, self.target, self.eps = x, y, target, eps
+        self.label = y if label is None else label
         self.mask, self.bounds, self.loss_fn = mask, bounds, loss_fn
+        self.model_mask = model_mask
         self.generator = generator
         self.norm = threat.norm
         n = x.shape[0]
         self.mask_per_sample = mask is not None and mask.shape[0] == n and n > 1
         self.clean_logits = clean_logits
-        self.success = is_success(clean_logits, y, target)
+        self.success = is_success(clean_logits, self.label, target)
         self.x_out = x.clone()
         self.logits_out = clean_logits.clone()
         self.n_fwd = torch.ones(n, dtype=torch.long, device=x.device)  # the clean forward
         self.n_grad = torch.zeros(n, dtype=torch.long, device=x.device)
+        self.sample_ids = (torch.arange(n, device=x.device) if sample_ids is None
+                           else sample_ids.to(device=x.device, dtype=torch.int64))
+        self.seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        self._draws = torch.zeros(n, dtype=torch.int64, device=x.device)
         self._nan_warned = False
 
     # ---------------------------------------------------------------- active sets
     def active(self, *, step: torch.Tensor | None = None, only_unsuccessful: bool = True) -> Active:
         """The active set of all not-yet-successful samples (or all samples)."""
         n = self.x.shape[0]
-        if only_unsuccessful:
-            idx = (~self.success).nonzero().squeeze(1)
-        else:
-            idx = torch.arange(n, device=self.x.device)
-        full = Active(
-            torch.arange(n, device=self.x.device), self.x, self.y, self.target, self.eps, step, self.mask,
-            self.mask_per_sample,
-        )
+        full = Active(torch.arange(n, device=self.x.device), self.x, self.y, self.target, self.eps, step, self.mask,
+                      self.mask_per_sample, label=self.label, model_mask=self.model_mask)
+        if not only_unsuccessful:
+            return full
+        idx = (~self.success).nonzero().squeeze(1)
         return full if len(idx) == n else full.select(idx)
 
+    # ---------------------------------------------------------------- randomness
+    def generators(self, act: Active) -> list[torch.Generator]:
+        """One fresh generator per active sample, seeded from (base seed, sample id, draw counter).
+
+        Each call advances the samples' draw counters by one. CPU generators for CPU batches, CUDA
+        generators (Philox) for CUDA batches.
+        """
+        rows = act.idx
+        keys = stream_keys(self.seed, self.sample_ids[rows], self._draws[rows])
+        self._draws[rows] += 1
+        dev = self.x.device if self.x.device.type == "cuda" else torch.device("cpu")
+        return [torch.Generator(device=dev).manual_seed(k & _MASK63) for k in keys.tolist()]
+
+    def _draw(self, act: Active, shape: tuple[int, ...], dtype: torch.dtype,
+              fill: Callable[[torch.Tensor, torch.Generator], Any]) -> torch.Tensor:
+        gens = self.generators(act)
+        dev = self.x.device if self.x.device.type == "cuda" else torch.device("cpu")
+        out = torch.empty((len(act), *shape), dtype=dtype, device=dev)
+        for i, g in enumerate(gens):
+            fill(out[i], g)
+        return out.to(self.x.device)
+
+    def _float(self) -> torch.dtype:
+        return self.x.dtype if self.x.dtype in (torch.float32, torch.float64) else torch.float32
+
+    def rand(self, act: Active, *shape: int) -> torch.Tensor:
+        """``U[0, 1)`` values ``(len(act), *shape)`` (x's dtype and device), each row from its sample's stream."""
+        out = self._draw(act, shape, self._float(), lambda t, g: t.uniform_(0.0, 1.0, generator=g))
+        return out.to(self.x.dtype)
+
+    def randn(self, act: Active, *shape: int) -> torch.Tensor:
+        """Standard normal values ``(len(act), *shape)``, each row from its sample's stream."""
+        out = self._draw(act, shape, self._float(), lambda t, g: t.normal_(0.0, 1.0, generator=g))
+        return out.to(self.x.dtype)
+
+    def randint(self, act: Active, high: int, *shape: int) -> torch.Tensor:
+        """Integers uniform on ``[0, high)`` ``(len(act), *shape)`` (int64), each row from its sample's stream."""
+        return self._draw(act, shape, torch.int64, lambda t, g: t.random_(0, int(high), generator=g))
+
     # ---------------------------------------------------------------- model evaluation
+    def forward(self, x_in: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """The model's logits on ``x_in``, passing the padding mask of the ``owners`` rows (full-batch indices)."""
+        m = self.model_mask
+        if m is not None and m.shape[0] != 1:
+            m = m[owners]
+        return forward(self.model, x_in, m)
+
     def evaluate(
         self,
         act: Active,
@@ -306,32 +457,33 @@ class AttackContext:
             Detached model input, logits, per-sample loss, and the gradient (``None`` unless requested).
         """
         grad = None
-        if need_grad:
-            with torch.enable_grad():
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            if need_grad:
                 leaf = leaf.detach().requires_grad_(True)
-                x_in = leaf if transform is None else transform(leaf)
-                logits = self.model(x_in)
-                loss = self.loss_fn(logits, act.y, act.target)
+            x_in = leaf if transform is None else transform(leaf)
+            logits = forward(self.model, x_in, act.model_mask)
+            loss = self.loss_fn(logits, act.y, act.target)
+            if need_grad:
                 (grad,) = torch.autograd.grad(loss.sum(), leaf)
-            if not bool(torch.isfinite(grad).all()):
-                if not self._nan_warned:
-                    warnings.warn("non-finite input gradients were set to zero; the model may be numerically "
-                                  "unstable at the perturbed inputs.", RuntimeWarning, stacklevel=3)
-                    self._nan_warned = True
-                grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if grad is not None:
+            grad = self._finite(grad)
             self.n_grad[act.idx] += 1
-        else:
-            with torch.no_grad():
-                x_in = leaf if transform is None else transform(leaf)
-                logits = self.model(x_in)
-                loss = self.loss_fn(logits, act.y, act.target)
         self.n_fwd[act.idx] += 1
         return x_in.detach(), logits.detach(), loss.detach(), grad
+
+    def _finite(self, grad: torch.Tensor) -> torch.Tensor:
+        if bool(torch.isfinite(grad).all()):
+            return grad
+        if not self._nan_warned:
+            warnings.warn("non-finite input gradients were set to zero; the model may be numerically "
+                          "unstable at the perturbed inputs.", RuntimeWarning, stacklevel=4)
+            self._nan_warned = True
+        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
     # ---------------------------------------------------------------- bookkeeping
     def record(self, act: Active, x_in: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Store successful samples' inputs as their current best; return the per-sample success ``(n,)``."""
-        succ = is_success(logits, act.y, act.target)
+        succ = is_success(logits, act.label, act.target)
         if bool(succ.any()):
             gi = act.idx[succ]
             self.x_out[gi] = x_in[succ]
@@ -339,8 +491,13 @@ class AttackContext:
             self.success[gi] = True
         return succ
 
-    def record_final(self, act: Active, x_in: torch.Tensor, logits: torch.Tensor) -> None:
-        """Store ``x_in`` as the output of the active samples that have never succeeded."""
+    def record_final(self, act: Active, x_in: torch.Tensor, logits: torch.Tensor, *, overwrite: bool = False) -> None:
+        """Store ``x_in`` as the output of the active samples that have never succeeded (all with ``overwrite``)."""
+        if overwrite:
+            self.x_out[act.idx] = x_in
+            self.logits_out[act.idx] = logits
+            self.success[act.idx] = is_success(logits, act.label, act.target)
+            return
         fail = ~self.success[act.idx]
         if bool(fail.any()):
             gi = act.idx[fail]
@@ -359,20 +516,21 @@ class AttackContext:
         return torch.maximum(torch.minimum(x_in, self.bounds[1]), self.bounds[0])
 
     def random_start(self, act: Active) -> torch.Tensor:
-        """A uniformly random admissible perturbation of the active samples (L∞ box or L2 ball).
+        """A uniformly random admissible point of the active samples' balls, from each sample's stream.
 
         L∞: ``δ ~ U[−ε, ε]`` per coordinate. L2: a uniformly random point of the ball (Gaussian
         direction, radius ``ε·u^(1/d)``). Both are masked and clipped to the bounds.
         """
         x = act.x
+        feat = tuple(x.shape[1:])
         if self.norm == "linf":
-            delta = (2.0 * rand_uniform(tuple(x.shape), x, self.generator) - 1.0) * bview(act.eps, x)
+            delta = (2.0 * self.rand(act, *feat) - 1.0) * bview(act.eps, x)
         else:
-            g = rand_normal(tuple(x.shape), x, self.generator)
+            g = self.randn(act, *feat)
             if act.mask is not None:
                 g = g * act.mask
             d = max(1, x[0].numel())
-            u = rand_uniform((x.shape[0],), x, self.generator) ** (1.0 / d)
+            u = self.rand(act).view(-1) ** (1.0 / d)
             delta = g / bview(lp_norm(g, "l2").clamp_min(1e-30), x) * bview(act.eps * u, x)
         return self.constrain(act, delta)
 
@@ -392,26 +550,57 @@ def as_step(
     return eps * rel_step_size
 
 
-def check_int(value: Any, name: str, *, minimum: int) -> int:
-    """An ``int >= minimum`` or :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
+def _json_value(v: Any) -> Any:
+    """A JSON-serialisable form of a hyper-parameter value."""
+    if isinstance(v, torch.Tensor):
+        return v.tolist() if v.numel() <= 16 else f"tensor{tuple(v.shape)}"
+    if isinstance(v, (list, tuple)):
+        return [_json_value(e) for e in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(e) for k, e in v.items()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return jsonable(v)
+    if callable(v):
+        return getattr(v, "__qualname__", None) or type(v).__name__
+    return repr(v)
 
 
-def check_positive(value: Any, name: str, *, allow_none: bool = True) -> Any:
-    """A positive float (or tensor of positive values), ``None`` if allowed, else :class:`ConfigError`."""
-    if value is None:
-        if allow_none:
-            return None
-        raise ConfigError(f"{name} is required.")
-    if isinstance(value, torch.Tensor):
-        if not bool(torch.isfinite(value).all()) or not bool((value > 0).all()):
-            raise ConfigError(f"{name} must be > 0 and finite everywhere.")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0) or value == float("inf"):
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}.")
-    return float(value)
+def _declared_input_shape(model: Any) -> tuple[int, ...] | None:
+    """The input shape a model declares (``model.input_shape`` or ``model.card["input_shape"]``)."""
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        card = getattr(model, "card", None)
+        shape = card.get("input_shape") if isinstance(card, dict) else None
+    if shape is None or isinstance(shape, torch.Tensor):
+        return None
+    try:
+        return tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _labels(y: Any, x: torch.Tensor, name: str, *, soft_ok: bool) -> torch.Tensor:
+    """Integer labels ``(N,)`` (long, on x's device) or, when allowed, soft labels ``(N, K)`` (x's dtype)."""
+    if not isinstance(y, torch.Tensor):
+        try:
+            y = torch.as_tensor(y)
+        except Exception:
+            raise DataError(f"{name} must be a tensor of class indices, got {type(y).__name__}.") from None
+    if len(y) != len(x):
+        raise DataError(f"len(x) = {len(x)} but len({name}) = {len(y)}; pass one label per sample.")
+    if soft_ok and y.ndim == 2 and y.is_floating_point():
+        yd = y.detach().double()
+        if not bool(torch.isfinite(yd).all()) or bool((yd < 0).any()) or bool(((yd.sum(1) - 1).abs() > 1e-4).any()):
+            raise DataError(f"soft labels {name} (N, K) must be finite probabilities whose rows sum to 1.")
+        return y.detach().to(device=x.device, dtype=x.dtype)
+    if y.ndim != 1:
+        raise DataError(
+            f"{name} must be class indices (N,){' or soft labels (N, K)' if soft_ok else ''}, got shape "
+            f"{tuple(y.shape)}; multi-label targets are not supported by these attacks."
+        )
+    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
+        raise DataError(f"{name} must hold integer class indices, got dtype {y.dtype}; use {name}.long().")
+    return y.to(device=x.device, dtype=torch.long)
 
 
 class Attack(ABC):
@@ -422,20 +611,29 @@ class Attack(ABC):
     model
         A classifier returning logits ``(N, K)``, ``K >= 2`` (wrap single-logit heads with
         :class:`~medrobust.attacks.BinaryLogitWrapper`). It is put in eval mode with frozen
-        parameters during the attack; both are restored afterwards.
+        parameters during the attack; both are restored afterwards. If it declares an input shape
+        (``model.input_shape`` or ``model.card["input_shape"]``, as :func:`~medrobust.models.load_checkpoint`
+        sets), batches of another shape are refused.
     eps, norm, eps_mode, bounds, mask
         The threat model (see :class:`~medrobust.attacks.threat.ThreatModel`); or pass ``threat``.
+        ``bounds="auto"`` takes the natural range of ``units`` (:func:`medrobust.units.resolve_bounds`):
+        ``(0, 1)`` for ``"normalized [0, 1]"``, ``(-1, 1)`` for ``"max-abs scaled [-1, 1]"``, ``None`` for mV.
     threat
         A ready :class:`ThreatModel` (then ``eps`` etc. must not be given).
     loss
-        ``"ce"``, ``"margin"``, ``"soft_margin"`` or ``"dlr"`` (see :mod:`medrobust.attacks.losses`).
+        A name (``"ce"``, ``"margin"``, ``"soft_margin"``, ``"dlr"``, ``"kl"``; see
+        :mod:`medrobust.attacks.losses`) or a callable ``loss(logits, y, target) -> (n,)`` to maximise.
     generator
-        Source of all randomness. ``None`` uses a generator seeded with 0 at every call, so results
-        are reproducible by default.
+        Source of all randomness (one base seed is drawn from it per call). ``None`` uses a generator
+        seeded with 0 at every call, so results are reproducible by default.
+    units
+        The data's units string (``dataset.meta.units``), used to resolve ``bounds="auto"``.
     """
 
     name: ClassVar[str] = "attack"
-    uses_steps: ClassVar[bool] = True
+    black_box: ClassVar[bool] = False
+    """``True`` for attacks that only query the model (read by the evaluation's reliability flags)."""
+    _own_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -444,15 +642,21 @@ class Attack(ABC):
         eps: float | torch.Tensor | None = None,
         norm: str = "linf",
         eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
+        bounds: tuple[Any, Any] | str | None = None,
         mask: torch.Tensor | None = None,
         threat: ThreatModel | None = None,
-        loss: str = "ce",
+        loss: str | LossFn = "ce",
         generator: torch.Generator | None = None,
+        units: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise ConfigError(f"model must be a torch.nn.Module (or callable), got {type(model).__name__}.")
         self.model = model
+        self.units = units
+        if isinstance(bounds, str):
+            if bounds == "auto" and units is None:
+                raise ConfigError("bounds='auto' needs units= (the dataset's meta.units), e.g. units='normalized [0, 1]'.")
+            bounds = resolve_bounds(bounds, units)
         if threat is not None:
             if not isinstance(threat, ThreatModel):
                 raise ConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}.")
@@ -463,8 +667,8 @@ class Attack(ABC):
             if eps is None:
                 raise ConfigError(f"{type(self).__name__} needs eps (the perturbation radius), e.g. eps=0.05.")
             self.threat = ThreatModel(eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask)
-        self.loss = str(loss).lower()
-        get_loss(self.loss)  # validates the name
+        get_loss(loss)  # validates the name (or that it is callable)
+        self.loss = loss.lower() if isinstance(loss, str) else loss
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         self.generator = generator
@@ -479,9 +683,43 @@ class Attack(ABC):
         """The threat model's ε (as given)."""
         return self.threat.eps
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Record the subclass's own keyword arguments; give ``__init__`` its full signature.
+
+        A subclass written as ``__init__(self, model, *, <own args>, **threat_kwargs)`` gets an
+        ``inspect.signature`` listing its own arguments followed by the shared :class:`ThreatArgs`, so
+        introspection (``help``, the registry, the evaluation protocol) sees every accepted argument.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        params = list(sig.parameters.values())
+        cls._own_params = tuple(p.name for p in params if p.name not in ("self", "model") and p.name not in COMMON_ARGS
+                                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            head = [p for p in params if p.kind != p.VAR_KEYWORD and p.name not in COMMON_ARGS]
+            names = {p.name for p in head}
+            parent = inspect.signature(cls.__mro__[1].__init__).parameters.values()  # already completed
+            rest = [p for p in parent if p.kind == p.KEYWORD_ONLY and p.name not in names]
+            init.__signature__ = sig.replace(parameters=[*head, *rest])
+
+    @classmethod
+    def own_parameters(cls) -> list[str]:
+        """Names of the keyword arguments of the class's ``__init__`` chain, except ``model`` and :class:`ThreatArgs`."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            for name in klass.__dict__.get("_own_params", ()):
+                if name not in names:
+                    names.append(name)
+        return names
+
     def hyperparameters(self) -> dict[str, Any]:
-        """Attack-specific settings for logs (subclasses extend)."""
-        return {"loss": self.loss}
+        """The attack's own settings, derived from its ``__init__`` signature (JSON-serialisable), plus the loss."""
+        out = {k: _json_value(getattr(self, k)) for k in self.own_parameters() if hasattr(self, k)}
+        out["loss"] = loss_name(self.loss)
+        return out
 
     def config(self) -> dict[str, Any]:
         """All settings (attack and threat model), JSON-serialisable."""
@@ -492,9 +730,8 @@ class Attack(ABC):
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------------------------
-    def _validate(
-        self, x: Any, y: Any, target: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _validate(self, x: Any, y: Any, target: Any, sample_ids: Any
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if not isinstance(x, torch.Tensor):
             raise DataError(f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}.")
         if not x.is_floating_point():
@@ -504,28 +741,36 @@ class Attack(ABC):
         if not bool(torch.isfinite(x).all()):
             bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().squeeze(1)[:5].tolist()
             raise DataError(f"x contains NaN or inf (samples {bad} ...); clean or drop those samples before attacking.")
-        y = self._labels(y, x, "y")
+        declared = _declared_input_shape(self.model)
+        if declared is not None and declared != tuple(x.shape[1:]):
+            raise DataError(f"the model expects inputs of shape {list(declared)} per sample but x has "
+                            f"{list(x.shape[1:])}; load the data with the options used for training.")
+        y = _labels(y, x, "y", soft_ok=True)
         if target is not None:
-            target = self._labels(target, x, "target")
-        return x.detach(), y, target
+            target = _labels(target, x, "target", soft_ok=False)
+        if sample_ids is not None:
+            sample_ids = _labels(sample_ids, x, "sample_ids", soft_ok=False)
+        return x.detach(), y, target, sample_ids
 
-    @staticmethod
-    def _labels(y: Any, x: torch.Tensor, name: str) -> torch.Tensor:
-        if not isinstance(y, torch.Tensor):
-            try:
-                y = torch.as_tensor(y)
-            except Exception:
-                raise DataError(f"{name} must be a tensor of class indices, got {type(y).__name__}.") from None
-        if y.ndim != 1:
-            raise DataError(
-                f"{name} must be a 1-D tensor of class indices (N,), got shape {tuple(y.shape)}; "
-                "multi-label targets are not supported by these attacks."
-            )
-        if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
-            raise DataError(f"{name} must hold integer class indices, got dtype {y.dtype}; use {name}.long().")
-        if len(y) != len(x):
-            raise DataError(f"len(x) = {len(x)} but len({name}) = {len(y)}; pass one label per sample.")
-        return y.to(device=x.device, dtype=torch.long)
+    def _model_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The per-call mask as the model's padding mask (time axis expanded), or ``None``."""
+        if mask is None:
+            return None
+        m = _PLAIN.combined_mask(x, mask)
+        assert m is not None
+        if m.shape[-1] == 1 and x.shape[-1] != 1:
+            m = m.expand(*m.shape[:-1], x.shape[-1])
+        return m
+
+    def _clean_logits(self, x: torch.Tensor, model_mask: torch.Tensor | None) -> torch.Tensor:
+        try:
+            with torch.no_grad():
+                z = forward(self.model, x, model_mask)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"the model {type(self.model).__name__} cannot take a batch of shape {tuple(x.shape)}: "
+                            f"{first}") from None
+        return check_logits(z, len(x)).detach()
 
     @final
     def __call__(
@@ -535,6 +780,7 @@ class Attack(ABC):
         *,
         target: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        sample_ids: torch.Tensor | None = None,
     ) -> AttackResult:
         """Attack a batch.
 
@@ -543,60 +789,67 @@ class Attack(ABC):
         x
             Clean inputs ``(N, ...)`` (``(N, leads, samples)`` for ECG, ``(N, C, H, W)`` for images).
         y
-            True labels ``(N,)``.
+            True labels ``(N,)``, or soft labels ``(N, K)`` (probabilities; see the module docstring).
         target
             Target labels ``(N,)`` for a targeted attack (``None``: untargeted).
         mask
             Optional per-call mask (e.g. ``dataset.mask`` for padded records), combined with the
-            threat model's mask.
+            threat model's mask, and handed to models whose ``forward`` takes ``mask=``.
+        sample_ids
+            ``(N,)`` int64 identities keying each sample's random stream (default ``arange(N)``).
 
         Returns
         -------
         AttackResult
         """
-        x, y, target = self._validate(x, y, target)
+        x, y, target, sample_ids = self._validate(x, y, target, sample_ids)
         self.threat.check_inside(x)
         m = self.threat.combined_mask(x, mask)
+        model_mask = self._model_mask(x, mask)
         bounds = self.threat.bounds_for(x)
         eps = self.threat.resolve_eps(x, m)
         gen = self.generator if self.generator is not None else torch.Generator().manual_seed(0)
         with frozen_eval(self.model) if isinstance(self.model, nn.Module) else contextlib.nullcontext():
-            with torch.no_grad():
-                clean_logits = check_logits(self.model(x), len(x)).detach()
+            clean_logits = self._clean_logits(x, model_mask)
             k = clean_logits.shape[1]
-            for name, lab in (("y", y), ("target", target)):
-                if lab is not None and (bool((lab < 0).any()) or bool((lab >= k).any())):
-                    raise DataError(f"{name} holds class indices outside [0, {k}) for a model with {k} logits.")
-            loss_name = self._resolve_loss(k)
+            label = self._check_labels(y, target, k)
+            loss = self._resolve_loss(k)
             ctx = AttackContext(
                 model=self.model, threat=self.threat, x=x, y=y, target=target, eps=eps, mask=m, bounds=bounds,
-                loss_fn=get_loss(loss_name), clean_logits=clean_logits, generator=gen,
+                loss_fn=get_loss(loss), clean_logits=clean_logits, generator=gen, label=label,
+                model_mask=model_mask, sample_ids=sample_ids,
             )
             self._run(ctx)
             x_adv, adv_logits = self._finalize(ctx)
-        norms = lp_norm(x_adv - x, self.threat.norm, exact=True)
         cfg = self.config()
-        cfg["loss"] = loss_name
+        cfg["loss"] = loss_name(loss)
         return AttackResult(
-            x_adv=x_adv,
-            success=is_success(adv_logits, y, target),
-            norms=norms,
-            eps=eps,
-            clean_pred=clean_logits.argmax(1),
-            adv_pred=adv_logits.argmax(1),
-            y=y,
-            target=target,
-            grad_evals=int(ctx.n_grad.sum()),
-            queries=int(ctx.n_fwd.sum()),
-            grad_evals_per_sample=ctx.n_grad,
-            queries_per_sample=ctx.n_fwd,
-            attack=self.name,
-            norm=self.threat.norm,
-            targeted=target is not None,
-            config=cfg,
+            x_adv=x_adv, success=is_success(adv_logits, label, target),
+            norms=lp_norm(x_adv - x, self.threat.norm, exact=True), eps=eps,
+            clean_pred=clean_logits.argmax(1), adv_pred=adv_logits.argmax(1), y=label, target=target,
+            grad_evals=int(ctx.n_grad.sum()), queries=int(ctx.n_fwd.sum()),
+            grad_evals_per_sample=ctx.n_grad, queries_per_sample=ctx.n_fwd,
+            attack=self.name, norm=self.threat.norm, targeted=target is not None, config=cfg,
+            soft_y=y if y.ndim == 2 else None,
         )
 
-    def _resolve_loss(self, num_classes: int) -> str:
+    @staticmethod
+    def _check_labels(y: torch.Tensor, target: torch.Tensor | None, k: int) -> torch.Tensor:
+        """Integer labels (``argmax`` of soft labels), after checking them against the ``k`` logits."""
+        if y.ndim == 2:
+            if y.shape[1] != k:
+                raise DataError(f"soft labels y have {y.shape[1]} columns but the model has {k} logits.")
+            label = y.argmax(1)
+        else:
+            label = y
+        for name, lab in (("y", label), ("target", target)):
+            if lab is not None and (bool((lab < 0).any()) or bool((lab >= k).any())):
+                raise DataError(f"{name} holds class indices outside [0, {k}) for a model with {k} logits.")
+        return label
+
+    def _resolve_loss(self, num_classes: int) -> str | LossFn:
+        if not isinstance(self.loss, str):
+            return self.loss
         if self.loss == "dlr" and num_classes < 4:
             warnings.warn(
                 f"the DLR loss needs at least 4 classes and the model has {num_classes}; "
@@ -620,11 +873,15 @@ class Attack(ABC):
         if bool(bad.any()):
             fixed = ctx.threat.constrain(x, delta, eps, ctx.mask, ctx.bounds)
             x_adv = torch.where(bview(bad, x), fixed, x_adv)
+            rows = bad.nonzero().squeeze(1)
             with torch.no_grad():
-                ctx.logits_out[bad] = self.model(x_adv[bad]).detach()
+                ctx.logits_out[bad] = ctx.forward(x_adv[bad], rows).detach()
             ctx.n_fwd[bad] += 1
         return x_adv.to(x.dtype), ctx.logits_out
 
     @abstractmethod
     def _run(self, ctx: AttackContext) -> None:
         """Attack the batch in ``ctx``: call ``ctx.record`` / ``ctx.record_final`` for every sample."""
+
+
+_PLAIN = ThreatModel(eps=1.0)

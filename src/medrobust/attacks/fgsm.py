@@ -9,14 +9,9 @@ threat model (mask, ball, bounds).
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
-
 from medrobust.attacks.base import Attack, AttackContext
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, steepest_direction
+from medrobust.attacks.threat import bview, steepest_direction
 
 
 @register_attack("fgsm")
@@ -27,12 +22,9 @@ class FGSM(Attack):
     ----------
     model
         Classifier returning logits.
-    eps, norm, eps_mode, bounds, mask, threat
-        Threat model (:class:`~medrobust.attacks.ThreatModel`).
-    loss
-        ``"ce"`` (default), ``"margin"``, ``"soft_margin"`` or ``"dlr"``.
-    generator
-        Unused (FGSM is deterministic); accepted for a uniform signature.
+    eps, norm, eps_mode, bounds, mask, threat, loss, generator, units
+        The shared arguments (:class:`~medrobust.attacks.base.ThreatArgs`); FGSM has no others and
+        draws no random numbers.
 
     Notes
     -----
@@ -42,23 +34,6 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    uses_steps = False
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float | torch.Tensor | None = None,
-        norm: str = "linf",
-        loss: str = "ce",
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
 
     def _run(self, ctx: AttackContext) -> None:
         act = ctx.active(only_unsuccessful=False)

@@ -29,23 +29,29 @@ As attacks (names ``"uniform_noise"``, ``"gaussian_noise"``, ``"physio_noise"``;
 True``; one forward per trial): every trial draws one noise pattern per sample and scales it to the
 threat model's radius — L∞: peak ``max|δ| = ε``; L2: ``‖δ‖₂ = ε`` (with ``eps_mode="snr_db"`` and L2
 the SNR is therefore exactly ε dB) — except uniform noise under L∞, which is ``U[−ε, ε]`` per
-coordinate as in Ma & Liang's random-noise evaluation (methods-ecg.md §3.6). ``trials > 1`` draws
+coordinate as in Ma & Liang's random-noise evaluation (arXiv 2005.09134). ``trials > 1`` draws
 new patterns for the samples not yet misclassified (per-sample early stop).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from medrobust.attacks.base import Attack, AttackContext, check_int, check_positive
+from medrobust.attacks.base import Active, Attack, AttackContext
 from medrobust.attacks.queries import query
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, lp_norm
+from medrobust.attacks.threat import bview, lp_norm
+from medrobust.checks import check_choice, check_float, check_int, check_positive
 from medrobust.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 NOISE_KINDS: tuple[str, ...] = ("uniform", "gaussian", "baseline_wander", "powerline", "emg", "electrode_motion")
 PHYSIO_KINDS: tuple[str, ...] = ("baseline_wander", "powerline", "emg", "electrode_motion", "mixed")
@@ -314,42 +320,41 @@ class _NoiseAttack(Attack):
     """Shared machinery of the noise baselines (see the module docstring)."""
 
     black_box: ClassVar[bool] = True
-    uses_steps: ClassVar[bool] = False
     kind: str = "uniform"
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
-        norm: str = "linf",
         trials: int = 1,
         fs: float | None = None,
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss="margin", generator=generator)
         self.trials = check_int(trials, "trials", minimum=1)
         self.fs = None if fs is None else _need_fs(fs, self.kind)
-        self._noise_kwargs: dict[str, Any] = {}
+        threat_kwargs.setdefault("loss", "margin")
+        super().__init__(model, **threat_kwargs)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"kind": self.kind, "trials": self.trials, "fs": self.fs, **self._noise_kwargs}
+        return {"kind": self.kind, **super().hyperparameters()}
 
-    def _draw(self, shape: tuple[int, ...], ctx: AttackContext) -> torch.Tensor:
-        return noise(shape, kind=self.kind, fs=self.fs, generator=ctx.generator, dtype=torch.float64,
-                     **self._noise_kwargs)
+    def _noise_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def _draw(self, ctx: AttackContext, act: Active) -> torch.Tensor:
+        """One noise pattern per active sample, each from a generator seeded by the sample's own stream."""
+        seeds = ctx.randint(act, 2**52).view(-1).tolist()
+        one = (1, *act.x.shape[1:])
+        rows = [noise(one, kind=self.kind, fs=self.fs, generator=torch.Generator().manual_seed(int(sd)),
+                      dtype=torch.float64, **self._noise_kwargs()) for sd in seeds]
+        return torch.cat(rows).to(device=act.x.device)
 
     def _run(self, ctx: AttackContext) -> None:
         for _ in range(self.trials):
             act = ctx.active()
             if len(act) == 0:
                 return
-            n = self._draw(tuple(act.x.shape), ctx).to(device=act.x.device)
+            n = self._draw(ctx, act)
             if act.mask is not None:
                 n = n * act.mask.double()
             if not (self.kind == "uniform" and ctx.norm == "linf"):
@@ -365,7 +370,7 @@ class _NoiseAttack(Attack):
 
 @register_attack("uniform_noise")
 class UniformNoise(_NoiseAttack):
-    """Uniform random noise baseline (Ma & Liang, arXiv 2005.09134, methods-ecg.md §3.6).
+    """Uniform random noise baseline (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134).
 
     L∞: ``δ ~ U[−ε, ε]`` per coordinate; L2: ``U[−1, 1]`` noise rescaled to ``‖δ‖₂ = ε``. Then masked
     and clipped to the bounds. ``trials`` independent draws with per-sample early stop.
@@ -419,26 +424,22 @@ class PhysioNoise(_NoiseAttack):
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
-        norm: str = "linf",
         kind: str = "mixed",
         fs: float | None = None,
         mains_hz: float = 50.0,
         harmonics: int = 3,
         trials: int = 1,
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        if kind not in PHYSIO_KINDS:
-            raise ConfigError(f"PhysioNoise kind must be one of {PHYSIO_KINDS}, got {kind!r}.")
-        self.kind = kind
-        super().__init__(model, eps=eps, norm=norm, trials=trials, fs=fs, eps_mode=eps_mode, bounds=bounds,
-                         mask=mask, threat=threat, generator=generator)
+        self.kind = check_choice(kind, "PhysioNoise kind", PHYSIO_KINDS)
         if fs is None:
-            raise ConfigError("PhysioNoise needs the sampling rate: pass fs=<Hz> (e.g. fs=125.0 for Kachuee beats).")
-        if kind in ("powerline", "mixed") and float(mains_hz) >= float(fs) / 2:
+            raise ConfigError("PhysioNoise needs the sampling rate of the signals: pass fs=<Hz> (the dataset's "
+                              "meta.fs, e.g. fs=125.0 for Kachuee MIT-BIH beats, fs=500.0 for CPSC 2018).")
+        self.mains_hz = check_float(mains_hz, "mains_hz", minimum=0.0, strict=True)
+        if kind in ("powerline", "mixed") and self.mains_hz >= float(fs) / 2:
             raise ConfigError(f"mains_hz={mains_hz} Hz is not below fs/2 = {float(fs) / 2} Hz; pass a higher fs.")
-        self._noise_kwargs = {"mains_hz": float(mains_hz), "harmonics": check_int(harmonics, "harmonics", minimum=1)}
+        self.harmonics = check_int(harmonics, "harmonics", minimum=1)
+        super().__init__(model, trials=trials, fs=fs, **threat_kwargs)
+
+    def _noise_kwargs(self) -> dict[str, Any]:
+        return {"mains_hz": self.mains_hz, "harmonics": self.harmonics}

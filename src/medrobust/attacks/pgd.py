@@ -10,58 +10,39 @@ with ``dir(g) = sign(g)`` for L∞ and ``g / ‖g‖₂`` for L2 (the gradient i
 normalised), ``x_0 = x`` or a uniformly random point of the ball. Options:
 
 * ``restarts``: further runs from new random starts on the samples that are still robust, keeping
-  every sample's successful example (Ma & Liang's ``repeated_pgd_attack``, methods-ecg.md §4.3).
+  every sample's successful example (Ma & Liang's ``repeated_pgd_attack``, Comput. Biol. Med. 2022, arXiv 2110.09759).
 * ``early_stop``: per-sample stop on an *active set*: a sample leaves the batch as soon as it is
   adversarial (and samples misclassified when clean are never attacked); only the remaining samples
-  are forwarded (methods-ecg.md §3.6, landscape.md §4.1).
+  are forwarded (as AutoAttack's ``ind_to_fool``, Croce & Hein, ICML 2020).
 * ``update="adamax"``: the perturbation is driven by an Adamax optimiser (Kingma & Ba, ICLR 2015,
   arXiv 1412.6980, §7.1) fed with the ascent direction, learning rate ``α``, β = (0.9, 0.999), as in
   Ma & Liang's 100-PGD evaluation ("Improve robustness of DNN for ECG signal classification: a
-  noise-to-signal ratio perspective", ICLR 2020 AI4AH, arXiv 2005.09134; methods-ecg.md §3.6).
+  noise-to-signal ratio perspective", ICLR 2020 AI4AH workshop, arXiv 2005.09134).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from medrobust.attacks.base import Active, Attack, AttackContext, as_step, check_int, check_positive
+from medrobust.attacks.ascent import make_rule
+from medrobust.attacks.base import Active, Attack, AttackContext, as_step
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, steepest_direction
+from medrobust.checks import check_choice, check_int, check_positive
 from medrobust.errors import ConfigError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
+
 UPDATES: tuple[str, ...] = ("sign", "adamax")
+OUTPUTS: tuple[str, ...] = ("best", "final")
 
 Transform = Callable[[Active, torch.Tensor], torch.Tensor]
 Project = Callable[[Active, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class AdamaxState:
-    """Per-coordinate Adamax moments of the active samples (PyTorch's ``torch.optim.Adamax`` rule).
-
-    ``m ← β1·m + (1−β1)·d``; ``u ← max(β2·u, |d| + 1e-8)``; increment ``= lr/(1−β1^t) · m/u``
-    where ``d`` is the ascent direction (the optimiser minimises ``−d``).
-    """
-
-    def __init__(self, like: torch.Tensor, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
-        self.m = torch.zeros_like(like)
-        self.u = torch.zeros_like(like)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.t = 0
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep the rows of the samples still active."""
-        self.m, self.u = self.m[keep], self.u[keep]
-
-    def increment(self, d: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """The update for ascent direction ``d`` with per-sample learning rate ``lr`` ``(n,)``."""
-        self.t += 1
-        self.m.mul_(self.beta1).add_(d, alpha=1.0 - self.beta1)
-        self.u = torch.maximum(self.u * self.beta2, d.abs() + self.eps)
-        corr = 1.0 - self.beta1**self.t
-        return self.m / self.u * bview(lr / corr, d)
 
 
 def projected_ascent(
@@ -75,6 +56,7 @@ def projected_ascent(
     update: str = "sign",
     record: bool = True,
     early_stop: bool = True,
+    output: str = "best",
     mask_grad: bool = True,
 ) -> tuple[Active, torch.Tensor]:
     """The PGD loop shared by :class:`PGD` and :class:`~medrobust.attacks.SAP`.
@@ -93,11 +75,15 @@ def projected_ascent(
     transform
         ``(act, v) -> model input`` (differentiable), ``None`` for the identity.
     update
-        ``"sign"`` (plain steepest ascent of the norm) or ``"adamax"``.
+        Ascent rule (:mod:`medrobust.attacks.ascent`): ``"sign"`` (steepest ascent of the norm) or
+        ``"adamax"`` (Adamax fed with the steepest-ascent direction).
     record
-        Record successes (and the final iterate) as the attack's output; ``False`` for warm starts.
+        Record the attack's output; ``False`` for warm starts.
     early_stop
-        Drop successful samples from the active set at once.
+        Drop successful samples from the active set at once (their output is the successful iterate).
+    output
+        ``"best"``: every sample's latest successful iterate, the final iterate for the others;
+        ``"final"``: the final iterate of every sample still active at the end.
     mask_grad
         Multiply the gradient by the mask before normalising it.
 
@@ -106,31 +92,28 @@ def projected_ascent(
     act, v
         Final active set and variable (useful for warm starts).
     """
-    state = AdamaxState(v) if update == "adamax" else None
-    total = steps + 1 if record else steps
-    for it in range(total):
+    rule = make_rule(update, n=ctx.x.shape[0], shape=tuple(v.shape[1:]), device=v.device, dtype=v.dtype,
+                     **({"norm": ctx.norm} if update == "sign" else {"normalize": ctx.norm}))
+    track = record and (early_stop or output == "best")
+    for it in range(steps + 1):
         need_grad = it < steps
+        if not need_grad and not record:
+            break
         tf = None if transform is None else (lambda leaf, a=act: transform(a, leaf))
         x_in, logits, _, g = ctx.evaluate(act, v, need_grad=need_grad, transform=tf)
-        if record:
-            succ = ctx.record(act, x_in, logits)
-            if not need_grad:
-                ctx.record_final(act, x_in, logits)
+        succ = ctx.record(act, x_in, logits) if track else None
+        if not need_grad:
+            ctx.record_final(act, x_in, logits, overwrite=output == "final")
+            break
+        if early_stop and succ is not None and bool(succ.any()):
+            keep = (~succ).nonzero().squeeze(1)
+            act, v, g = act.select(keep), v[keep], g[keep]
+            if len(act) == 0:
                 break
-            if early_stop and bool(succ.any()):
-                keep = (~succ).nonzero().squeeze(1)
-                act, v = act.select(keep), v[keep]
-                g = g[keep] if g is not None else None
-                if state is not None:
-                    state.select(keep)
-                if len(act) == 0:
-                    break
         assert g is not None and act.step is not None
         if mask_grad and act.mask is not None:
             g = g * act.mask
-        d = steepest_direction(g, ctx.norm)
-        inc = state.increment(d, act.step) if state is not None else d * bview(act.step, d)
-        v = project_v(act, v, inc)
+        v = project_v(act, v, rule.step(g, act.idx, scale=act.step))
     return act, v
 
 
@@ -141,6 +124,17 @@ def pgd_project(ctx: AttackContext) -> Project:
         return ctx.constrain(act, (x_adv - act.x) + inc)
 
     return _p
+
+
+def check_steps(step_size: Any, rel_step_size: Any, default_rel: float) -> tuple[Any, float | None]:
+    """Validate ``step_size`` / ``rel_step_size`` (at most one); ``default_rel`` when neither is given."""
+    step_size = check_positive(step_size, "step_size")
+    rel_step_size = check_positive(rel_step_size, "rel_step_size")
+    if step_size is not None and rel_step_size is not None:
+        raise ConfigError("pass step_size (absolute) or rel_step_size (fraction of eps), not both.")
+    if step_size is None and rel_step_size is None:
+        rel_step_size = default_rel
+    return step_size, rel_step_size
 
 
 @register_attack("pgd")
@@ -167,13 +161,12 @@ class PGD(Attack):
         samples not yet adversarial. Needs ``random_start=True`` when ``> 1``.
     early_stop
         Per-sample early stop on an active set (default). ``False`` runs every step on every sample
-        (and keeps each sample's latest successful iterate).
+        and returns the final iterate (what adversarial training needs: TRADES, PGD-AT).
     update
         ``"sign"`` (steepest ascent) or ``"adamax"`` (Ma & Liang's Adamax-driven update).
-    loss
-        ``"ce"``, ``"margin"``, ``"soft_margin"`` or ``"dlr"``.
-    generator
-        Random generator for random starts.
+    loss, generator, units
+        Shared arguments (:class:`~medrobust.attacks.base.ThreatArgs`); random starts come from
+        per-sample streams (:meth:`~medrobust.attacks.base.AttackContext.rand`).
 
     Examples
     --------
@@ -189,52 +182,24 @@ class PGD(Attack):
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
         steps: int = 100,
         step_size: float | torch.Tensor | None = None,
         rel_step_size: float | None = None,
-        norm: str = "linf",
         random_start: bool = True,
         restarts: int = 1,
         early_stop: bool = True,
         update: str = "sign",
-        loss: str = "ce",
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
         self.steps = check_int(steps, "steps", minimum=1)
-        self.step_size = check_positive(step_size, "step_size")
-        self.rel_step_size = check_positive(rel_step_size, "rel_step_size")
-        if self.step_size is not None and self.rel_step_size is not None:
-            raise ConfigError("pass step_size (absolute) or rel_step_size (fraction of eps), not both.")
-        if self.step_size is None and self.rel_step_size is None:
-            self.rel_step_size = 2.5 / self.steps
+        self.step_size, self.rel_step_size = check_steps(step_size, rel_step_size, 2.5 / self.steps)
         self.random_start = bool(random_start)
         self.restarts = check_int(restarts, "restarts", minimum=1)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError("restarts > 1 repeats the same deterministic run; set random_start=True.")
         self.early_stop = bool(early_stop)
-        if update not in UPDATES:
-            raise ConfigError(f"update must be one of {UPDATES}, got {update!r}.")
-        self.update = update
-
-    def hyperparameters(self) -> dict[str, Any]:
-        step = self.step_size
-        return {
-            "steps": self.steps,
-            "step_size": step.tolist() if isinstance(step, torch.Tensor) else step,
-            "rel_step_size": self.rel_step_size,
-            "random_start": self.random_start,
-            "restarts": self.restarts,
-            "early_stop": self.early_stop,
-            "update": self.update,
-            "loss": self.loss,
-        }
+        self.update = check_choice(update, "update", UPDATES)
+        super().__init__(model, **threat_kwargs)
 
     def _run(self, ctx: AttackContext) -> None:
         step = as_step(self.step_size, self.rel_step_size, ctx.eps)
@@ -245,5 +210,5 @@ class PGD(Attack):
             x0 = ctx.random_start(act) if self.random_start else act.x.clone()
             projected_ascent(
                 ctx, act, x0, steps=self.steps, project_v=pgd_project(ctx), update=self.update,
-                early_stop=self.early_stop,
+                early_stop=self.early_stop, output="best" if self.early_stop else "final",
             )

@@ -4,7 +4,8 @@ Every black-box attack (SPSA, Square, boundary, noise baselines) reaches the mod
 :func:`query`: a forward pass under ``torch.no_grad()`` whose inputs are split into chunks of at most
 ``max_batch`` rows (to bound memory), and which adds to each sample's query counter exactly the
 number of rows forwarded on its behalf (``AttackContext.n_fwd``; a forward of ``n`` inputs counts
-``n`` queries, Ilyas et al., ICML 2018, arXiv 1804.08598, §2 "query budget").
+``n`` queries, Ilyas et al., ICML 2018, arXiv 1804.08598, §2 "query budget"). Models whose ``forward``
+takes ``mask=`` receive the padding mask of each row's owner (:meth:`AttackContext.forward`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,6 @@ def query(
     outs = []
     with torch.no_grad():
         for s in range(0, m, chunk):
-            outs.append(ctx.model(x_in[s:s + chunk]).detach())
+            outs.append(ctx.forward(x_in[s:s + chunk], owners[s:s + chunk]).detach())
     ctx.n_fwd.index_add_(0, owners, torch.ones_like(owners))
     return torch.cat(outs, 0) if len(outs) > 1 else outs[0]

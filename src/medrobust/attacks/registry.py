@@ -50,6 +50,16 @@ def attack_class(name: str) -> type["Attack"]:
     return _ATTACKS[key]
 
 
+def accepted_arguments(cls: type["Attack"]) -> list[str]:
+    """Keyword arguments ``cls(model, ...)`` accepts: its own, then the shared threat arguments.
+
+    Reads ``inspect.signature(cls.__init__)``, which :class:`~medrobust.attacks.Attack` completes with the
+    shared :class:`~medrobust.attacks.base.ThreatArgs` for subclasses that take ``**threat_kwargs``.
+    """
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name not in ("self", "model") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
 def get_attack(name: str, model: nn.Module, **kwargs: Any) -> "Attack":
     """Build the attack ``name`` for ``model`` with keyword arguments ``kwargs``.
 
@@ -57,8 +67,7 @@ def get_attack(name: str, model: nn.Module, **kwargs: Any) -> "Attack":
     listing the accepted ones.
     """
     cls = attack_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "model")]
+    accepted = accepted_arguments(cls)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise ConfigError(

@@ -28,16 +28,22 @@ active sample and iteration, plus one for the initialisation (and the clean forw
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from medrobust.attacks.base import Attack, AttackContext, check_int, check_positive
+from medrobust.attacks.base import Active, Attack, AttackContext
 from medrobust.attacks.queries import query
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.threat import ThreatModel, bview, lp_norm
-from medrobust.errors import ConfigError, DataError
+from medrobust.attacks.threat import bview, lp_norm
+from medrobust.checks import check_bool, check_float, check_int
+from medrobust.errors import DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from medrobust.attacks.base import ThreatArgs
 
 _SCHEDULE: tuple[int, ...] = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -93,6 +99,44 @@ def two_lobe_bump(s: int, spatial: int, *, transpose: bool, dtype: torch.dtype) 
     return (prof / prof.norm()).to(dtype)
 
 
+class _Layout:
+    """The canonical view ``(n, channels, *spatial)`` of a batch (signals: 1 spatial axis; images: 2)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        if x.ndim == 2:
+            self.c, self.sp = 1, (x.shape[1],)
+        elif x.ndim == 3:
+            self.c, self.sp = x.shape[1], (x.shape[2],)
+        elif x.ndim == 4:
+            self.c, self.sp = x.shape[1], (x.shape[2], x.shape[3])
+        else:
+            raise DataError(
+                f"Square works on (N, samples), (N, leads, samples) or (N, C, H, W) inputs, got {tuple(x.shape)}; "
+                "reshape the batch to one of these layouts."
+            )
+        self.feat = tuple(x.shape[1:])
+        self.dims = tuple(range(2, 2 + len(self.sp)))
+        self.ones = [1] * len(self.sp)
+
+    def canon(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], self.c, *self.sp)
+
+    def orig(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], *self.feat)
+
+
+def window(offs: list[torch.Tensor], s: int, sp: tuple[int, ...]) -> torch.Tensor:
+    """Boolean window ``(n, 1, *sp)`` of side ``s`` starting at the per-sample offsets (one per spatial axis)."""
+    masks = []
+    for o, size in zip(offs, sp):
+        ar = torch.arange(size, device=o.device).view(1, -1)
+        masks.append((ar >= o.view(-1, 1)) & (ar < (o + s).view(-1, 1)))
+    n = offs[0].shape[0]
+    if len(sp) == 1:
+        return masks[0].view(n, 1, sp[0])
+    return (masks[0].view(n, sp[0], 1) & masks[1].view(n, 1, sp[1])).view(n, 1, *sp)
+
+
 @register_attack("square")
 class Square(Attack):
     """Square attack (Andriushchenko et al., ECCV 2020, arXiv 1912.00049), L∞ or L2; windows on signals.
@@ -101,23 +145,28 @@ class Square(Attack):
     ----------
     model
         Classifier returning logits; only queried.
-    eps, norm, eps_mode, bounds, mask, threat
-        Threat model (:class:`~medrobust.attacks.ThreatModel`).
     steps
         Iterations = queries per sample after the initialisation (paper: 10,000).
     p_init
         Initial fraction of the input changed per iteration (default: 0.05 for L∞, 0.1 for L2, the
         paper's ImageNet settings).
-    loss
-        ``"margin"`` (default, the paper's untargeted loss) or ``"ce"`` (the paper's targeted loss).
-    generator
-        Source of all randomness.
+    early_stop
+        Stop a sample as soon as it is adversarial and return that input (``True``); ``False`` runs every
+        iteration for every sample and returns its final (best-loss) perturbation.
+    max_redraws
+        L∞: a proposal that would not change the current input (its window lies on frozen or clipped
+        coordinates, or already holds the drawn signs) is redrawn, window and signs, up to this many times
+        before it is queried, as the paper's reference code does (default 100; no extra queries).
+    **threat_kwargs
+        ``eps, norm, eps_mode, bounds, mask, threat, loss, generator, units`` (see
+        :class:`~medrobust.attacks.base.Attack`); ``loss`` defaults to ``"margin"`` (the paper's untargeted
+        loss; ``"ce"`` is its targeted loss).
 
     Notes
     -----
     Inputs must be ``(N, samples)``, ``(N, leads, samples)`` or ``(N, C, H, W)``. Windows are shared by
-    all leads (one location per sample), values are drawn per lead. With a mask, windows may fall on
-    frozen coordinates; such proposals change nothing and cost a query, as in the paper.
+    all leads (one location per sample), values are drawn per lead. Every random draw (windows, signs,
+    initialisation) comes from the sample's own stream, so a sample's result does not depend on its batch.
 
     Examples
     --------
@@ -133,168 +182,157 @@ class Square(Attack):
         self,
         model: nn.Module,
         *,
-        eps: float | torch.Tensor | None = None,
-        norm: str = "linf",
         steps: int = 5000,
         p_init: float | None = None,
-        loss: str = "margin",
-        eps_mode: str = "abs",
-        bounds: tuple[Any, Any] | None = None,
-        mask: torch.Tensor | None = None,
-        threat: ThreatModel | None = None,
-        generator: torch.Generator | None = None,
+        early_stop: bool = True,
+        max_redraws: int = 100,
+        **threat_kwargs: Unpack[ThreatArgs],
     ) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
         self.steps = check_int(steps, "steps", minimum=1)
-        p = check_positive(p_init, "p_init")
-        if isinstance(p, torch.Tensor) or (p is not None and p > 1):
-            raise ConfigError(f"p_init must be a float in (0, 1], got {p_init!r}.")
-        self.p_init = p if p is not None else (0.05 if self.threat.norm == "linf" else 0.1)
+        self.p_init = None if p_init is None else check_float(p_init, "p_init", minimum=0.0, maximum=1.0, strict=True)
+        self.early_stop = check_bool(early_stop, "early_stop")
+        self.max_redraws = check_int(max_redraws, "max_redraws", minimum=0)
+        threat_kwargs.setdefault("loss", "margin")
+        super().__init__(model, **threat_kwargs)
+        if self.p_init is None:
+            self.p_init = 0.05 if self.threat.norm == "linf" else 0.1
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"steps": self.steps, "p_init": self.p_init, "loss": self.loss}
-
-    # ------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------------------ random parts
     @staticmethod
-    def _layout(x: torch.Tensor) -> tuple[int, tuple[int, ...]]:
-        if x.ndim == 2:
-            return 1, (x.shape[1],)
-        if x.ndim == 3:
-            return x.shape[1], (x.shape[2],)
-        if x.ndim == 4:
-            return x.shape[1], (x.shape[2], x.shape[3])
-        raise DataError(
-            f"Square works on (N, samples), (N, leads, samples) or (N, C, H, W) inputs, got {tuple(x.shape)}; "
-            "reshape the batch to one of these layouts."
-        )
-
-    def _side(self, p: float, sp: tuple[int, ...]) -> int:
+    def _side(p: float, sp: tuple[int, ...]) -> int:
         if len(sp) == 1:
             return int(min(sp[0], max(1, round(p * sp[0]))))
         return int(min(min(sp), max(1, round(math.sqrt(p * sp[0] * sp[1])))))
 
-    def _window(
-        self, n: int, s: int, sp: tuple[int, ...], like: torch.Tensor, g: torch.Generator
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Boolean window ``(n, 1, *sp)`` of side ``s`` at a random position per sample, and the offsets."""
-        offs = []
-        masks = []
-        for size in sp:
-            o = torch.randint(0, size - s + 1, (n,), generator=g, device=g.device).to(like.device)
-            ar = torch.arange(size, device=like.device)
-            masks.append((ar.view(1, -1) >= o.view(-1, 1)) & (ar.view(1, -1) < (o + s).view(-1, 1)))
-            offs.append(o)
-        if len(sp) == 1:
-            w = masks[0].view(n, 1, sp[0])
-        else:
-            w = (masks[0].view(n, sp[0], 1) & masks[1].view(n, 1, sp[1])).view(n, 1, *sp)
-        return w, offs
+    @staticmethod
+    def _offsets(ctx: AttackContext, act: Active, s: int, sp: tuple[int, ...]) -> list[torch.Tensor]:
+        """Per-sample window offsets, one ``(n,)`` tensor per spatial axis."""
+        return [ctx.randint(act, size - s + 1).view(-1).to(act.x.device) for size in sp]
 
-    def _signs(self, shape: tuple[int, ...], like: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        r = torch.randint(0, 2, shape, generator=g, device=g.device).to(device=like.device, dtype=like.dtype)
-        return 2.0 * r - 1.0
+    @staticmethod
+    def _window_and_signs(ctx: AttackContext, act: Active, s: int, lay: _Layout
+                          ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Offsets of a window of side ``s`` and one sign per channel ``(n, c, 1[, 1])``, from one draw per sample."""
+        k = len(lay.sp)
+        u = ctx.rand(act, k + lay.c).double()
+        offs = [(u[:, i] * (size - s + 1)).floor().long().clamp_max(size - s).to(act.x.device)
+                for i, size in enumerate(lay.sp)]
+        signs = torch.where(u[:, k:] < 0.5, -1.0, 1.0).to(act.x.dtype).view(len(act), lay.c, *lay.ones)
+        return offs, signs
 
-    def _place(self, prof: torch.Tensor, offs: list[torch.Tensor], sp: tuple[int, ...], win: torch.Tensor,
-               like: torch.Tensor) -> torch.Tensor:
-        """The profile laid at each sample's window offset: ``(n, 1, *sp)`` (zero outside)."""
-        s = prof.shape[0]
-        idx = []
-        for o, size in zip(offs, sp):
-            ar = torch.arange(size, device=like.device).view(1, -1)
-            idx.append((ar - o.view(-1, 1)).clamp(0, s - 1))
-        prof = prof.to(device=like.device, dtype=like.dtype)
+    @staticmethod
+    def _signs(ctx: AttackContext, act: Active, *shape: int) -> torch.Tensor:
+        return torch.where(ctx.rand(act, *shape) < 0.5, -1.0, 1.0).to(act.x.dtype)
+
+    @staticmethod
+    def _place(prof: torch.Tensor, offs: list[torch.Tensor], sp: tuple[int, ...], win: torch.Tensor) -> torch.Tensor:
+        """``prof`` ``(n, s[, s])`` laid at each sample's window offset: ``(n, 1, *sp)`` (zero outside)."""
+        s = prof.shape[1]
+        idx = [(torch.arange(size, device=win.device).view(1, -1) - o.view(-1, 1)).clamp(0, s - 1)
+               for o, size in zip(offs, sp)]
+        rows = torch.arange(prof.shape[0], device=win.device)
         if len(sp) == 1:
-            vals = prof[idx[0]]  # (n, L)
+            vals = prof[rows.view(-1, 1), idx[0]]  # (n, L)
         else:
-            vals = prof[idx[0].unsqueeze(2), idx[1].unsqueeze(1)]  # (n, H, W)
+            vals = prof[rows.view(-1, 1, 1), idx[0].unsqueeze(2), idx[1].unsqueeze(1)]  # (n, H, W)
         return vals.unsqueeze(1) * win
 
+    # ------------------------------------------------------------------------------------ initialisation
+    def _init_delta(self, ctx: AttackContext, act: Active, lay: _Layout) -> torch.Tensor:
+        """The initial perturbation.
+
+        L∞: vertical stripes of ``±ε`` (signals: ``±ε`` per coordinate); L2: a grid of signed bumps
+        scaled to ``‖δ‖₂ = ε``.
+        """
+        n, c, sp = len(act), lay.c, lay.sp
+        like = lay.canon(act.x)
+        if ctx.norm == "linf":
+            if len(sp) == 2:
+                return self._signs(ctx, act, c, 1, sp[1]).expand(n, c, *sp) * bview(act.eps, like)
+            return self._signs(ctx, act, c, sp[0]) * bview(act.eps, like)
+        b = max(1, min(sp) // 5)
+        prof = _bump_1d(b, like.dtype) if len(sp) == 1 else _bump_2d(b, b, like.dtype)
+        reps = [math.ceil(size / b) for size in sp]
+        tile = prof.repeat(*reps)[tuple(slice(0, size) for size in sp)].to(like.device)
+        blocks = [torch.arange(size, device=like.device) // b for size in sp]
+        bs = self._signs(ctx, act, c, *reps)
+        sg = bs[:, :, blocks[0]] if len(sp) == 1 else bs[:, :, blocks[0]][:, :, :, blocks[1]]
+        delta0 = tile * sg
+        return delta0 / bview(lp_norm(delta0, "l2").clamp_min(1e-30), delta0) * bview(act.eps, delta0)
+
+    # ------------------------------------------------------------------------------------ proposals
+    def _linf_proposal(self, ctx: AttackContext, act: Active, lay: _Layout, x_best: torch.Tensor,
+                       s: int) -> torch.Tensor:
+        """Algorithm 2's proposal: one window set to ``±ε`` (one sign per channel).
+
+        A proposal that would not change the current input is redrawn (window and signs) before it is queried.
+        """
+        x_new = x_best.clone()
+        todo = torch.arange(len(act), device=x_best.device)
+        for _ in range(self.max_redraws + 1):
+            sub = act.select(todo)
+            delta = lay.canon(x_best[todo]) - lay.canon(sub.x)
+            offs, signs = self._window_and_signs(ctx, sub, s, lay)
+            win = window(offs, s, lay.sp)
+            vals = signs * bview(sub.eps, delta)
+            cand = ctx.constrain(sub, lay.orig(torch.where(win, vals.expand_as(delta), delta)))
+            x_new[todo] = cand
+            same = (cand == x_best[todo]).flatten(1).all(1)
+            todo = todo[same]
+            if len(todo) == 0:
+                break
+        return x_new
+
+    def _l2_proposal(self, ctx: AttackContext, act: Active, lay: _Layout, x_best: torch.Tensor,
+                     s: int) -> torch.Tensor:
+        """Algorithm 3's proposal: move the mass of a second window into a signed two-lobe bump in the first."""
+        n, c, sp, dims = len(act), lay.c, lay.sp, lay.dims
+        xc = lay.canon(act.x)
+        delta = lay.canon(x_best) - xc
+        offs = self._offsets(ctx, act, s, sp)
+        win = window(offs, s, sp)
+        win2 = window(self._offsets(ctx, act, s, sp), s, sp)
+        transpose = ctx.rand(act).view(-1) < 0.5
+        profs = [two_lobe_bump(s, len(sp), transpose=t, dtype=xc.dtype).to(xc.device) for t in (False, True)]
+        prof = torch.where(bview(transpose, profs[0].unsqueeze(0)), profs[1], profs[0])
+        bump = self._place(prof, offs, sp, win) * self._signs(ctx, act, c, *lay.ones)
+        unused = (act.eps**2 - delta.pow(2).flatten(1).sum(1)).clamp_min(0)
+        nu2 = (delta * (win | win2)).pow(2).sum(dims, keepdim=True)  # per channel
+        old = delta * win
+        u = bump + old / (old.pow(2).sum(dims, keepdim=True).sqrt() + 1e-10)
+        u_n = u.pow(2).sum(dims, keepdim=True).sqrt().clamp_min(1e-30)
+        u = u / u_n * (bview(unused, xc) / c + nu2).clamp_min(0).sqrt()
+        new = torch.where(win, u, torch.where(win2, torch.zeros_like(delta), delta))
+        new = new / bview(lp_norm(new, "l2").clamp_min(1e-30), new) * bview(act.eps, new)
+        return ctx.constrain(act, lay.orig(new))
+
+    # ------------------------------------------------------------------------------------ the search
     def _run(self, ctx: AttackContext) -> None:
-        act = ctx.active()
+        act = ctx.active(only_unsuccessful=self.early_stop)
         if len(act) == 0:
             return
-        shape0 = tuple(act.x.shape)
-        c, sp = self._layout(act.x)
-        dims = tuple(range(2, 2 + len(sp)))
-        g = ctx.generator
-        linf = ctx.norm == "linf"
-
-        def canon(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(t.shape[0], c, *sp)
-
-        def orig(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(t.shape[0], *shape0[1:])
-
-        n = len(act)
-        xc = canon(act.x)
-        eps = act.eps
-        if linf:
-            if len(sp) == 2:
-                sgn = self._signs((n, c, 1, sp[1]), xc, g).expand(n, c, *sp)
-            else:
-                sgn = self._signs((n, c, sp[0]), xc, g)
-            delta0 = sgn * bview(eps, xc)
-        else:
-            b = max(1, min(sp) // 5)
-            prof = _bump_1d(b, xc.dtype) if len(sp) == 1 else _bump_2d(b, b, xc.dtype)
-            reps = [math.ceil(size / b) for size in sp]
-            tile = prof.repeat(*reps)[tuple(slice(0, size) for size in sp)].to(xc.device)
-            blocks = [torch.arange(size, device=xc.device) // b for size in sp]
-            nb = [math.ceil(size / b) for size in sp]
-            bs = self._signs((n, c, *nb), xc, g)
-            if len(sp) == 1:
-                sg = bs[:, :, blocks[0]]
-            else:
-                sg = bs[:, :, blocks[0]][:, :, :, blocks[1]]
-            delta0 = tile * sg
-            delta0 = delta0 / bview(lp_norm(delta0, "l2").clamp_min(1e-30), delta0) * bview(eps, delta0)
-        x_best = ctx.constrain(act, orig(delta0))
-        logits = query(ctx, act.idx, x_best)
-        loss_best = ctx.loss_fn(logits, act.y, act.target)
-        logits_best = logits
-        succ = ctx.record(act, x_best, logits)
+        lay = _Layout(act.x)
+        propose = self._linf_proposal if ctx.norm == "linf" else self._l2_proposal
+        assert self.p_init is not None
+        x_best = ctx.constrain(act, lay.orig(self._init_delta(ctx, act, lay)))
+        logits_best = query(ctx, act.idx, x_best)
+        loss_best = ctx.loss_fn(logits_best, act.y, act.target)
+        succ = ctx.record(act, x_best, logits_best) if self.early_stop else None
         for it in range(self.steps):
-            if bool(succ.any()):
+            if succ is not None and bool(succ.any()):
                 keep = (~succ).nonzero().squeeze(1)
-                act, x_best, loss_best = act.select(keep), x_best[keep], loss_best[keep]
-                logits_best = logits_best[keep]
-            n = len(act)
-            if n == 0:
-                return
-            s = self._side(p_schedule(self.p_init, it, self.steps), sp)
-            xc = canon(act.x)
-            delta = canon(x_best) - xc
-            win, offs = self._window(n, s, sp, xc, g)
-            if linf:
-                vals = self._signs((n, c, *[1] * len(sp)), xc, g) * bview(act.eps, xc)
-                new = torch.where(win, vals.expand_as(delta), delta)
-            else:
-                win2, _ = self._window(n, s, sp, xc, g)
-                transpose = bool(torch.randint(0, 2, (1,), generator=g, device=g.device).item())
-                prof = two_lobe_bump(s, len(sp), transpose=transpose, dtype=xc.dtype)
-                bump = self._place(prof, offs, sp, win, xc) * self._signs((n, c, *[1] * len(sp)), xc, g)
-                total2 = delta.pow(2).flatten(1).sum(1)
-                unused = (act.eps**2 - total2).clamp_min(0)
-                union = win | win2
-                nu2 = (delta * union).pow(2).sum(dims, keepdim=True)  # per channel
-                old = delta * win
-                old_n = old.pow(2).sum(dims, keepdim=True).sqrt()
-                u = bump + old / (old_n + 1e-10)
-                u_n = u.pow(2).sum(dims, keepdim=True).sqrt().clamp_min(1e-30)
-                target_n = (bview(unused, xc) / c + nu2).clamp_min(0).sqrt()
-                u = u / u_n * target_n
-                new = torch.where(win2, torch.zeros_like(delta), delta)
-                new = torch.where(win, u, new)
-                nn_ = lp_norm(new, "l2").clamp_min(1e-30)
-                new = new / bview(nn_, new) * bview(act.eps, new)
-            x_new = ctx.constrain(act, orig(new))
+                act, x_best, loss_best, logits_best = act.select(keep), x_best[keep], loss_best[keep], \
+                    logits_best[keep]
+                if len(act) == 0:
+                    return
+            x_new = propose(ctx, act, lay, x_best, self._side(p_schedule(self.p_init, it, self.steps), lay.sp))
             logits = query(ctx, act.idx, x_new)
             loss_new = ctx.loss_fn(logits, act.y, act.target)
             better = loss_new > loss_best
             x_best = torch.where(bview(better, x_best), x_new, x_best)
             loss_best = torch.where(better, loss_new, loss_best)
             logits_best = torch.where(bview(better, logits_best), logits, logits_best)
-            succ = ctx.record(act, x_new, logits)
+            if succ is not None:
+                succ = ctx.record(act, x_new, logits)
         if len(act):
-            ctx.record_final(act, x_best, logits_best)
+            ctx.record_final(act, x_best, logits_best, overwrite=not self.early_stop)

@@ -14,7 +14,7 @@ References
 Madry, A. et al. "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018
 (arXiv 1706.06083) — the ε-ball threat model and projection.
 Ma, L. & Liang, L. Comput. Biol. Med. 2022 (arXiv 2110.09759) — ε relative to the signal amplitude
-and masks on variable-length 12-lead records (methods-ecg.md §4.3, §6.6).
+and masks on variable-length 12-lead records.
 """
 
 from __future__ import annotations

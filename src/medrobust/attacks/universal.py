@@ -11,7 +11,7 @@ not the :class:`~medrobust.attacks.Attack` template.
 >>> uap.evaluate(x_test, y_test, uap.random_control(kind="uniform"))                           # doctest: +SKIP
 >>> res.save("uap.safetensors"); UAPResult.load("uap.safetensors")                              # doctest: +SKIP
 
-Budget (Hirano, Minagi & Takemoto 2021; methods-uap.md §4): ``ξ = ζ · (1/m) Σ_i ‖x_i‖_p`` over the
+Budget (Hirano, Minagi & Takemoto 2021): ``ξ = ζ · (1/m) Σ_i ‖x_i‖_p`` over the
 fitting inputs (all channels by default; ``norm_channels="first"`` reproduces the MedicalAI-UAP code,
 which took channel 0 only). ``eps=`` gives ξ in input units instead.
 
@@ -26,7 +26,7 @@ Methods
     fitting set reaches ``fooling_goal`` (LTS4 default 0.8, i.e. δ = 0.2) or after ``max_iter`` passes.
 ``"fgsm"``
     What the seed paper's code ran (Hirano, Minagi & Takemoto, "Universal adversarial attacks on deep
-    neural networks for medical image classification", BMC Med. Imaging 21:9, 2021; methods-uap.md §5b):
+    neural networks for medical image classification", BMC Med. Imaging 21:9, 2021):
     the same outer loop with one L∞ FGSM step ``v' = v + ε_a · sign(∇ CE(x_i + v, k̂(x_i)))``, accepted
     (``v ← P_{p,ξ}(v')``) only if it flips ``x_i``'s label. Defaults: 15 passes, δ = 1e-6.
 targeted (``target=t``, with ``"fgsm"``)
@@ -42,23 +42,26 @@ targeted (``target=t``, with ``"fgsm"``)
     clipped losses of Shafahi et al., "Universal adversarial training", AAAI 2020, arXiv 1811.11304).
     Works for non-targeted and targeted UAPs.
 
-Metrics (methods-uap.md §8, kept apart as §14 asks): the **fooling rate** compares with the model's
+Metrics (kept apart): the **fooling rate** compares with the model's
 clean prediction, the **misclassification rate** with the label; targeted success is reported over
 all inputs *and* over inputs whose clean prediction is not already the target. Random controls draw
 one vector uniformly in the same ball (L2: uniform in the ball; L∞: i.i.d. uniform in [−ξ, ξ]) or a
 random sign vector (``±ξ`` for L∞; ``±ξ/√d`` for L2, on the sphere).
 
-With ``bounds`` every model input is ``clip(x + v, lo, hi)`` (fitting and evaluation); ``v`` itself is
-never clipped, as in ART. The perturbation is returned with the sample shape, so it broadcasts over a
+With bounds (default ``"auto"``: the natural range of the data's units, e.g. ``(0, 1)`` for
+``"normalized [0, 1]"`` beats) every model input is ``clip(x + v, lo, hi)`` (fitting, evaluation and
+:meth:`UniversalPerturbation.apply`); ``v`` itself is never clipped, as in ART. The perturbation is
+returned with the sample shape, so it broadcasts over a
 batch of ``(N, C, L)`` ECGs or ``(N, C, H, W)`` images.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -67,31 +70,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.attacks.base import check_logits, frozen_eval
-from medrobust.attacks.threat import project
+from medrobust.attacks.threat import canonical_norm, lp_norm, project
+from medrobust.checks import BoundsArg, check_bounds, check_choice, check_float, check_int, check_positive
 from medrobust.errors import ConfigError, DataError
+from medrobust.models.inference import forward, predict
+from medrobust.units import resolve_bounds
 
 METHODS: tuple[str, ...] = ("deepfool", "fgsm", "batched")
 CONTROLS: tuple[str, ...] = ("uniform", "sign")
 _FORMAT = "medrobust-uap/1"
 _PAPER_STEP = 0.0012
-"""Default FGSM inner step as a fraction of the mean ‖x‖∞: MedicalAI-UAP's ε_a = 0.0024 on inputs in [−1, 1]."""
+"""Default FGSM inner step as a fraction of the mean ‖x‖∞ (MedicalAI-UAP's ε_a = 0.0024 on [−1, 1] inputs)."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _norm_name(norm: Any) -> str:
-    if norm in ("l2", "L2", 2, 2.0):
-        return "l2"
-    if norm in ("linf", "Linf", "inf", float("inf")):
-        return "linf"
-    raise ConfigError(f"norm must be 'l2' or 'linf', got {norm!r}.")
-
-
 def _flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-row norm of ``v`` ``(N, ...)`` in float64."""
-    flat = v.detach().flatten(1).double()
-    if norm == "linf":
-        return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-    return flat.norm(dim=1)
+    """Per-row norm of ``v`` ``(N, ...)`` in float64 (:func:`~medrobust.attacks.threat.lp_norm`)."""
+    return lp_norm(v.detach().double(), norm)
 
 
 def project_uap(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
@@ -107,7 +102,7 @@ def project_uap(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
 def mean_norm(x: torch.Tensor, norm: str, *, channels: str = "all") -> float:
     """Mean per-sample ``Lp`` norm of ``x`` ``(N, C, ...)`` (float64), the base of ``ξ = ζ · mean‖x‖_p``.
 
-    ``channels="first"`` uses channel 0 only (the MedicalAI-UAP code, methods-uap.md §4 quirk 1).
+    ``channels="first"`` uses channel 0 only (a quirk of the MedicalAI-UAP code of Hirano et al.).
     """
     if channels not in ("all", "first"):
         raise ConfigError(f"norm_channels must be 'all' or 'first', got {channels!r}.")
@@ -136,14 +131,14 @@ def random_control(
         ``"l2"`` or ``"linf"``.
     kind
         ``"uniform"``: uniform in the ball (L2: Gaussian direction, radius ``ξ·u^{1/d}``; L∞: i.i.d.
-        ``U[−ξ, ξ]``), the control of MedicalAI-UAP (methods-uap.md §7). ``"sign"``: independent random
+        ``U[−ξ, ξ]``), the control of MedicalAI-UAP (Hirano et al. 2021). ``"sign"``: independent random
         signs, ``±ξ`` (L∞, a corner of the cube) or ``±ξ/√d`` (L2, on the sphere).
     generator
         Source of randomness (``None``: seeded with 0).
     dtype
         Output dtype.
     """
-    norm = _norm_name(norm)
+    norm = canonical_norm(norm)
     if kind not in CONTROLS:
         raise ConfigError(f"kind must be one of {CONTROLS}, got {kind!r}.")
     if not (isinstance(xi, (int, float)) and math.isfinite(xi) and xi > 0):
@@ -164,9 +159,26 @@ def random_control(
     return project_uap(v, xi, norm)  # float rounding can never leave the ball
 
 
-def _check_batch(x: Any, name: str) -> torch.Tensor:
-    if hasattr(x, "x") and isinstance(getattr(x, "x"), torch.Tensor):  # an ECGDataset
-        x = x.x
+@dataclass
+class _Data:
+    """A batch handed to :meth:`UniversalPerturbation.fit` / ``evaluate``: inputs, labels, units and mask."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    units: str | None
+    mask: torch.Tensor | None
+
+
+def _unpack(data: Any, name: str, mask: torch.Tensor | None = None) -> _Data:
+    """Inputs (and, for an ``ECGDataset``, its labels, ``meta.units`` and padding mask) from ``data``."""
+    y = units = None
+    if hasattr(data, "x") and isinstance(getattr(data, "x"), torch.Tensor):  # an ECGDataset
+        y = data.y if isinstance(getattr(data, "y", None), torch.Tensor) else None
+        units = getattr(getattr(data, "meta", None), "units", None)
+        if mask is None:
+            mask = getattr(data, "mask", None)
+        data = data.x
+    x = data
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a tensor (N, ...) or a dataset with .x, got {type(x).__name__}.")
     if not x.is_floating_point():
@@ -175,7 +187,31 @@ def _check_batch(x: Any, name: str) -> torch.Tensor:
         raise DataError(f"{name} must be a non-empty batch (N, ...) with ndim >= 2, got shape {tuple(x.shape)}.")
     if not bool(torch.isfinite(x).all()):
         raise DataError(f"{name} contains NaN or inf; clean or drop those samples first.")
-    return x.detach()
+    if mask is not None:
+        mask = _check_mask(mask, f"{name}'s mask", x.shape[1:], x, per_sample=len(x))
+    return _Data(x.detach(), y, units, mask)
+
+
+def _check_mask(mask: Any, name: str, shape: tuple[int, ...], like: torch.Tensor, *,
+                per_sample: int | None = None) -> torch.Tensor:
+    """A 0/1 mask broadcastable to ``(per_sample, *shape)`` (or to ``shape``), as ``like``'s dtype."""
+    if not isinstance(mask, torch.Tensor):
+        raise ConfigError(f"{name} must be a tensor of 0/1 (1 = may change), got {type(mask).__name__}.")
+    m = mask.to(device=like.device, dtype=like.dtype)
+    target = tuple(shape) if per_sample is None else (per_sample, *shape)
+    ms = tuple(m.shape)
+    if len(ms) > len(target) or any(a not in (1, b) for a, b in zip(ms[::-1], target[::-1])):
+        raise DataError(f"{name} has shape {ms}, which does not broadcast to {target}.")
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise DataError(f"{name} must hold only 0 and 1 (1 = the coordinate may change).")
+    return m
+
+
+def _rows(m: torch.Tensor | None, idx: Any) -> torch.Tensor | None:
+    """The rows ``idx`` of a per-sample mask (a shared mask, leading dimension 1 or none, is returned as is)."""
+    if m is None or m.ndim == 0 or m.shape[0] == 1:
+        return m
+    return m[idx]
 
 
 # ----------------------------------------------------------------------------------------------- result
@@ -280,6 +316,66 @@ class UAPResult:
 
 
 # ----------------------------------------------------------------------------------------------- attack
+@dataclass
+class UAPConfig:
+    """The validated settings of :class:`UniversalPerturbation` (see its parameters).
+
+    Method-dependent defaults (``max_iter``, ``fooling_goal``) are filled in here, so a config always
+    holds the values that run.
+    """
+
+    norm: str = "l2"
+    zeta: float | None = 0.04
+    eps: float | None = None
+    method: str = "batched"
+    target: int | None = None
+    max_iter: int | None = None
+    fooling_goal: float | None = None
+    step_size: float | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    kappa: float = 1.0
+    overshoot: float = 0.02
+    deepfool_iter: int = 10
+    num_candidates: int = 10
+    norm_channels: str = "all"
+    bounds: BoundsArg = "auto"
+    units: str | None = None
+
+    def __post_init__(self) -> None:
+        self.norm = canonical_norm(self.norm)
+        self.method = check_choice(self.method, "method", METHODS)
+        if self.eps is None and self.zeta is None:
+            raise ConfigError("pass zeta= (relative strength, ξ = ζ · mean ‖x‖_p) or eps= (ξ in input units).")
+        self.eps = check_positive(self.eps, "eps")
+        self.zeta = None if self.eps is not None else check_positive(self.zeta, "zeta")
+        if self.target is not None:
+            self.target = check_int(self.target, "target", minimum=0)
+            if self.method == "deepfool":
+                raise ConfigError("method='deepfool' is non-targeted; use method='fgsm' (Hirano & Takemoto) or "
+                                  "'batched' for a targeted UAP.")
+        it = {"deepfool": 10, "fgsm": 15, "batched": 10}[self.method] if self.max_iter is None else self.max_iter
+        self.max_iter = check_int(it, "max_iter", minimum=1)
+        goal = {"deepfool": 0.8, "fgsm": 1.0 - 1e-6, "batched": 1.0}[self.method] if self.fooling_goal is None \
+            else self.fooling_goal
+        self.fooling_goal = check_float(goal, "fooling_goal (it is 1 − δ)", minimum=0.0, maximum=1.0, strict=True)
+        self.step_size = check_positive(self.step_size, "step_size")
+        for name in ("batch_size", "eval_batch_size", "deepfool_iter", "num_candidates"):
+            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
+        self.kappa = check_float(self.kappa, "kappa", minimum=0.0)
+        self.overshoot = check_float(self.overshoot, "overshoot", minimum=0.0)
+        self.norm_channels = check_choice(self.norm_channels, "norm_channels", ("all", "first"))
+        self.bounds = check_bounds(self.bounds)
+        if self.units is not None and not isinstance(self.units, str):
+            raise ConfigError(f"units must be a units string such as 'normalized [0, 1]', got {self.units!r}.")
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting, JSON-serialisable."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["bounds"] = list(self.bounds) if isinstance(self.bounds, tuple) else self.bounds
+        return out
+
+
 class UniversalPerturbation:
     """Universal adversarial perturbation (non-targeted or targeted), fitted on a set of inputs.
 
@@ -287,7 +383,8 @@ class UniversalPerturbation:
     ----------
     model
         Classifier returning logits ``(N, K)``, ``K >= 2``; put in eval mode with frozen parameters
-        while fitting and evaluating (restored afterwards).
+        while fitting and evaluating (restored afterwards). Models whose ``forward`` takes ``mask=``
+        receive the data's padding mask.
     norm
         ``"l2"`` (MedicalAI-UAP default) or ``"linf"``.
     zeta
@@ -319,7 +416,16 @@ class UniversalPerturbation:
     norm_channels
         ``"all"`` (default) or ``"first"`` (channel 0 only, MedicalAI-UAP's quirk) for ``mean ‖x‖_p``.
     bounds
-        ``None`` or ``(lo, hi)``: model inputs are ``clip(x + v, lo, hi)``.
+        ``"auto"`` (default): the natural range of the data's units (``units=``, else the ``meta.units`` of
+        an ``ECGDataset`` given to :meth:`fit` / :meth:`evaluate`; ``(0, 1)`` for ``"normalized [0, 1]"``
+        beats, unbounded for mV or when the units are unknown); ``None``; or ``(lo, hi)``. Model inputs are
+        ``clip(x + v, lo, hi)``; ``v`` itself is never clipped, as in ART.
+    units
+        The data's units string (see :class:`medrobust.units.Units`) for ``bounds="auto"``.
+    mask
+        Optional 0/1 tensor broadcastable to the sample shape: ``v`` is zero wherever it is 0. Per-sample
+        padding masks (``dataset.mask`` or ``mask=`` of :meth:`fit` / :meth:`evaluate`) multiply ``v`` for
+        each input, so padded samples are never changed.
     generator
         Source of all randomness (pass order, mini-batches, random controls); ``None``: seeded with 0.
     """
@@ -343,100 +449,85 @@ class UniversalPerturbation:
         deepfool_iter: int = 10,
         num_candidates: int = 10,
         norm_channels: str = "all",
-        bounds: tuple[float, float] | None = None,
+        bounds: BoundsArg = "auto",
+        units: str | None = None,
+        mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         self.model = model
-        self.norm = _norm_name(norm)
-        if method not in METHODS:
-            raise ConfigError(f"method must be one of {METHODS}, got {method!r}.")
-        self.method = method
-        if eps is None and zeta is None:
-            raise ConfigError("pass zeta= (relative strength, ξ = ζ · mean ‖x‖_p) or eps= (ξ in input units).")
-        for name, val in (("zeta", zeta), ("eps", eps)):
-            if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))
-                                    or not math.isfinite(val) or val <= 0):
-                raise ConfigError(f"{name} must be a positive finite number, got {val!r}.")
-        self.zeta = None if eps is not None else float(zeta)  # type: ignore[arg-type]
-        self.eps = None if eps is None else float(eps)
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 0):
-            raise ConfigError(f"target must be a non-negative class index or None, got {target!r}.")
-        if target is not None and method == "deepfool":
-            raise ConfigError("method='deepfool' is non-targeted; use method='fgsm' (Hirano & Takemoto) or "
-                              "'batched' for a targeted UAP.")
-        self.target = target
-        default_iter = {"deepfool": 10, "fgsm": 15, "batched": 10}[method]
-        self.max_iter = self._count(default_iter if max_iter is None else max_iter, "max_iter")
-        default_goal = {"deepfool": 0.8, "fgsm": 1.0 - 1e-6, "batched": 1.0}[method]
-        goal = default_goal if fooling_goal is None else fooling_goal
-        if isinstance(goal, bool) or not isinstance(goal, (int, float)) or not 0.0 < goal <= 1.0:
-            raise ConfigError(f"fooling_goal must be in (0, 1] (it is 1 − δ), got {fooling_goal!r}.")
-        self.fooling_goal = float(goal)
-        if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
-                                      or not math.isfinite(step_size) or step_size <= 0):
-            raise ConfigError(f"step_size must be a positive finite number, got {step_size!r}.")
-        self.step_size = None if step_size is None else float(step_size)
-        self.batch_size = self._count(batch_size, "batch_size")
-        self.eval_batch_size = self._count(eval_batch_size, "eval_batch_size")
-        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not kappa >= 0:
-            raise ConfigError(f"kappa must be >= 0, got {kappa!r}.")
-        self.kappa = float(kappa)
-        if isinstance(overshoot, bool) or not isinstance(overshoot, (int, float)) or not overshoot >= 0:
-            raise ConfigError(f"overshoot must be >= 0, got {overshoot!r}.")
-        self.overshoot = float(overshoot)
-        self.deepfool_iter = self._count(deepfool_iter, "deepfool_iter")
-        self.num_candidates = self._count(num_candidates, "num_candidates")
-        if norm_channels not in ("all", "first"):
-            raise ConfigError(f"norm_channels must be 'all' or 'first', got {norm_channels!r}.")
-        self.norm_channels = norm_channels
-        if bounds is not None:
-            if not isinstance(bounds, (tuple, list)) or len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
-                raise ConfigError(f"bounds must be None or a pair (lo, hi) with lo < hi, got {bounds!r}.")
-            bounds = (float(bounds[0]), float(bounds[1]))
-        self.bounds = bounds
+        self.cfg = UAPConfig(norm=norm, zeta=zeta, eps=eps, method=method, target=target, max_iter=max_iter,
+                             fooling_goal=fooling_goal, step_size=step_size, batch_size=batch_size,
+                             eval_batch_size=eval_batch_size, kappa=kappa, overshoot=overshoot,
+                             deepfool_iter=deepfool_iter, num_candidates=num_candidates, norm_channels=norm_channels,
+                             bounds=bounds, units=units)
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            raise ConfigError(f"mask must be a 0/1 tensor of the sample shape or None, got {type(mask).__name__}.")
+        self.mask = mask
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         self.generator = generator
-        self.xi: float | None = self.eps
+        self.xi: float | None = self.cfg.eps
         self._mean_norm: float | None = None
         self._shape: tuple[int, ...] | None = None
+        self._bounds: tuple[float, float] | None = None
+        self._fit_units: str | None = None
+        self._vmask: torch.Tensor | None = None
 
-    @staticmethod
-    def _count(v: Any, name: str) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {v!r}.")
-        return v
+    def __getattr__(self, name: str) -> Any:
+        cfg = self.__dict__.get("cfg")
+        if cfg is not None and name in UAPConfig.__dataclass_fields__:
+            return getattr(cfg, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def config(self) -> dict[str, Any]:
-        """Every setting, JSON-serialisable."""
-        return {"method": self.method, "norm": self.norm, "zeta": self.zeta, "eps": self.eps, "target": self.target,
-                "max_iter": self.max_iter, "fooling_goal": self.fooling_goal, "step_size": self.step_size,
-                "batch_size": self.batch_size, "kappa": self.kappa, "overshoot": self.overshoot,
-                "deepfool_iter": self.deepfool_iter, "num_candidates": self.num_candidates,
-                "norm_channels": self.norm_channels, "bounds": None if self.bounds is None else list(self.bounds)}
+        """Every setting, JSON-serialisable (``resolved_bounds``: the bounds of the last fit / evaluation)."""
+        out = self.cfg.describe()
+        out.pop("units")
+        if self.cfg.units is not None:
+            out["units"] = self.cfg.units
+        if self.cfg.bounds == "auto":
+            out["resolved_bounds"] = None if self._bounds is None else list(self._bounds)
+        out["masked"] = self.mask is not None
+        return out
 
     def __repr__(self) -> str:
-        return "UniversalPerturbation(" + ", ".join(f"{k}={v!r}" for k, v in self.config().items()) + ")"
+        return "UniversalPerturbation(" + ", ".join(f"{k}={v!r}" for k, v in self.cfg.describe().items()) + ")"
 
     # ------------------------------------------------------------------------------------------ basics
     def _gen(self) -> torch.Generator:
         return self.generator if self.generator is not None else torch.Generator().manual_seed(0)
 
-    def _clip(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.bounds is None else z.clamp(self.bounds[0], self.bounds[1])
+    def _resolve_bounds(self, data_units: str | None) -> tuple[float, float] | None:
+        """``bounds``, with ``"auto"`` resolved from ``units=``, the data's units or those of the last fit."""
+        units = self.cfg.units or data_units or self._fit_units
+        self._bounds = resolve_bounds(self.cfg.bounds, units)
+        return self._bounds
 
-    def _logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model(z)
+    def _check_inside(self, x: torch.Tensor, name: str) -> None:
+        b = self._bounds
+        if b is not None and (float(x.min()) < b[0] or float(x.max()) > b[1]):
+            raise DataError(f"{name} leaves bounds {b} (min {float(x.min()):.4g}, max {float(x.max()):.4g}); "
+                            "pass bounds=None or bounds that contain the data.")
 
-    @torch.no_grad()
-    def _predict(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
-        out = []
-        for c in x.split(self.eval_batch_size):
-            z = c if v is None else self._clip(c + v)
-            out.append(self._logits(z).argmax(1))
-        return torch.cat(out)
+    def _project(self, v: torch.Tensor, xi: float) -> torch.Tensor:
+        """``P_{p,ξ}(v)``, zero where the perturbation mask is 0."""
+        v = project_uap(v, xi, self.norm)
+        return v if self._vmask is None else v * self._vmask
+
+    def _input(self, x: torch.Tensor, v: torch.Tensor | None, m: torch.Tensor | None) -> torch.Tensor:
+        """The model input ``clip(x + m·v)`` (``x`` itself when ``v`` is None)."""
+        if v is None:
+            return x
+        z = x + (v if m is None else v * m)
+        return z if self._bounds is None else z.clamp(self._bounds[0], self._bounds[1])
+
+    def _logits(self, z: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(self.model, z, m)
+
+    def _predict(self, x: torch.Tensor, v: torch.Tensor | None = None, m: torch.Tensor | None = None) -> torch.Tensor:
+        return predict(self.model, self._input(x, v, m), batch_size=self.eval_batch_size, mask=m)
 
     def _rate(self, pred: torch.Tensor, ref: torch.Tensor) -> float:
         if self.target is None:
@@ -445,95 +536,97 @@ class UniversalPerturbation:
 
     def resolve_xi(self, x: torch.Tensor) -> float:
         """ξ for fitting set ``x``: ``eps`` if given, else ``ζ · mean ‖x‖_p`` (also stored on ``self``)."""
-        x = _check_batch(x, "x")
+        x = _unpack(x, "x").x
         if self.eps is not None:
             self.xi = self.eps
             self._mean_norm = None
         else:
             self._mean_norm = mean_norm(x, self.norm, channels=self.norm_channels)
             if self._mean_norm <= 0:
-                raise DataError("the fitting inputs have zero mean norm, so ξ = ζ · mean ‖x‖ is 0; pass eps= instead.")
+                raise DataError("the fitting inputs have zero mean norm, so ξ = ζ · mean ‖x‖ is 0; "
+                                "pass eps= instead.")
             assert self.zeta is not None
             self.xi = self.zeta * self._mean_norm
         return self.xi
 
     # ------------------------------------------------------------------------------------------ fit
-    def fit(self, x_train: torch.Tensor) -> UAPResult:
-        """Fit the perturbation on ``x_train`` ``(M, *shape)`` (a tensor or a dataset with ``.x``).
+    def fit(self, x_train: Any, *, mask: torch.Tensor | None = None) -> UAPResult:
+        """Fit the perturbation on ``x_train`` ``(M, *shape)`` (a tensor or an ``ECGDataset``).
+
+        ``mask``: per-sample padding mask ``(M, *shape)`` (default: the dataset's ``.mask``). An
+        ``ECGDataset``'s ``meta.units`` resolves ``bounds="auto"``.
 
         Returns
         -------
         UAPResult
             ``delta`` of shape ``x_train.shape[1:]`` with ``‖delta‖_p ≤ ξ``.
         """
-        x = _check_batch(x_train, "x_train")
-        if self.bounds is not None and (float(x.min()) < self.bounds[0] or float(x.max()) > self.bounds[1]):
-            raise DataError(f"x_train leaves bounds {self.bounds} (min {float(x.min()):.4g}, max {float(x.max()):.4g}); "
-                            "pass bounds=None or bounds that contain the data.")
+        d = _unpack(x_train, "x_train", mask)
+        x, m = d.x, d.mask
+        self._fit_units = self.cfg.units or d.units
+        self._resolve_bounds(d.units)
+        self._check_inside(x, "x_train")
+        self._vmask = None if self.mask is None else _check_mask(self.mask, "mask", x.shape[1:], x)
         xi = self.resolve_xi(x)
         self._shape = tuple(x.shape[1:])
         t0 = time.perf_counter()
-        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else _null():
+        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else contextlib.nullcontext():
             with torch.no_grad():
-                first = self._logits(x[:2])
+                first = self._logits(x[:2], _rows(m, slice(0, 2)))
             check_logits(first, min(len(x), 2))
             k = first.shape[1]
             if self.target is not None and self.target >= k:
                 raise ConfigError(f"target={self.target} is not a class of a model with {k} logits.")
-            clean = self._predict(x)
+            clean = self._predict(x, None, m)
             counter = {"grad": 0, "fwd": len(x)}
             if self.method == "batched":
-                v, hist, rate = self._fit_batched(x, clean, xi, counter)
+                v, hist, rate = self._fit_batched(x, m, clean, xi, counter)
             else:
-                v, hist, rate = self._fit_loop(x, clean, xi, counter, k)
+                v, hist, rate = self._fit_loop(x, m, clean, xi, counter, k)
         seconds = time.perf_counter() - t0
-        v = project_uap(v.detach(), xi, self.norm)
+        v = self._project(v.detach(), xi)
         return UAPResult(delta=v, xi=xi, norm=self.norm, zeta=self.zeta, mean_norm=self._mean_norm,
                          method=self.method, target=self.target, fit_rate=rate, history=hist,
                          converged=rate >= self.fooling_goal, grad_evals=counter["grad"], queries=counter["fwd"],
                          seconds=seconds, config=self.config())
 
+    def _margin(self, z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Per-sample margin to increase: away from the clean prediction ``ref``, or towards the target."""
+        if self.target is None:
+            return z.scatter(1, ref.view(-1, 1), -1e30).amax(1) - z.gather(1, ref.view(-1, 1)).squeeze(1)
+        t = torch.full((len(z),), self.target, dtype=torch.long, device=z.device)
+        return z.gather(1, t.view(-1, 1)).squeeze(1) - z.scatter(1, t.view(-1, 1), -1e30).amax(1)
+
     def _fit_batched(
-        self, x: torch.Tensor, clean: torch.Tensor, xi: float, counter: dict[str, int]
+        self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, xi: float, counter: dict[str, int]
     ) -> tuple[torch.Tensor, list[dict[str, Any]], float]:
         gen = self._gen()
-        m = len(x)
-        b = min(self.batch_size, m)
-        steps_per_pass = -(-m // b)
-        total = steps_per_pass * self.max_iter
+        n = len(x)
+        b = min(self.batch_size, n)
+        total = -(-n // b) * self.max_iter
         alpha0 = self.step_size if self.step_size is not None else xi * (0.25 if self.norm == "l2" else 0.1)
         v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
         best_v, best_rate = v.clone(), -1.0
         hist: list[dict[str, Any]] = []
         step = 0
         for p in range(self.max_iter):
-            perm = torch.randperm(m, generator=gen, device=gen.device).to(x.device)
+            perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
             for idx in perm.split(b):
                 alpha = alpha0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
-                xb = x[idx]
+                mb = _rows(m, idx)
                 with torch.enable_grad():
                     vv = v.detach().requires_grad_(True)
-                    z = self._logits(self._clip(xb + vv))
-                    if self.target is None:
-                        ref = clean[idx]
-                        margin = z.scatter(1, ref.view(-1, 1), -1e30).amax(1) - z.gather(1, ref.view(-1, 1)).squeeze(1)
-                    else:
-                        t = torch.full((len(idx),), self.target, dtype=torch.long, device=x.device)
-                        margin = z.gather(1, t.view(-1, 1)).squeeze(1) - z.scatter(1, t.view(-1, 1), -1e30).amax(1)
-                    loss = margin.clamp(max=self.kappa).mean()
+                    z = self._logits(self._input(x[idx], vv, mb), mb)
+                    loss = self._margin(z, clean[idx]).clamp(max=self.kappa).mean()
                     (g,) = torch.autograd.grad(loss, vv)
                 counter["grad"] += len(idx)
                 counter["fwd"] += len(idx)
                 g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-                if self.norm == "linf":
-                    d = g.sign()
-                else:
-                    d = g / g.norm().clamp_min(1e-30)
-                v = project_uap(v + alpha * d, xi, self.norm)
+                d = g.sign() if self.norm == "linf" else g / g.norm().clamp_min(1e-30)
+                v = self._project(v + alpha * d, xi)
                 step += 1
-            pred = self._predict(x, v)
-            counter["fwd"] += m
-            rate = self._rate(pred, clean)
+            rate = self._rate(self._predict(x, v, m), clean)
+            counter["fwd"] += n
             hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0])})
             if rate > best_rate:
                 best_v, best_rate = v.clone(), rate
@@ -541,60 +634,68 @@ class UniversalPerturbation:
                 break
         return best_v, hist, best_rate
 
+    def _fools(self, pred: torch.Tensor, clean: torch.Tensor) -> bool:
+        """Fooled (non-targeted: prediction changed) or in the target class (targeted)."""
+        return bool(pred != clean) if self.target is None else int(pred) == self.target
+
+    def _fgsm_step(self, x1: torch.Tensor, m1: torch.Tensor | None, c: torch.Tensor, v: torch.Tensor,
+                   eps_a: float, counter: dict[str, int]) -> torch.Tensor | None:
+        """Hirano & Takemoto's step ``v ± ε_a·sign(∇ CE)``, or ``None`` when it does not flip ``x1``."""
+        t = self.target
+        with torch.enable_grad():
+            z = self._input(x1, v, m1).requires_grad_(True)
+            lab = c if t is None else torch.tensor([t], device=x1.device)
+            loss = F.cross_entropy(self._logits(z, m1), lab)
+            (g,) = torch.autograd.grad(loss, z)
+        counter["grad"] += 1
+        counter["fwd"] += 1
+        cand = v + (1.0 if t is None else -1.0) * eps_a * g.squeeze(0).sign()
+        if self._vmask is not None:
+            cand = cand * self._vmask
+        with torch.no_grad():
+            new = self._logits(self._input(x1, cand, m1), m1).argmax(1)
+        counter["fwd"] += 1
+        return cand if self._fools(new, c) else None
+
     def _fit_loop(
-        self, x: torch.Tensor, clean: torch.Tensor, xi: float, counter: dict[str, int], k: int
+        self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, xi: float, counter: dict[str, int], k: int
     ) -> tuple[torch.Tensor, list[dict[str, Any]], float]:
         gen = self._gen()
-        m = len(x)
+        n = len(x)
         v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        eps_a = 0.0
         if self.method == "fgsm":
             eps_a = self.step_size if self.step_size is not None else _PAPER_STEP * mean_norm(x, "linf")
         hist: list[dict[str, Any]] = []
-        rate = self._rate(self._predict(x, v), clean)
-        counter["fwd"] += m
-        t = self.target
+        rate = self._rate(self._predict(x, v, m), clean)
+        counter["fwd"] += n
         for p in range(self.max_iter):
             if rate >= self.fooling_goal:
                 break
             accepted = 0
-            perm = torch.randperm(m, generator=gen, device=gen.device).tolist()
-            for i in perm:
-                xi_ = x[i: i + 1]
-                c = clean[i: i + 1]
+            for i in torch.randperm(n, generator=gen, device=gen.device).tolist():
+                x1, c, m1 = x[i: i + 1], clean[i: i + 1], _rows(m, slice(i, i + 1))
                 with torch.no_grad():
-                    cur = self._logits(self._clip(xi_ + v)).argmax(1)
+                    cur = self._logits(self._input(x1, v, m1), m1).argmax(1)
                 counter["fwd"] += 1
-                if (t is None and bool(cur != c)) or (t is not None and int(cur) == t):
+                if self._fools(cur, c):
                     continue  # already fooled / already in the target class
                 if self.method == "deepfool":
-                    r, ok = self._deepfool(self._clip(xi_ + v), int(cur), k, counter)
-                    if ok:
-                        v = project_uap(v + r.squeeze(0), xi, self.norm)
-                        accepted += 1
+                    r, ok = self._deepfool(self._input(x1, v, m1), m1, int(cur), k, counter)
+                    cand = v + r.squeeze(0) if ok else None
                 else:
-                    with torch.enable_grad():
-                        z = self._clip(xi_ + v).requires_grad_(True)
-                        lab = c if t is None else torch.tensor([t], device=x.device)
-                        loss = F.cross_entropy(self._logits(z), lab)
-                        (g,) = torch.autograd.grad(loss, z)
-                    counter["grad"] += 1
-                    counter["fwd"] += 1
-                    sgn = 1.0 if t is None else -1.0
-                    cand = v + sgn * eps_a * g.squeeze(0).sign()
-                    with torch.no_grad():
-                        new = self._logits(self._clip(xi_ + cand)).argmax(1)
-                    counter["fwd"] += 1
-                    if (t is None and bool(new != c)) or (t is not None and int(new) == t):
-                        v = project_uap(cand, xi, self.norm)
-                        accepted += 1
-            rate = self._rate(self._predict(x, v), clean)
-            counter["fwd"] += m
+                    cand = self._fgsm_step(x1, m1, c, v, eps_a, counter)
+                if cand is not None:
+                    v = self._project(cand, xi)
+                    accepted += 1
+            rate = self._rate(self._predict(x, v, m), clean)
+            counter["fwd"] += n
             hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0]),
                          "accepted": accepted})
         return v, hist, rate
 
     def _deepfool(
-        self, z0: torch.Tensor, label: int, k: int, counter: dict[str, int]
+        self, z0: torch.Tensor, m1: torch.Tensor | None, label: int, k: int, counter: dict[str, int]
     ) -> tuple[torch.Tensor, bool]:
         """Minimal L2 DeepFool step from ``z0`` ``(1, *shape)`` across the nearest boundary of class ``label``.
 
@@ -602,21 +703,26 @@ class UniversalPerturbation:
         restricted to the ``num_candidates`` classes with the highest clean logits. Returns the
         accumulated step times ``(1 + overshoot)`` and whether the label changed.
         """
+        clip = self._bounds
         with torch.no_grad():
-            logits0 = self._logits(z0)[0]
+            logits0 = self._logits(z0, m1)[0]
         counter["fwd"] += 1
         order = logits0.argsort(descending=True)
         cands = [int(c) for c in order if int(c) != label][: min(self.num_candidates, k - 1)]
         rows = torch.tensor([label, *cands], device=z0.device)
         r_tot = torch.zeros_like(z0)
         shape1 = [1] * (z0.ndim - 1)
+        mr = None if m1 is None else m1.expand(len(rows), *m1.shape[1:]) if m1.ndim == z0.ndim else m1
         for _ in range(self.deepfool_iter):
             zz = (z0 + (1 + self.overshoot) * r_tot).repeat(len(rows), *shape1)
             with torch.enable_grad():
                 zz.requires_grad_(True)
-                logits = self._logits(self._clip(zz))
+                zin = zz if clip is None else zz.clamp(clip[0], clip[1])
+                logits = self._logits(zin, mr)
                 sel = logits.gather(1, rows.view(-1, 1)).sum()
                 (grads,) = torch.autograd.grad(sel, zz)
+            if self._vmask is not None:
+                grads = grads * self._vmask
             counter["grad"] += len(rows)
             counter["fwd"] += len(rows)
             lg = logits[0].detach()
@@ -625,12 +731,12 @@ class UniversalPerturbation:
             w = (grads[1:] - grads[:1]).flatten(1)
             f = lg[rows[1:]] - lg[label]
             wn = w.norm(dim=1).clamp_min(1e-12)
-            ratio = f.abs() / wn
-            j = int(ratio.argmin())
+            j = int((f.abs() / wn).argmin())
             r = (f[j].abs() + 1e-4) / wn[j] ** 2 * w[j]
             r_tot = r_tot + r.view_as(z0)
+        z = z0 + (1 + self.overshoot) * r_tot
         with torch.no_grad():
-            ok = int(self._logits(self._clip(z0 + (1 + self.overshoot) * r_tot)).argmax(1)) != label
+            ok = int(self._logits(z if clip is None else z.clamp(clip[0], clip[1]), m1).argmax(1)) != label
         counter["fwd"] += 1
         return (1 + self.overshoot) * r_tot, ok
 
@@ -657,6 +763,29 @@ class UniversalPerturbation:
         return UAPResult(delta=v, xi=float(radius), norm=self.norm, zeta=self.zeta, mean_norm=self._mean_norm,
                          method=f"random_{kind}", target=self.target, config={"kind": kind})
 
+    # ------------------------------------------------------------------------------------------ apply
+    def apply(self, x: Any, delta: "UAPResult | torch.Tensor", *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The perturbed inputs the model sees: ``clip(x + mask·delta)`` (bounds as in :meth:`fit`)."""
+        d = _unpack(x, "x", mask)
+        v = self._delta(delta, d.x)
+        self._resolve_bounds(d.units)
+        return self._input(d.x, v, d.mask)
+
+    def _delta(self, delta: Any, x: torch.Tensor) -> torch.Tensor:
+        """The perturbation tensor of a :class:`UAPResult` or tensor, in the sample shape, masked."""
+        if delta is None:
+            raise ConfigError("pass delta= (a UAPResult or a tensor of the sample shape).")
+        v = delta.delta if isinstance(delta, UAPResult) else delta
+        if not isinstance(v, torch.Tensor):
+            raise ConfigError(f"delta must be a UAPResult or a tensor, got {type(delta).__name__}.")
+        if tuple(v.shape) != tuple(x.shape[1:]):
+            if v.ndim == x.ndim and v.shape[0] == 1 and tuple(v.shape[1:]) == tuple(x.shape[1:]):
+                v = v[0]
+            else:
+                raise DataError(f"delta has shape {tuple(v.shape)} but the samples have shape {tuple(x.shape[1:])}.")
+        v = v.to(device=x.device, dtype=x.dtype)
+        return v if self.mask is None else v * _check_mask(self.mask, "mask", x.shape[1:], x)
+
     # ------------------------------------------------------------------------------------------ evaluate
     def evaluate(
         self,
@@ -665,6 +794,7 @@ class UniversalPerturbation:
         delta: UAPResult | torch.Tensor | None = None,
         *,
         target: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """Metrics of ``x + delta`` against the clean prediction and against the labels, kept apart.
 
@@ -678,6 +808,8 @@ class UniversalPerturbation:
             A :class:`UAPResult` or a tensor of the sample shape.
         target
             Target class for the targeted rates (default: the result's / this object's ``target``).
+        mask
+            Per-sample padding mask (default: the dataset's ``.mask``): inputs are ``clip(x + mask·delta)``.
 
         Returns
         -------
@@ -690,32 +822,24 @@ class UniversalPerturbation:
             class) and ``transition`` (counts, rows clean prediction, columns adversarial prediction);
             ``delta_norms`` and ``xi``.
         """
-        if y is None and hasattr(x, "y") and isinstance(getattr(x, "y"), torch.Tensor):
-            y = x.y  # type: ignore[union-attr]
-        x = _check_batch(x, "x")
-        if delta is None:
-            raise ConfigError("evaluate needs delta= (a UAPResult or a tensor of the sample shape).")
+        d = _unpack(x, "x", mask)
+        x, m = d.x, d.mask
+        if y is None:
+            y = d.y
         res = delta if isinstance(delta, UAPResult) else None
-        v = res.delta if res is not None else delta
-        if not isinstance(v, torch.Tensor):
-            raise ConfigError(f"delta must be a UAPResult or a tensor, got {type(delta).__name__}.")
-        if tuple(v.shape) != tuple(x.shape[1:]):
-            if v.ndim == x.ndim and v.shape[0] == 1 and tuple(v.shape[1:]) == tuple(x.shape[1:]):
-                v = v[0]
-            else:
-                raise DataError(f"delta has shape {tuple(v.shape)} but the samples have shape {tuple(x.shape[1:])}.")
-        v = v.to(device=x.device, dtype=x.dtype)
+        v = self._delta(delta, x)
         if target is None:
             target = res.target if res is not None and res.target is not None else self.target
         if y is not None:
             y = torch.as_tensor(y).to(x.device)
             if y.ndim != 1 or len(y) != len(x) or y.is_floating_point():
                 raise DataError(f"y must be (N={len(x)},) integer class indices, got {tuple(y.shape)} {y.dtype}.")
-        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else _null():
+        self._resolve_bounds(d.units)
+        with frozen_eval(self.model) if isinstance(self.model, nn.Module) else contextlib.nullcontext():
             with torch.no_grad():
-                k = check_logits(self._logits(x[:1]), 1).shape[1]
-            clean = self._predict(x)
-            adv = self._predict(x, v)
+                k = check_logits(self._logits(x[:1], _rows(m, slice(0, 1))), 1).shape[1]
+            clean = self._predict(x, None, m)
+            adv = self._predict(x, v, m)
         out: dict[str, Any] = {"n": len(x), "fooling_rate": float((adv != clean).double().mean())}
         if y is not None:
             out["clean_accuracy"] = float((clean == y).double().mean())
@@ -740,11 +864,3 @@ class UniversalPerturbation:
         out["delta_norms"] = {"l2": float(d.norm()), "linf": float(d.abs().max())}
         out["xi"] = res.xi if res is not None else self.xi
         return out
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None

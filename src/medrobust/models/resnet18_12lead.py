@@ -2,7 +2,7 @@
 
 Ma, L. & Liang, L. "Enhance CNN robustness against noises for classification of 12-lead ECG with
 variable length", ICMLA 2020 (arXiv 2008.03609) and Comput. Biol. Med. 2022 (arXiv 2110.09759);
-the "resnet18a" model of their CPSC2018 code, re-described in methods-ecg.md §4.3:
+the "resnet18a" model of their CPSC2018 code, as described in the Comput. Biol. Med. paper:
 
 * stem: Conv1d(leads -> 64, k11, s2, p5, no bias) -> GroupNorm(64 groups) -> LeakyReLU ->
   MaxPool(k3, s2, p1);
@@ -12,7 +12,8 @@ the "resnet18a" model of their CPSC2018 code, re-described in methods-ecg.md §4
 * Conv1d(512 -> 512, k3, no padding) -> ReLU;
 * masked average pooling: the mask is average-pooled with kernel ``3 x 1024`` and stride 1024 (the
   receptive window of each output position), values below 0.5 are set to 0, and the feature is
-  ``sum_t h_t m_t / (sum_t m_t + 1e-8)``; Linear(512 -> classes).
+  ``sum_t h_t m_t / (sum_t m_t + 1e-8)``; Linear(512 -> classes). With a mask the input's padding is
+  zeroed first, so the logits ignore whatever the padded region holds.
 
 For the paper's input of 33,792 samples the time axis goes 16,896 -> 8,448 -> 33 (after 8 blocks)
 -> 31 positions, and the pooled mask has 31 positions as well. For other lengths the pooled mask is
@@ -65,7 +66,7 @@ def pooled_mask(mask: torch.Tensor, positions: int) -> torch.Tensor:
 
 @register_model("resnet18_12lead")
 class ResNet18Lead12(nn.Module):
-    """1-D ResNet-18 with GroupNorm, LeakyReLU and masked pooling (methods-ecg.md §4.3).
+    """1-D ResNet-18 with GroupNorm, LeakyReLU and masked pooling (Ma & Liang, Comput. Biol. Med. 2022).
 
     Parameters
     ----------
@@ -119,14 +120,18 @@ class ResNet18Lead12(nn.Module):
         return torch.relu(self.final_conv(self.blocks(h)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, classes)``; ``mask`` ``(B, 1, L)`` (1 on the signal) restricts the pooling."""
-        h = self.features(x)
+        """Logits ``(B, classes)``; ``mask`` ``(B, 1, L)`` (1 on the signal) restricts the pooling.
+
+        With a mask the padding is set to zero before the network (the value Ma & Liang pad with), so
+        the logits do not depend on what the padded region holds: GroupNorm statistics over the time
+        axis and the receptive fields of the kept positions would otherwise see it.
+        """
         if mask is None:
-            pooled = h.mean(-1)
-        else:
-            if mask.shape[0] != x.shape[0] or mask.shape[-1] != x.shape[-1]:
-                raise ConfigError(f"mask shape {tuple(mask.shape)} does not match input {tuple(x.shape)}; "
-                                  "pass the (B, 1, L) mask of the dataset.")
-            m = pooled_mask(mask, h.shape[-1]).to(h.dtype)
-            pooled = (h * m.unsqueeze(1)).sum(-1) / (m.sum(-1, keepdim=True) + 1e-8)
+            return self.head(self.features(x).mean(-1))
+        if mask.ndim != x.ndim or mask.shape[0] != x.shape[0] or mask.shape[-1] != x.shape[-1]:
+            raise ConfigError(f"mask shape {tuple(mask.shape)} does not match input {tuple(x.shape)}; "
+                              "pass the (B, 1, L) mask of the dataset.")
+        h = self.features(x * (mask != 0).to(x.dtype))
+        m = pooled_mask(mask, h.shape[-1]).to(h.dtype)
+        pooled = (h * m.unsqueeze(1)).sum(-1) / (m.sum(-1, keepdim=True) + 1e-8)
         return self.head(pooled)
