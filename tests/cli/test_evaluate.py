@@ -270,8 +270,8 @@ def test_evaluate_refuses_labels_outside_the_models_classes(ckpt: Path, tmp_path
 
     real = cli_eval.load_model_and_data
 
-    def with_label_9(ds_cfg: Any, checkpoint: Any) -> Any:
-        model, ds, card = real(ds_cfg, checkpoint)
+    def with_label_9(ds_cfg: Any, checkpoint: Any, **kw: Any) -> Any:
+        model, ds, card = real(ds_cfg, checkpoint, **kw)
         ds.y[:] = 9
         return model, ds, card
 

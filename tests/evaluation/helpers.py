@@ -98,22 +98,17 @@ class RandomSearch(Attack):
     name = "test_random_search"
     black_box = True
 
-    def __init__(self, model: nn.Module, *, queries: int = 20, eps: Any = None, norm: str = "linf",
-                 eps_mode: str = "abs", bounds: Any = None, mask: Any = None, threat: Any = None,
-                 loss: str = "ce", generator: torch.Generator | None = None) -> None:
-        super().__init__(model, eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask, threat=threat,
-                         loss=loss, generator=generator)
+    def __init__(self, model: nn.Module, *, queries: int = 20, **threat_kwargs: Any) -> None:
         self.queries = queries
+        super().__init__(model, **threat_kwargs)
 
     def _run(self, ctx: AttackContext) -> None:
-        from medrobust.attacks.base import rand_uniform
-
         act = ctx.active()
         x_in = logits = None
         for _ in range(self.queries):
             if len(act) == 0:
                 return
-            sign = torch.where(rand_uniform(tuple(act.x.shape), act.x, ctx.generator) < 0.5, -1.0, 1.0)
+            sign = torch.where(ctx.rand(act, *act.x.shape[1:]) < 0.5, -1.0, 1.0)
             x_adv = ctx.constrain(act, sign * act.eps.view(-1, *[1] * (act.x.ndim - 1)))
             x_in, logits, _, _ = ctx.evaluate(act, x_adv, need_grad=False)
             succ = ctx.record(act, x_in, logits)

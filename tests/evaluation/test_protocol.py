@@ -209,3 +209,20 @@ def test_former_protocol_names_are_still_importable() -> None:
     assert P.bounds_from_units("mV") is None
     assert P.data_type("max-abs scaled [-1, 1]", 500.0) == "ecg-maxabs"
     assert P.data_type("normalized [0, 1]", 0.0) == "image"
+
+
+def test_randomised_members_give_the_same_per_sample_outcome_for_any_batch_size(
+        tiny_model: nn.Module, beats: Any, tmp_path: Path) -> None:
+    """Each sample's random start and probes are keyed by its dataset index, never by its batch: the same
+    randomised ensemble (PGD with random start and restarts, SPSA) at batch sizes 5 and 32 gives identical
+    per-sample predictions. Fails if the protocol drops ``sample_ids`` or seeds units by batch number."""
+    members = [{"name": "pgd", "steps": 3, "random_start": True, "restarts": 2},
+               {"name": "spsa", "steps": 3, "nb_samples": 8}]
+    runs = []
+    for bs in (5, 32):
+        cfg = ProtocolConfig(attacks=members, eps=(0.03, 0.08), mode="sequential", large_eps_check=False,
+                             n_examples=0, batch_size=bs)
+        evaluate(tiny_model, beats, cfg, out_dir=tmp_path / f"bs{bs}", progress=False)
+        runs.append(read_npz(tmp_path / f"bs{bs}" / "per_sample.npz")["adv_pred"])
+    assert (runs[0] == runs[1]).all()
+    assert (runs[0] != read_npz(tmp_path / "bs5" / "per_sample.npz")["y"][None, :]).any()  # something broke

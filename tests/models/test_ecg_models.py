@@ -87,7 +87,7 @@ def test_resnet18_12lead_masked_pooling_by_hand() -> None:
     mask[0, :, -3500:] = 1  # left-padded record
     mask[1] = 1
     with torch.no_grad():
-        h = model.features(x)  # (2, 32, 4)
+        h = model.features(x * mask)  # (2, 32, 4): the padding is zeroed before the network
         m = torch.nn.functional.avg_pool1d(mask, 3072, 1024).flatten(1)
         assert m.shape == (2, h.shape[-1]) == (2, 4)
         m = torch.where(m < 0.5, torch.zeros_like(m), m)

@@ -236,23 +236,6 @@ def check_logits(z: Any, n: int) -> torch.Tensor:
     return z
 
 
-def rand_uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``U[0, 1)`` samples drawn from ``generator`` (on its device), returned on ``like``'s device and dtype.
-
-    Batch-level draws only (they depend on the batch); attacks use :meth:`AttackContext.rand` instead.
-    """
-    dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
-    r = torch.rand(shape, generator=generator, device=generator.device, dtype=dt)
-    return r.to(device=like.device, dtype=like.dtype)
-
-
-def rand_normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard normal samples drawn from ``generator``, returned on ``like``'s device and dtype."""
-    dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
-    r = torch.randn(shape, generator=generator, device=generator.device, dtype=dt)
-    return r.to(device=like.device, dtype=like.dtype)
-
-
 # ------------------------------------------------------------------------------------ per-sample random streams
 def _s64(c: int) -> int:
     return c - (1 << 64) if c >= (1 << 63) else c
@@ -632,6 +615,8 @@ class Attack(ABC):
 
     name: ClassVar[str] = "attack"
     black_box: ClassVar[bool] = False
+    default_loss: ClassVar[str] = "ce"
+    """The loss used when ``loss`` is not given (query-based attacks use the logit margin)."""
     """``True`` for attacks that only query the model (read by the evaluation's reliability flags)."""
     _own_params: ClassVar[tuple[str, ...]] = ()
 
@@ -645,7 +630,7 @@ class Attack(ABC):
         bounds: tuple[Any, Any] | str | None = None,
         mask: torch.Tensor | None = None,
         threat: ThreatModel | None = None,
-        loss: str | LossFn = "ce",
+        loss: str | LossFn | None = None,
         generator: torch.Generator | None = None,
         units: str | None = None,
     ) -> None:
@@ -667,6 +652,8 @@ class Attack(ABC):
             if eps is None:
                 raise ConfigError(f"{type(self).__name__} needs eps (the perturbation radius), e.g. eps=0.05.")
             self.threat = ThreatModel(eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds, mask=mask)
+        if loss is None:
+            loss = type(self).default_loss
         get_loss(loss)  # validates the name (or that it is callable)
         self.loss = loss.lower() if isinstance(loss, str) else loss
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -702,7 +689,8 @@ class Attack(ABC):
             head = [p for p in params if p.kind != p.VAR_KEYWORD and p.name not in COMMON_ARGS]
             names = {p.name for p in head}
             parent = inspect.signature(cls.__mro__[1].__init__).parameters.values()  # already completed
-            rest = [p for p in parent if p.kind == p.KEYWORD_ONLY and p.name not in names]
+            rest = [p.replace(default=cls.default_loss) if p.name == "loss" else p
+                    for p in parent if p.kind == p.KEYWORD_ONLY and p.name not in names]
             init.__signature__ = sig.replace(parameters=[*head, *rest])
 
     @classmethod

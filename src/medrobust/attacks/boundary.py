@@ -153,6 +153,7 @@ class Boundary(Attack):
 
     name = "boundary"
     black_box: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "margin"
 
     def __init__(
         self,
@@ -191,7 +192,6 @@ class Boundary(Attack):
         self.bisection_steps = check_int(bisection_steps, "bisection_steps", minimum=0)
         self.max_batch_size = None if max_batch_size is None else check_int(max_batch_size, "max_batch_size",
                                                                               minimum=1)
-        threat_kwargs.setdefault("loss", "margin")
         super().__init__(model, **threat_kwargs)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -320,6 +320,7 @@ class _NoiseAttack(Attack):
     """Shared machinery of the noise baselines (see the module docstring)."""
 
     black_box: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "margin"
     kind: str = "uniform"
 
     def __init__(
@@ -332,7 +333,6 @@ class _NoiseAttack(Attack):
     ) -> None:
         self.trials = check_int(trials, "trials", minimum=1)
         self.fs = None if fs is None else _need_fs(fs, self.kind)
-        threat_kwargs.setdefault("loss", "margin")
         super().__init__(model, **threat_kwargs)
 
     def hyperparameters(self) -> dict[str, Any]:

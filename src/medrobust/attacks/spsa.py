@@ -108,6 +108,7 @@ class SPSA(Attack):
 
     name = "spsa"
     black_box: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "margin"
 
     def __init__(
         self,
@@ -134,7 +135,6 @@ class SPSA(Attack):
         self.early_stop = check_bool(early_stop, "early_stop")
         self.max_batch_size = None if max_batch_size is None else check_int(max_batch_size, "max_batch_size",
                                                                               minimum=2)
-        threat_kwargs.setdefault("loss", "margin")
         super().__init__(model, **threat_kwargs)
 
     # ------------------------------------------------------------------------------------

@@ -177,6 +177,7 @@ class Square(Attack):
 
     name = "square"
     black_box: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "margin"
 
     def __init__(
         self,
@@ -192,7 +193,6 @@ class Square(Attack):
         self.p_init = None if p_init is None else check_float(p_init, "p_init", minimum=0.0, maximum=1.0, strict=True)
         self.early_stop = check_bool(early_stop, "early_stop")
         self.max_redraws = check_int(max_redraws, "max_redraws", minimum=0)
-        threat_kwargs.setdefault("loss", "margin")
         super().__init__(model, **threat_kwargs)
         if self.p_init is None:
             self.p_init = 0.05 if self.threat.norm == "linf" else 0.1

@@ -40,6 +40,7 @@ def build_attack(
     bounds: tuple[float, float] | None,
     generator: torch.Generator,
     fs: float | None,
+    units: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build ``spec``'s attack for ``model`` with the protocol's threat model and a seeded generator."""
@@ -52,8 +53,10 @@ def build_attack(
     for k, v in (extra or {}).items():
         if k in params:
             kw[k] = v
-    if kw.get("fs") == "auto":
-        kw["fs"] = float(fs) if fs else None
+    if kw.get("fs") == "auto" or ("fs" in params and "fs" not in kw and fs):
+        kw["fs"] = float(fs) if fs else None  # fs-aware attacks (SAP kernels in seconds, physio noise) get the data's fs
+    if units is not None and "units" in params and "units" not in kw:
+        kw["units"] = units
     if "threat" in params:
         kw["threat"] = ThreatModel(eps=eps, norm=norm, eps_mode=eps_mode, bounds=bounds)
     else:
@@ -75,6 +78,7 @@ class EnsembleContext:
     bounds: tuple[float, float] | None
     fs: float | None
     device: torch.device
+    units: str | None = None
 
     def attack(self, spec: AttackSpec, eps: float | torch.Tensor, seed: int, extra: Mapping[str, Any] | None = None
                ) -> Any:
@@ -83,7 +87,7 @@ class EnsembleContext:
         if isinstance(eps, torch.Tensor):
             eps = eps.to(self.device)
         return build_attack(self.model, spec, eps=eps, norm=self.norm, eps_mode=self.eps_mode,
-                            bounds=self.bounds, generator=gen, fs=self.fs, extra=extra)
+                            bounds=self.bounds, generator=gen, fs=self.fs, units=self.units, extra=extra)
 
 
 _Context = EnsembleContext  # the former private name
@@ -99,17 +103,19 @@ def run_attack(
     seed: int,
     mask: torch.Tensor | None = None,
     target: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build ``spec``'s attack (seeded with ``seed``) and run it on ``x`` (on ``ctx.device``).
+
+    ``sample_ids`` (the samples' indices in the dataset) key each sample's own random stream, so a sample's
+    result does not depend on which other samples share its batch or on early stop.
 
     The one call from the evaluation into :mod:`medrobust.attacks`; returns the attack's result
     (``x_adv``, ``adv_pred``, ``success``, ``grad_evals``, ``queries``).
     """
     atk = ctx.attack(spec, eps, seed, extra)
-    if target is None:
-        return atk(x, y, mask=mask)
-    return atk(x, y, target=target, mask=mask)
+    return atk(x, y, target=target, mask=mask, sample_ids=sample_ids)
 
 
 def subset_mask(mask: torch.Tensor | None, sel: torch.Tensor) -> torch.Tensor | None:
@@ -134,7 +140,8 @@ class _Outcome:
 
 def _run_member(ctx: EnsembleContext, m: int, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor,
                 eps: float | torch.Tensor, todo: torch.Tensor, out: _Outcome, *, seed_parts: tuple[Any, ...],
-                mask: torch.Tensor | None, extra: Mapping[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                mask: torch.Tensor | None, extra: Mapping[str, Any] | None,
+                sample_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Member ``m`` with its restarts on the samples ``todo``; returns (its outputs, which samples it broke)."""
     done = torch.zeros(len(x), dtype=torch.bool)
     xm = x.clone()
@@ -145,7 +152,8 @@ def _run_member(ctx: EnsembleContext, m: int, spec: AttackSpec, x: torch.Tensor,
         e = eps[sel] if isinstance(eps, torch.Tensor) else eps
         sel_d = sel.to(x.device)
         res = run_attack(ctx, spec, x[sel_d], y[sel_d], e, seed=derive_seed(*seed_parts, spec.label, r),
-                         mask=subset_mask(mask, sel_d), extra=extra)
+                         mask=subset_mask(mask, sel_d), extra=extra,
+                         sample_ids=None if sample_ids is None else sample_ids[sel])
         succ = res.success.cpu()
         s_np = sel.numpy()
         out.status[m, s_np] = np.maximum(out.status[m, s_np], succ.numpy().astype(np.int8))
@@ -171,8 +179,11 @@ def run_ensemble(
     mask: torch.Tensor | None = None,
     mode: str = "sequential",
     extra: Mapping[str, Any] | None = None,
+    sample_ids: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Run the ensemble on clean-correct samples ``x`` (all on ``ctx.device``).
+
+    ``sample_ids`` ``(n,)``: the samples' dataset indices, which key their random streams (see :func:`run_attack`).
 
     Returns
     -------
@@ -191,7 +202,8 @@ def run_ensemble(
     x_member: list[torch.Tensor] = []
     for m, spec in enumerate(ctx.members):
         todo = robust.clone() if mode == "sequential" else torch.ones(n, dtype=torch.bool)
-        xm, done = _run_member(ctx, m, spec, x, y, eps, todo, out, seed_parts=seed_parts, mask=mask, extra=extra)
+        xm, done = _run_member(ctx, m, spec, x, y, eps, todo, out, seed_parts=seed_parts, mask=mask, extra=extra,
+                               sample_ids=sample_ids)
         new = done & robust
         if bool(new.any()):
             x_ens[new.to(x.device)] = xm[new.to(x.device)]

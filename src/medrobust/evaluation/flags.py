@@ -52,12 +52,6 @@ FLAG_TITLES: dict[str, str] = {
 DEGENERATE_MARGIN = 0.05
 """A clean class-balanced accuracy within this distance of chance (1/K) marks a degenerate model."""
 
-BLACK_BOX_NAMES: frozenset[str] = frozenset(
-    {"spsa", "square", "nes", "simba", "zoo", "bandits", "hsj", "hopskipjump", "boundary", "geoda", "signopt",
-     "random_search", "noise"}
-)
-"""Registry names treated as black-box when the attack class does not declare ``black_box``."""
-
 
 @dataclass(frozen=True)
 class Flag:
@@ -91,20 +85,15 @@ class Flag:
 
 
 def is_black_box(name: str) -> bool:
-    """Whether the registered attack ``name`` is black-box (score- or decision-based).
+    """Whether the registered attack ``name`` is black-box (score- or decision-based): its class's ``black_box``.
 
-    An attack class may declare ``black_box = True`` (or ``False``); otherwise the name is looked up
-    in :data:`BLACK_BOX_NAMES`.
+    Unknown names are not black-box (the registry refuses them before any evaluation runs).
     """
     from medrobust.attacks import available_attacks
     from medrobust.attacks.registry import attack_class
 
     key = str(name).lower()
-    if key in available_attacks():
-        declared = getattr(attack_class(key), "black_box", None)
-        if isinstance(declared, bool):
-            return declared
-    return key in BLACK_BOX_NAMES
+    return key in available_attacks() and bool(attack_class(key).black_box)
 
 
 @torch.no_grad()

@@ -264,13 +264,14 @@ def _prepare(model: nn.Module, dataset: Any, config: ProtocolConfig, indices: An
     check_labels(y.numpy(), meta.classes, dataset=meta.name)
     mask = None if getattr(dataset, "mask", None) is None else dataset.mask[t]
     ens = EnsembleContext(model=model, members=tuple(members), norm=config.norm, eps_mode=config.eps_mode,
-                          bounds=bounds, fs=meta.fs or None, device=device)
+                          bounds=bounds, fs=meta.fs or None, device=device, units=meta.units)
     # Validate every attack's options before any work (unknown options, bad values).
     for spec in members:
         ens.attack(spec, float(config.eps[-1]) if config.eps_mode != "snr_db" else float(config.eps[0]), 0)
     bs = config.batch_size
     batches = [np.arange(s, min(s + bs, len(idx))) for s in range(0, len(idx), bs)]
-    w = WorkContext(config=config, ens=ens, x=x, y=y, mask=mask, batches=batches, num_classes=len(meta.classes))
+    w = WorkContext(config=config, ens=ens, x=x, y=y, mask=mask, batches=batches, num_classes=len(meta.classes),
+                    ids=np.asarray(idx, dtype=np.int64))
     return w, idx, members, skipped, notes
 
 

@@ -252,7 +252,7 @@ STANDARD_PROTOCOLS: dict[str, ProtocolConfig] = {
     "standard-ecg-mv": ProtocolConfig(
         attacks=(AttackSpec("apgd", {"loss": "ce", "steps": 100}), AttackSpec("apgd", {"loss": "dlr", "steps": 100}),
                  AttackSpec("pgd", {"steps": 100, "random_start": True}),
-                 AttackSpec("sap", {"steps": 100, "smooth_steps": 200, "fs": "auto", "reference_fs": 300.0}))
+                 AttackSpec("sap", {"steps": 100, "smooth_steps": 200, "fs": "auto"}))
         + _BLACK_BOX,
         eps=(0.01, 0.02, 0.05, 0.1), norm="linf", bounds=None, mode="sequential", name="standard-ecg-mv"),
     # Ma & Liang's CPSC2018 protocol (leads max-abs scaled to [-1, 1]; 100-PGD, step ε/10, 2 restarts).

@@ -36,6 +36,7 @@ from medrobust.evaluation.ensemble import (
     subset_mask,
 )
 from medrobust.evaluation.perturbation import METRICS
+from medrobust.models.inference import forward
 from medrobust.evaluation.spec import AttackSpec, ProtocolConfig
 
 Arrays = dict[str, np.ndarray]
@@ -52,6 +53,8 @@ class WorkContext:
     mask: torch.Tensor | None
     batches: list[np.ndarray]
     num_classes: int
+    ids: np.ndarray | None = None
+    """Dataset index of every evaluated row (keys each sample's random stream in the attacks)."""
     clean_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
@@ -61,6 +64,11 @@ class WorkContext:
     @property
     def correct(self) -> np.ndarray:
         return self.clean_pred == self.y.numpy()
+
+    def sample_ids(self, rows: np.ndarray) -> torch.Tensor:
+        """The dataset indices of ``rows`` (the rows themselves when the evaluation was given none)."""
+        r = np.asarray(rows, dtype=np.int64)
+        return torch.as_tensor(r if self.ids is None else np.asarray(self.ids, dtype=np.int64)[r])
 
     def rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``x``, ``y`` and mask of the given rows, on the device."""
@@ -118,7 +126,8 @@ def clean_unit(w: WorkContext) -> Arrays:
     preds = []
     with torch.no_grad():
         for b in w.batches:
-            preds.append(w.ens.model(w.rows(b)[0]).argmax(1).cpu())
+            xb, _, mb = w.rows(b)
+            preds.append(forward(w.ens.model, xb, mb).argmax(1).cpu())
     return {"clean_pred": torch.cat(preds).numpy().astype(np.int64)}
 
 
@@ -138,8 +147,8 @@ def sweep_unit(w: WorkContext, e: int, b: int) -> Arrays:
     if len(loc):
         cfg = w.config
         xb, yb, mb = w.rows(bi[loc])
-        r = run_ensemble(w.ens, xb, yb, float(cfg.eps[e]), seed_parts=(cfg.seed, "sweep", e, b), mask=mb,
-                         mode=cfg.mode)
+        r = run_ensemble(w.ens, xb, yb, float(cfg.eps[e]), seed_parts=(cfg.seed, "sweep", e), mask=mb,
+                         mode=cfg.mode, sample_ids=w.sample_ids(bi[loc]))
         status[:, loc], mpred[:, loc] = r["status"], r["pred"]
         broken_by[loc] = r["broken_by"]
         hit = r["broken_by"] >= 0
@@ -169,6 +178,7 @@ class _Bisection:
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor | None
+    ids: torch.Tensor | None = None
     step: int = 0
 
     def attempt(self, which: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +187,8 @@ class _Bisection:
         sel = torch.as_tensor(which).to(self.w.ens.device)
         r = run_ensemble(self.w.ens, self.x[sel], self.y[sel], torch.as_tensor(radii, dtype=torch.float64),
                          seed_parts=(self.w.config.seed, "mineps", self.b, self.step),
-                         mask=subset_mask(self.mask, sel), mode="sequential", extra={"early_stop": True})
+                         mask=subset_mask(self.mask, sel), mode="sequential", extra={"early_stop": True},
+                         sample_ids=None if self.ids is None else self.ids[sel.cpu()])
         return r["broken_by"] >= 0, r["broken_by"]
 
 
@@ -223,7 +234,7 @@ def mineps_unit(w: WorkContext, b: int) -> Arrays:
     if len(loc) == 0:
         return {"lo": lo, "hi": hi, "broken_by": by}
     grid = np.asarray(w.config.eps, dtype=np.float64)
-    bis = _Bisection(w, b, *w.rows(bi[loc]))
+    bis = _Bisection(w, b, *w.rows(bi[loc]), ids=w.sample_ids(bi[loc]))
     ok, lo_i, hi_i, bb = _grid_search(bis, grid, len(loc))
     a = np.where(lo_i >= 0, grid[np.clip(lo_i, 0, None)], 0.0)
     z = np.where(ok, grid[np.clip(hi_i, 0, len(grid) - 1)], np.inf)
@@ -250,7 +261,8 @@ def large_eps_unit(w: WorkContext) -> Arrays:
     spec = AttackSpec("pgd", {"steps": cfg.large_eps_steps, "loss": "margin", "random_start": False,
                               "early_stop": True})
     xb, yb, mb = w.rows(rows)
-    res = run_attack(w.ens, spec, xb, yb, eps_large, seed=derive_seed(cfg.seed, "large-eps"), mask=mb)
+    res = run_attack(w.ens, spec, xb, yb, eps_large, seed=derive_seed(cfg.seed, "large-eps"), mask=mb,
+                     sample_ids=w.sample_ids(rows))
     return {"n": np.array(len(rows)), "still_correct": np.array(int((~res.success).sum())),
             "eps": np.array(eps_large)}
 
@@ -284,7 +296,7 @@ def examples_unit(w: WorkContext, meta: Any, idx: np.ndarray) -> Arrays:
             single = replace(w.ens, members=(spec,))
             for e, eps in enumerate(cfg.eps):
                 r = run_ensemble(single, xd, yd, float(eps), seed_parts=(cfg.seed, "examples", e), mask=md,
-                                 mode="individual")
+                                 mode="individual", sample_ids=w.sample_ids(np.asarray(chosen)))
                 x_adv[m, e] = r["x_member"][0].cpu().numpy()
                 adv_pred[m, e] = np.where(r["status"][0] >= 0, r["pred"][0], w.clean_pred[chosen])
                 success[m, e] = r["status"][0] == 1
