@@ -128,11 +128,15 @@ class DefenseTrainer(Trainer):
     def prepare(self, train: ECGDataset) -> None:
         """Called by :meth:`fit` before training: resolve data-dependent settings, check scales."""
 
-    def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
-        """Resolve data-dependent settings (``bounds="auto"``, relative radii), check ε, then train."""
+    def setup(self, train: ECGDataset) -> None:
+        """Record the training data's units and amplitude, then :meth:`prepare` (``bounds="auto"``, checks)."""
         self.data_units = train.meta.units
         self.data_ptp = median_peak_to_peak(train.x)
         self.prepare(train)
+
+    def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
+        """Resolve data-dependent settings (``bounds="auto"``, relative radii), check ε, then train."""
+        self.setup(train)
         return super().fit(train, val)
 
     # ------------------------------------------------------------------------------ helpers
