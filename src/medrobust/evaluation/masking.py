@@ -145,37 +145,41 @@ def gradient_masking_report(
     large_eps = check_float(large_eps, "large_eps", minimum=0.0, strict=True)
     if large_eps <= eps:
         raise ConfigError(f"large_eps ({large_eps}) must exceed eps ({eps}); e.g. large_eps = 10·eps.")
-    steps = check_int(steps, "steps", minimum=1)
-    black_box = check_choice(black_box, "black_box", BLACK_BOX)
-    common: dict[str, Any] = {"bounds": bounds}
+    settings = {"steps": check_int(steps, "steps", minimum=1), "black_box": check_choice(black_box, "black_box", BLACK_BOX),
+                "black_box_steps": check_int(black_box_steps, "black_box_steps", minimum=1), "bounds": bounds,
+                "mask": mask, "seed": generator_seed}
+    report: dict[str, Any] = {"n": int(x.shape[0]), "eps": eps, "large_eps": large_eps, "pgd_steps": settings["steps"],
+                              "black_box": settings["black_box"], "black_box_steps": settings["black_box_steps"]}
+    report.update(_attacks(model, x, y, eps, large_eps, settings))
+    report["landscape"] = loss_landscape(model, x, y, eps=eps, directions=check_int(directions, "directions", minimum=1),
+                                         bounds=bounds, mask=mask, generator=torch.Generator().manual_seed(generator_seed))
+    report["flags"] = _flags(report, tolerance, large_eps_max_accuracy)
+    report["masking_suspected"] = bool(report["flags"])
+    return report
+
+
+def _attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, large_eps: float,
+             s: dict[str, Any]) -> dict[str, float]:
+    """PGD at ``eps`` and ``large_eps`` and the black-box attack at ``eps`` (public attack API only)."""
 
     def gen() -> torch.Generator:
-        return torch.Generator().manual_seed(generator_seed)
+        return torch.Generator().manual_seed(s["seed"])
 
     def pgd(radius: float) -> Any:
-        atk = get_attack("pgd", model, eps=radius, steps=steps, rel_step_size=2.5 / steps, random_start=True,
-                         generator=gen(), **common)
-        return atk(x, y, mask=mask)
+        atk = get_attack("pgd", model, eps=radius, steps=s["steps"], rel_step_size=2.5 / s["steps"],
+                         random_start=True, bounds=s["bounds"], generator=gen())
+        return atk(x, y, mask=s["mask"])
 
-    white = pgd(eps)
-    bb_kwargs: dict[str, Any] = {"steps": check_int(black_box_steps, "black_box_steps", minimum=1)}
-    black = get_attack(black_box, model, eps=eps, generator=gen(), **bb_kwargs, **common)(x, y, mask=mask)
-    large = pgd(large_eps)
-    land = loss_landscape(model, x, y, eps=eps, directions=check_int(directions, "directions", minimum=1),
-                          bounds=bounds, mask=mask, generator=gen())
-    report: dict[str, Any] = {
-        "n": int(x.shape[0]), "eps": eps, "large_eps": large_eps, "pgd_steps": steps,
-        "black_box": black_box, "black_box_steps": bb_kwargs["steps"],
+    white, large = pgd(eps), pgd(large_eps)
+    black = get_attack(s["black_box"], model, eps=eps, steps=s["black_box_steps"], bounds=s["bounds"],
+                       generator=gen())(x, y, mask=s["mask"])
+    return {
         "clean_accuracy": white.clean_accuracy,
         "pgd_accuracy": _accuracy(white),
         "black_box_accuracy": _accuracy(black),
         "worst_case_accuracy": float(((white.adv_pred == y) & (black.adv_pred == y)).double().mean()),
         "large_eps_accuracy": _accuracy(large),
-        "landscape": land,
     }
-    report["flags"] = _flags(report, tolerance, large_eps_max_accuracy)
-    report["masking_suspected"] = bool(report["flags"])
-    return report
 
 
 def _flags(r: dict[str, Any], tolerance: float, large_max: float) -> list[str]:
