@@ -10,22 +10,20 @@ the foundation's :class:`~medrobust.train.Trainer`; the checkpoint card records 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medrobust.checks import BoundsArg, check_bounds, check_choice, check_float, check_int
+from medrobust.checks import BoundsArg
 from medrobust.data.base import ECGDataset
 from medrobust.errors import ConfigError
 from medrobust.models.inference import accepts_mask, forward
 from medrobust.train.trainer import TrainConfig, Trainer, TrainResult
 from medrobust.units import resolve_bounds
 
-__all__ = ["BoundsArg", "check_bounds", "check_choice", "check_float", "check_int", "DefenseTrainer", "clip",
-           "masked", "MaskChannel", "is_mlp1", "median_peak_to_peak"]
+__all__ = ["DefenseTrainer", "clip", "masked", "MaskChannel", "is_mlp1", "median_peak_to_peak"]
 
 def is_mlp1(model: nn.Module) -> bool:
     """Whether ``model`` is Ma & Liang's MLP1 (the papers give MLP-specific defaults)."""
@@ -181,9 +179,4 @@ class DefenseTrainer(Trainer):
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``x`` drawn from :attr:`generator`."""
         r = torch.randn(tuple(x.shape), generator=self.generator, device=self.generator.device, dtype=torch.float32)
-        return r.to(device=x.device, dtype=x.dtype)
-
-    def rand_like(self, x: torch.Tensor) -> torch.Tensor:
-        """``U[0, 1)`` noise shaped like ``x`` drawn from :attr:`generator`."""
-        r = torch.rand(tuple(x.shape), generator=self.generator, device=self.generator.device, dtype=torch.float32)
         return r.to(device=x.device, dtype=x.dtype)

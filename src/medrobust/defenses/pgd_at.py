@@ -25,7 +25,6 @@ batch-norm or dropout, such as CNN1/MLP1).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F

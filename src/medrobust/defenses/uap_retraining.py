@@ -1,7 +1,7 @@
 """Adversarial retraining against universal adversarial perturbations (UAPs), repeated in rounds.
 
 Procedure of Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations", CVPR
-2017 (arXiv 1610.08401), §4, as summarised in methods-uap.md §10 (also used by Hirano, Minagi &
+2017 (arXiv 1610.08401), §4 (also used by Hirano, Minagi &
 Takemoto, BMC Med. Imaging 21:9, 2021, for medical images)::
 
     repeat for every round (every ``epochs_per_round`` epochs):
@@ -16,10 +16,10 @@ toolkit's full UAP attack is a separate module): each of the ``P`` perturbations
 cross-entropy of a fresh random minibatch of the generation set w.r.t. the model's clean predictions
 (the fooling objective), ``v_p ← Π_ξ(v_p + α·dir(∇ mean_b CE(f(x_b + v_p), ĉ_b)))`` with ``dir`` = sign (L∞)
 or ``g/‖g‖₂`` (L2), from random starts; all ``P`` run in one batched forward pass per step. It is not
-the DeepFool/FGSM-acceptance algorithm of Moosavi-Dezfooli or MedicalAI-UAP (methods-uap.md §5).
+the DeepFool/FGSM-acceptance algorithm of Moosavi-Dezfooli et al. or of MedicalAI-UAP (Hirano et al. 2021).
 
 Budget: ``eps_mode="relative"`` gives ``ξ = ζ · mean_i ‖x_i‖_p`` over the training inputs (the
-MedicalAI-UAP convention, ζ = 0.04 with p = 2 by default, methods-uap.md §4); ``"abs"`` takes ``eps`` in
+MedicalAI-UAP convention of Hirano et al. 2021, ζ = 0.04 with p = 2 by default); ``"abs"`` takes ``eps`` in
 input units.
 """
 
