@@ -104,7 +104,7 @@ def trades_attack(
             with torch.no_grad():
                 x_adv = x_adv + step_size * masked(g.sign(), mask)
                 x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
-                x_adv = x + masked(clip(x_adv, bounds) - x, mask)
+                x_adv = clip(x_adv, bounds) if mask is None else x + masked(clip(x_adv, bounds) - x, mask)
     return x_adv.detach()
 
 
