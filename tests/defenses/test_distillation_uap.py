@@ -72,6 +72,23 @@ def test_sap_soft_stays_in_ball_smooth_and_bounded(beats) -> None:
     assert net.training and all(p.requires_grad for p in net.parameters())
 
 
+def test_sap_soft_output_is_smoothed(beats) -> None:
+    """The applied perturbation is S(θ): far smoother than the sign-step PGD warm start (kills 'smoothing removed')."""
+    torch.manual_seed(0)
+    net = TinyNet(187, 5)
+    x = beats[0].x[:8]
+    with torch.no_grad():
+        q = torch.softmax(net(x), 1)
+
+    def roughness(smooth_steps: int) -> float:
+        x_adv = sap_soft(net, x, q, eps=0.05, step_size=0.01, pgd_steps=3, smooth_steps=smooth_steps,
+                         kernel=sap_kernel())
+        d = x_adv - x
+        return float((d[..., 2:] - 2 * d[..., 1:-1] + d[..., :-2]).abs().mean())
+
+    assert roughness(2) < 0.2 * roughness(0)
+
+
 def test_adt_ablations_and_scale_guard(beats) -> None:
     flags = {a: (ADT(TinyNet(187, 5), TrainConfig(epochs=1), ablation=a, eps=0.05, step_size=0.01).adversarial_teacher,
                  ADT(TinyNet(187, 5), TrainConfig(epochs=1), ablation=a, eps=0.05, step_size=0.01).adversarial_student)

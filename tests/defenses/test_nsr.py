@@ -72,7 +72,7 @@ def test_nsr_relu_signal_and_zero_gradient() -> None:
     y = torch.tensor([0])
     assert nsr_loss(x, z, y, signal="relu").item() == 0.0
     assert nsr_loss(x, z, y, signal="abs").item() == pytest.approx(math.log(1 + 1 / (0.2 + 0.01)))
-    # ∇z_y = 0 -> NSR = 0 (methods-ecg.md §6.4)
+    # ∇z_y = 0 -> NSR = 0
     w0 = torch.tensor([[0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
     x0 = torch.ones(1, 1, 2, dtype=torch.float64, requires_grad=True)
     m0 = Linear(w0, torch.tensor([1.0, 0.0], dtype=torch.float64))

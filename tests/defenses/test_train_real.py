@@ -53,7 +53,7 @@ def test_trains_and_lowers_its_loss(name: str, beats, teacher) -> None:
     seed_everything(0)
     model = build_model(arch, **akw)
     initial = copy.deepcopy(model.state_dict())
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, progress=False, patience=None)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, progress=False, patience=None, class_balance="none")
     trainer = get_defense(name, model, cfg, **hp)
     result = trainer.fit(train, val)
     assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)

@@ -1,73 +1,29 @@
 """Shared machinery of the defences: a :class:`~medrobust.train.Trainer` subclass with recorded
 hyper-parameters, per-epoch state, seeded randomness and checks of ε against the data's scale.
 
-Every defence is a trainer that overrides one loss method (the MAIR template, landscape.md §5.7):
-``compute_loss(x, y) -> (loss, logits)``. The loop, validation, early stopping and checkpointing are
+Every defence is a trainer that overrides one loss method (the MAIR template; Kim et al., "Fantastic
+Robustness Measures", 2023): ``compute_loss(x, y, mask=None) -> (loss, logits)``, where ``mask`` is the
+batch's padding mask (``None`` for fixed-length data). The loop, validation, early stopping and checkpointing are
 the foundation's :class:`~medrobust.train.Trainer`; the checkpoint card records the defence's name and
 :meth:`DefenseTrainer.hyperparameters`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from medrobust.checks import BoundsArg
 from medrobust.data.base import ECGDataset
 from medrobust.errors import ConfigError
+from medrobust.models.inference import accepts_mask, forward
 from medrobust.train.trainer import TrainConfig, Trainer, TrainResult
+from medrobust.units import resolve_bounds
 
-BoundsArg = tuple[float, float] | str | None
-"""``(lo, hi)``, ``None`` (unbounded) or ``"auto"`` (from the training set's units at :meth:`fit`)."""
-
-UNIT_BOUNDS: dict[str, tuple[float, float]] = {
-    "normalized [0, 1]": (0.0, 1.0),
-    "intensity [0, 1]": (0.0, 1.0),
-}
-
-
-def check_float(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
-                strict: bool = False) -> float:
-    """A finite float within ``[minimum, maximum]`` (``strict``: ``> minimum``), else :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}.")
-    v = float(value)
-    if minimum is not None and (v <= minimum if strict else v < minimum):
-        raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}.")
-    if maximum is not None and v > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {v}.")
-    return v
-
-
-def check_count(value: Any, name: str, *, minimum: int = 0) -> int:
-    """An ``int >= minimum`` or :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` or :class:`ConfigError`."""
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}.")
-    return str(value)
-
-
-def check_bounds(value: Any, name: str = "bounds") -> BoundsArg:
-    """Validate a bounds argument (``None``, ``"auto"`` or ``(lo, hi)`` with ``lo < hi``)."""
-    if value is None or value == "auto":
-        return value
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        lo = check_float(value[0], f"{name}[0]")
-        hi = check_float(value[1], f"{name}[1]")
-        if not lo < hi:
-            raise ConfigError(f"{name} needs lo < hi, got {value!r}.")
-        return (lo, hi)
-    raise ConfigError(f"{name} must be None, 'auto' or a pair (lo, hi), got {value!r}.")
-
+__all__ = ["DefenseTrainer", "clip", "masked", "MaskChannel", "is_mlp1", "median_peak_to_peak"]
 
 def is_mlp1(model: nn.Module) -> bool:
     """Whether ``model`` is Ma & Liang's MLP1 (the papers give MLP-specific defaults)."""
@@ -79,6 +35,34 @@ def is_mlp1(model: nn.Module) -> bool:
 def clip(x: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
     """Clamp to ``bounds`` (identity when ``None``); differentiable almost everywhere."""
     return x if bounds is None else x.clamp(bounds[0], bounds[1])
+
+
+def masked(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``t·mask`` (``t`` unchanged when ``mask`` is ``None``): zero on padded samples."""
+    return t if mask is None else t * mask.to(t.dtype)
+
+
+class MaskChannel(nn.Module):
+    """Carry a padding mask through an attack as an extra, never-perturbed input channel.
+
+    Attacks call ``model(x)`` on subsets of the batch they choose, so a mask bound to the batch cannot
+    follow them. Appending the mask as the last channel, ``[x ‖ m]``, makes it travel with every row;
+    the attack's threat mask is ``[m … m ‖ 0]``, so the signal's padding *and* the mask channel stay
+    untouched, and this wrapper calls ``model(x, mask=m)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xm: torch.Tensor) -> torch.Tensor:
+        return self.model(xm[:, :-1], mask=xm[:, -1:])
+
+    @staticmethod
+    def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([x ‖ m], threat mask)`` for a ``(N, C, L)`` batch and its ``(N, 1, L)`` mask."""
+        m = mask.to(x.dtype).expand(x.shape[0], 1, x.shape[-1])
+        return torch.cat([x, m], 1), torch.cat([m.expand_as(x), torch.zeros_like(m)], 1)
 
 
 def median_peak_to_peak(x: torch.Tensor, max_samples: int = 4096) -> float:
@@ -94,7 +78,8 @@ class DefenseTrainer(Trainer):
     Parameters
     ----------
     model
-        The model to train (any module mapping ``(B, leads, samples)`` or images to logits).
+        The model to train (any module mapping ``(B, leads, samples)`` or images to logits; models with
+        masked pooling take ``forward(x, mask=None)``).
     config
         :class:`~medrobust.train.TrainConfig` (epochs, optimiser, batch size, seed ...).
     out_dir
@@ -141,19 +126,42 @@ class DefenseTrainer(Trainer):
     def prepare(self, train: ECGDataset) -> None:
         """Called by :meth:`fit` before training: resolve data-dependent settings, check scales."""
 
-    def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
-        """Resolve data-dependent settings (``bounds="auto"``, relative radii), check ε, then train."""
+    def setup(self, train: ECGDataset) -> None:
+        """Record the training data's units and amplitude, then :meth:`prepare` (``bounds="auto"``, checks)."""
         self.data_units = train.meta.units
         self.data_ptp = median_peak_to_peak(train.x)
         self.prepare(train)
+
+    def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
+        """Resolve data-dependent settings (``bounds="auto"``, relative radii), check ε, then train."""
+        self.setup(train)
         return super().fit(train, val)
 
     # ------------------------------------------------------------------------------ helpers
     def resolve_bounds(self, bounds: BoundsArg) -> tuple[float, float] | None:
-        """``"auto"``: ``(0, 1)`` for data in normalised [0, 1] units, else ``None``."""
-        if bounds != "auto":
-            return bounds  # type: ignore[return-value]
-        return UNIT_BOUNDS.get(self.data_units or "")
+        """``"auto"``: the natural range of the training data's units (:class:`medrobust.units.Units`:
+        ``(0, 1)`` for ``"normalized [0, 1]"``, ``(-1, 1)`` for ``"max-abs scaled [-1, 1]"``, ``None`` for
+        physical units), exactly as the evaluation protocol resolves it."""
+        return resolve_bounds(bounds, self.data_units)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's logits, with the padding ``mask`` for models with masked pooling."""
+        return forward(self.model, x, mask)
+
+    def run_attack(self, attack_cls: type, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                   **kwargs: Any) -> torch.Tensor:
+        """``attack_cls(model, **kwargs)(x, y)`` leaving padded samples untouched; returns detached ``x_adv``.
+
+        With a mask, the attack's threat mask is the padding mask; models with masked pooling get the mask
+        through :class:`MaskChannel`.
+        """
+        if mask is None:
+            return attack_cls(self.model, **kwargs)(x, y).x_adv.detach()
+        if not accepts_mask(self.model):
+            return attack_cls(self.model, mask=mask.to(x.dtype), **kwargs)(x, y).x_adv.detach()
+        xm, threat_mask = MaskChannel.pack(x, mask)
+        res = attack_cls(MaskChannel(self.model), mask=threat_mask, **kwargs)(xm, y)
+        return res.x_adv[:, :-1].detach()
 
     def check_scale(self, value: float, name: str) -> None:
         """Raise :class:`ConfigError` when a radius (or noise level) exceeds the data's typical amplitude.
@@ -171,9 +179,4 @@ class DefenseTrainer(Trainer):
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``x`` drawn from :attr:`generator`."""
         r = torch.randn(tuple(x.shape), generator=self.generator, device=self.generator.device, dtype=torch.float32)
-        return r.to(device=x.device, dtype=x.dtype)
-
-    def rand_like(self, x: torch.Tensor) -> torch.Tensor:
-        """``U[0, 1)`` noise shaped like ``x`` drawn from :attr:`generator`."""
-        r = torch.rand(tuple(x.shape), generator=self.generator, device=self.generator.device, dtype=torch.float32)
         return r.to(device=x.device, dtype=x.dtype)

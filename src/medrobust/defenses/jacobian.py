@@ -1,6 +1,7 @@
 """Jacobian regularisation: penalise the input-output Jacobian ``J_i = ∂z(x_i)/∂x_i`` of the logits.
 
-Variants, as implemented by the ECG papers (methods-ecg.md §3.4, §4.3, §5.4), with ``N`` the batch
+Variants, as implemented by the ECG papers (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134, and
+Comput. Biol. Med. 2022, arXiv 2110.09759; Shao et al., arXiv 2203.09487, JR baseline), with ``N`` the batch
 size, ``D`` the number of input values per sample and ``K`` the number of classes:
 
 * ``"l1"`` (Ma & Liang, MIT-BIH): ``R = (1/(N·D)) Σ_i Σ_m ‖∂z_m/∂x_i‖₁``; loss ``CE + β·R`` with β = 0.7
@@ -18,7 +19,9 @@ applies to the squared-norm variants only (no unbiased projection estimator of a
 for ``"frobenius"`` the quantity under the square root is estimated without bias.
 
 As with NSR, the gradient of a batch sum equals per-sample gradients only when samples do not
-interact (no batch-norm in train mode; CardioDefense's base CNN violates this, methods-ecg.md §5.4).
+interact (no batch-norm in train mode; CardioDefense's base CNN violates this). Padded samples of
+variable-length records do not count (the gradient is multiplied by the padding mask). Default class
+balancing: Ma & Liang's tiled sampler (``class_balance="auto"`` → ``"oversample"``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.defenses.base import DefenseTrainer, check_choice, check_count, check_float, is_mlp1
+from medrobust.checks import check_choice, check_float, check_int
+from medrobust.defenses.base import DefenseTrainer, is_mlp1, masked
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import ConfigError
 from medrobust.train.trainer import TrainConfig
@@ -55,6 +59,7 @@ def jacobian_norm(
     projections: int = 1,
     generator: torch.Generator | None = None,
     create_graph: bool = True,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The Jacobian regulariser ``R`` of a batch (see the module docstring for the three variants).
 
@@ -75,6 +80,8 @@ def jacobian_norm(
         Source of the projections (default: a generator seeded with 0).
     create_graph
         Keep the graph so that ``R`` can be back-propagated (training).
+    mask
+        Padding mask: padded samples do not enter the norms.
 
     Returns
     -------
@@ -95,19 +102,19 @@ def jacobian_norm(
         acc: torch.Tensor | None = None
         for m in range(k):
             (g,) = torch.autograd.grad(logits[:, m].sum(), x, create_graph=create_graph, retain_graph=True)
-            g = g.flatten(1)
+            g = masked(g, mask).flatten(1)
             term = g.abs().sum() if variant == "l1" else (g * g).sum()
             acc = term if acc is None else acc + term
         assert acc is not None
         total = acc
     else:
-        p = check_count(projections, "projections", minimum=1)
+        p = check_int(projections, "projections", minimum=1)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         total = logits.new_zeros(())
         for _ in range(p):
             v = torch.randn((n, k), generator=gen, device=gen.device, dtype=torch.float32).to(logits)
             (g,) = torch.autograd.grad((logits * v).sum(), x, create_graph=create_graph, retain_graph=True)
-            total = total + (g.flatten(1) ** 2).sum()
+            total = total + (masked(g, mask).flatten(1) ** 2).sum()
         total = total / p
     if variant == "l1":
         return total / (n * x[0].numel())
@@ -141,6 +148,7 @@ class JacobianTrainer(DefenseTrainer):
     """
 
     name = "jacobian"
+    default_class_balance = "oversample"  # Ma & Liang's tiled class-balanced sampler
 
     def __init__(
         self,
@@ -162,10 +170,10 @@ class JacobianTrainer(DefenseTrainer):
         if weight is None:
             weight = r["weight"] if r["weight"] is not None else (0.9 if is_mlp1(model) else 0.7)
         self.weight = check_float(weight, "weight", minimum=0.0)
-        self.warmup_epochs = check_count(r["warmup_epochs"] if warmup_epochs is None else warmup_epochs,
+        self.warmup_epochs = check_int(r["warmup_epochs"] if warmup_epochs is None else warmup_epochs,
                                          "warmup_epochs")
         self.method = check_choice(method, "method", METHODS)
-        self.projections = check_count(projections, "projections", minimum=1)
+        self.projections = check_int(projections, "projections", minimum=1)
         if self.method == "projection" and self.variant == "l1":
             raise ConfigError("method='projection' estimates squared norms; use variant='frobenius' or 'squared' "
                               "(or method='exact' for the L1 variant).")
@@ -175,15 +183,16 @@ class JacobianTrainer(DefenseTrainer):
                    "warmup_epochs": self.warmup_epochs, "method": self.method,
                    "projections": self.projections if self.method == "projection" else None}
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         active = self.epoch >= self.warmup_epochs and self.weight > 0
         x = x.detach().requires_grad_(active)
-        logits = self.model(x)
+        logits = self.forward(x, mask)
         loss = F.cross_entropy(logits, y, weight=self.loss_weights)
         self.last_terms = {"ce": float(loss.detach())}
         if active:
             r = jacobian_norm(x, logits, variant=self.variant, method=self.method, projections=self.projections,
-                              generator=self.generator)
+                              generator=self.generator, mask=mask)
             loss = loss + self.weight * r
             self.last_terms["regularizer"] = float(r.detach())
         return loss, logits

@@ -3,7 +3,7 @@
 Ma, L. & Liang, L. "Improve robustness of DNN for ECG signal classification: a noise-to-signal ratio
 perspective", ICLR 2020 AI4AH workshop (arXiv 2005.09134); Ma & Liang, "Enhancing adversarial
 robustness of DNN-based ECG classifiers with an NSR regularisation", Comput. Biol. Med. 2022 (arXiv
-2110.09759). Maths as specified in methods-ecg.md §3.4–3.5 and §4.3.
+2110.09759), NSR loss (Method 2) and its MIT-BIH / CPSC 2018 settings.
 
 Around ``x`` a ReLU network is locally linear, ``z_y(x) = wᵀx + b`` with ``w = ∇ₓz_y(x)``; the worst
 first-order change of ``z_y`` under ``‖δ‖∞ ≤ ε`` is ``ε‖w‖₁``, hence ``NSR(x) = ε‖∇ₓz_y‖₁ / |z_y|``.
@@ -33,7 +33,10 @@ recipe         β                     margin wt.   warm-up  signal
 ``cardiodefense`` 1.0                1            10       ``abs``
 ============== ===================== ============ ======== =========
 
-During warm-up epochs only ``L_mse`` is trained (CPSC2018 and CardioDefense, methods-ecg.md §4.3, §5.4).
+During warm-up epochs only ``L_mse`` is trained (Ma & Liang 2022 on CPSC 2018; Shao et al., arXiv
+2203.09487, NSR baseline). Padded samples of variable-length records do not count: the input gradient
+is multiplied by the padding mask before its norm. Ma & Liang train with their tiled class-balanced
+sampler, the default class balancing here (``class_balance="auto"`` → ``"oversample"``).
 
 The per-sample gradient is the gradient of the batch sum ``Σ_i z_{y_i}(x_i)``, which equals the
 per-sample gradients only when samples do not interact (no batch-norm in train mode; true for CNN1
@@ -50,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.defenses.base import DefenseTrainer, check_choice, check_count, check_float, is_mlp1
+from medrobust.checks import check_choice, check_float, check_int
+from medrobust.defenses.base import DefenseTrainer, is_mlp1, masked
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import ConfigError
 from medrobust.train.trainer import TrainConfig
@@ -107,7 +111,8 @@ def within_margin_loss(logits: torch.Tensor, y: torch.Tensor, *, margin: float =
 
 
 def class_logit_gradient(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, select: torch.Tensor | None = None,
-                         *, signal: str = "abs", create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                         *, signal: str = "abs", create_graph: bool = True,
+                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``∇ₓ s_i`` and ``s_i`` for the true-class signal ``s_i = z_{y_i}`` (or ``ReLU(z_{y_i})``).
 
     Parameters
@@ -124,6 +129,8 @@ def class_logit_gradient(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
         ``"abs"`` (raw ``z_y``) or ``"relu"`` (``ReLU(z_y)``).
     create_graph
         Keep the graph for double back-propagation.
+    mask
+        Padding mask (1 on the signal): the gradient is zeroed on padded samples.
 
     Returns
     -------
@@ -137,11 +144,11 @@ def class_logit_gradient(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
         s = torch.relu(s)
     w = s if select is None else s * select.to(s.dtype)
     (g,) = torch.autograd.grad(w.sum(), x, create_graph=create_graph)
-    return g, s
+    return masked(g, mask), s
 
 
 def nsr_loss(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, e: float = 0.01, signal: str = "abs",
-             correct: torch.Tensor | None = None) -> torch.Tensor:
+             correct: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Method 2: ``(1/N_c) Σ_{i correct} log(1 + ‖∇ₓs_i‖₁ / (|s_i| + e))`` (double back-propagation).
 
     Parameters
@@ -156,6 +163,8 @@ def nsr_loss(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, e: float
         ``"abs"`` (MIT-BIH: ``s = z_y``, denominator ``|z_y|``) or ``"relu"`` (CPSC2018: ``s = ReLU(z_y)``).
     correct
         Bool ``(N,)`` of correctly classified samples (default: from ``logits``).
+    mask
+        Padding mask: padded samples do not enter ``‖∇ₓs_i‖₁``.
 
     Returns
     -------
@@ -168,22 +177,22 @@ def nsr_loss(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, e: float
     n_c = int(correct.sum())
     if n_c == 0:
         return _zero(logits)
-    g, s = class_logit_gradient(x, logits, y, correct, signal=signal)
+    g, s = class_logit_gradient(x, logits, y, correct, signal=signal, mask=mask)
     noise = g.flatten(1).abs().sum(1)
     ratio = torch.log1p(noise / (s.abs() + e))
     return (ratio * correct.to(ratio.dtype)).sum() / n_c
 
 
 def alignment_loss(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, *, correct: torch.Tensor | None = None,
-                   eps: float = 1e-8) -> torch.Tensor:
+                   eps: float = 1e-8, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Method 1: ``(1/N_c) Σ_{i correct} ‖∇ₓz_{y_i}(x_i) − x_i/(‖x_i‖₂² + eps)‖₂²``."""
     if correct is None:
         correct = logits.detach().argmax(1) == y
     n_c = int(correct.sum())
     if n_c == 0:
         return _zero(logits)
-    g, _ = class_logit_gradient(x, logits, y, correct, signal="abs")
-    xf = x.detach().flatten(1)
+    g, _ = class_logit_gradient(x, logits, y, correct, signal="abs", mask=mask)
+    xf = masked(x.detach(), mask).flatten(1)
     target = xf / ((xf**2).sum(1, keepdim=True) + eps)
     err = ((g.flatten(1) - target) ** 2).sum(1)
     return (err * correct.to(err.dtype)).sum() / n_c
@@ -196,26 +205,29 @@ def _has_bias(model: nn.Module) -> list[str]:
 class _MSEMarginBase(DefenseTrainer):
     """``L_mse + margin_weight·L_margin`` plus a regulariser from ``regularizer()`` after the warm-up."""
 
+    default_class_balance = "oversample"  # Ma & Liang's tiled class-balanced sampler
+
     def __init__(self, model: nn.Module, config: TrainConfig | None, *, out_dir: str | Path | None,
                  generator: torch.Generator | None, margin: float, margin_weight: float, warmup_epochs: int) -> None:
         super().__init__(model, config, out_dir=out_dir, generator=generator)
         self.margin = check_float(margin, "margin", minimum=0.0, strict=True)
         self.margin_weight = check_float(margin_weight, "margin_weight", minimum=0.0)
-        self.warmup_epochs = check_count(warmup_epochs, "warmup_epochs")
+        self.warmup_epochs = check_int(warmup_epochs, "warmup_epochs")
         self.last_terms: dict[str, float] = {}
 
     def regularizer_weight(self) -> float:
         return 0.0
 
-    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-                    correct: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         warm = self.epoch < self.warmup_epochs
         weight = 0.0 if warm else self.regularizer_weight()
         x = x.detach().requires_grad_(weight > 0)
-        logits = self.model(x)
+        logits = self.forward(x, mask)
         loss = mse_onehot_loss(logits, y)
         terms = {"mse": float(loss.detach())}
         if not warm:
@@ -225,7 +237,7 @@ class _MSEMarginBase(DefenseTrainer):
                 loss = loss + self.margin_weight * m
                 terms["margin"] = float(m.detach())
             if weight > 0:
-                r = self.regularizer(x, logits, y, correct)
+                r = self.regularizer(x, logits, y, correct, mask)
                 loss = loss + weight * r
                 terms["regularizer"] = float(r.detach())
         self.last_terms = terms
@@ -236,7 +248,7 @@ class _MSEMarginBase(DefenseTrainer):
 @register_defense("mse", defaults={"beta": 0.0, "margin_weight": 0.0})
 @register_defense("mse_margin", defaults={"beta": 0.0})
 class NSRTrainer(_MSEMarginBase):
-    """NSR regularisation, Method 2 (Ma & Liang 2020/2022; methods-ecg.md §3.5, §4.3).
+    """NSR regularisation, Method 2 (Ma & Liang 2020/2022; arXiv 2005.09134 §3, arXiv 2110.09759).
 
     Loss ``L_mse + margin_weight·L_margin + β·L_NSR`` (only ``L_mse`` during warm-up). With ``beta=0``
     it is Ma & Liang's "mseMargin" baseline (registered as ``"mse_margin"``), and with
@@ -297,14 +309,14 @@ class NSRTrainer(_MSEMarginBase):
     def regularizer_weight(self) -> float:
         return self.beta
 
-    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-                    correct: torch.Tensor) -> torch.Tensor:
-        return nsr_loss(x, logits, y, e=self.e, signal=self.signal, correct=correct)
+    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        return nsr_loss(x, logits, y, e=self.e, signal=self.signal, correct=correct, mask=mask)
 
 
 @register_defense("nsr_align")
 class NSRAlignTrainer(_MSEMarginBase):
-    """NSR regularisation, Method 1: gradient alignment on bias-free models (Ma & Liang 2020, methods-ecg.md §3.5).
+    """NSR regularisation, Method 1: gradient alignment on bias-free models (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134).
 
     Loss ``L_mse + margin_weight·L_margin + weight·L_align``, weight 0.2. The model must have no bias
     parameters (build it with ``bias=False``), because the method relies on ``z_y(x) = ∇ₓz_y(x)ᵀx``.
@@ -351,6 +363,6 @@ class NSRAlignTrainer(_MSEMarginBase):
     def regularizer_weight(self) -> float:
         return self.weight
 
-    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-                    correct: torch.Tensor) -> torch.Tensor:
-        return alignment_loss(x, logits, y, correct=correct)
+    def regularizer(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        return alignment_loss(x, logits, y, correct=correct, mask=mask)

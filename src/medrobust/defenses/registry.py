@@ -71,6 +71,7 @@ def get_defense(
     config: "TrainConfig | None" = None,
     *,
     out_dir: str | Path | None = None,
+    recipe: str | None = None,
     **hp: Any,
 ) -> "Trainer":
     """Build the trainer of defence ``name`` for ``model``.
@@ -87,6 +88,10 @@ def get_defense(
         :class:`~medrobust.train.TrainConfig`.
     out_dir
         Output folder (checkpoint, history).
+    recipe
+        A paper's recipe (``"ma2020"``, ``"ma2022-cpsc"``, ``"shao2022"``, ``"han2020"``; see
+        :mod:`medrobust.defenses.recipes`): its defence options become the defaults (``**hp`` overrides
+        them) and, when ``config`` is ``None``, its :class:`~medrobust.train.TrainConfig` is used.
     **hp
         The defence's hyper-parameters (and ``generator=``, a ``torch.Generator``); unknown names
         raise :class:`ConfigError` listing the accepted ones.
@@ -100,6 +105,14 @@ def get_defense(
             f"defence {name!r} got unknown option(s) {unknown}; accepted: {', '.join(accepted) or '(none)'}."
         )
     kwargs = {**defaults, **hp}
+    if recipe is not None:
+        from medrobust.defenses.recipes import recipe_config
+        from medrobust.train.trainer import TrainConfig
+
+        arch = (getattr(model, "medrobust_arch", None) or {}).get("name")
+        train_kw, options = recipe_config(recipe, name, model=arch)
+        kwargs = {**defaults, **options, **hp}
+        config = config if config is not None else TrainConfig(**train_kw)
     trainer = cls(model, config, out_dir=out_dir, **kwargs)
     trainer.name = str(name).lower()  # the card records the registered name (e.g. "mse_margin")
     return trainer

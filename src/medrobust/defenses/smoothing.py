@@ -33,7 +33,8 @@ from torch import nn
 
 from medrobust.attacks import frozen_eval
 from medrobust.data.base import ECGDataset
-from medrobust.defenses.base import DefenseTrainer, check_count, check_float
+from medrobust.checks import check_float, check_int
+from medrobust.defenses.base import DefenseTrainer, masked
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import DataError
 from medrobust.train.trainer import TrainConfig
@@ -123,7 +124,7 @@ class SmoothedClassifier:
     def __init__(self, model: nn.Module, *, sigma: float, batch_size: int = 1000, units: str | None = None) -> None:
         self.model = model
         self.sigma = check_float(sigma, "sigma", minimum=0.0, strict=True)
-        self.batch_size = check_count(batch_size, "batch_size", minimum=1)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.units = units
 
     def _check(self, x: torch.Tensor) -> None:
@@ -135,7 +136,7 @@ class SmoothedClassifier:
     def sample_counts(self, x: torch.Tensor, n: int, *, generator: torch.Generator) -> torch.Tensor:
         """``(N, K)`` class counts of ``f(x_i + η)`` over ``n`` noise draws per sample."""
         self._check(x)
-        n = check_count(n, "n", minimum=1)
+        n = check_int(n, "n", minimum=1)
         out: list[torch.Tensor] = []
         with frozen_eval(self.model), torch.no_grad():
             for xi in x:
@@ -189,8 +190,8 @@ class SmoothedClassifier:
         CertifyResult
         """
         alpha = check_float(alpha, "alpha", minimum=0.0, maximum=1.0, strict=True)
-        n0 = check_count(n0, "n0", minimum=1)
-        n = check_count(n, "n", minimum=1)
+        n0 = check_int(n0, "n0", minimum=1)
+        n = check_int(n, "n", minimum=1)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         guess = self.sample_counts(x, n0, generator=gen).argmax(1)
         counts = self.sample_counts(x, n, generator=gen)
@@ -246,10 +247,11 @@ class GaussianNoiseTraining(DefenseTrainer):
         self.check_scale(self.sigma, "sigma")
         self.hp["units"] = train.meta.units
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noisy = x + self.sigma * self.randn_like(x)
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy = x + masked(self.sigma * self.randn_like(x), mask)
         if self.noise_fraction < 1.0:
             keep = (torch.rand(x.shape[0], generator=self.generator) < self.noise_fraction).to(x.device)
             noisy = torch.where(keep.view(-1, *[1] * (x.ndim - 1)), noisy, x)
-        logits = self.model(noisy)
+        logits = self.forward(noisy, mask)
         return F.cross_entropy(logits, y, weight=self.loss_weights), logits

@@ -12,8 +12,9 @@ frozen parameters (the authors' code switches to eval mode for the attack as wel
 the outer loss flow through both ``f(x)`` and ``f(x')``. β = 6 is the authors' main setting
 (1/λ in the paper).
 
-Not MAIR's or ART's code: written from the paper; unlike MAIR's TRADES class this docstring describes
-TRADES (landscape.md §5.7).
+Written from the paper. Padded samples of variable-length records (``mask``) are never perturbed and
+the model receives the mask (masked pooling). Zhang et al. train on class-balanced benchmarks, so the
+default class balancing is none (``class_balance="auto"`` resolves to ``"none"``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.attacks import frozen_eval
+from medrobust.checks import BoundsArg, check_bounds, check_float, check_int
 from medrobust.data.base import ECGDataset
-from medrobust.defenses.base import BoundsArg, DefenseTrainer, check_bounds, check_count, check_float, clip
+from medrobust.defenses.base import DefenseTrainer, clip, masked
+from medrobust.models.inference import forward
 from medrobust.defenses.registry import register_defense
 from medrobust.train.trainer import TrainConfig
 
@@ -60,6 +63,7 @@ def trades_attack(
     bounds: tuple[float, float] | None,
     generator: torch.Generator,
     init_std: float = 0.001,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TRADES' inner maximisation of the KL divergence under an L∞ ball (eval mode, frozen parameters).
 
@@ -77,6 +81,9 @@ def trades_attack(
         Source of the Gaussian start ``x + init_std·N(0, I)``.
     init_std
         Standard deviation of the start (the authors use 0.001 on [0, 1] images).
+    mask
+        Padding mask (1 on the signal): the perturbation is zero on padded samples and the model gets
+        the mask.
 
     Returns
     -------
@@ -85,19 +92,19 @@ def trades_attack(
     """
     with frozen_eval(model):
         with torch.no_grad():
-            p_log = F.log_softmax(model(x), dim=1)
+            p_log = F.log_softmax(forward(model, x, mask), dim=1)
         noise = torch.randn(tuple(x.shape), generator=generator, device=generator.device, dtype=torch.float32)
-        x_adv = clip(x + init_std * noise.to(device=x.device, dtype=x.dtype), bounds)
+        x_adv = clip(x + masked(init_std * noise.to(device=x.device, dtype=x.dtype), mask), bounds)
         for _ in range(steps):
             x_adv = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
-                q_log = F.log_softmax(model(x_adv), dim=1)
+                q_log = F.log_softmax(forward(model, x_adv, mask), dim=1)
                 kl = (p_log.exp() * (p_log - q_log)).sum()
                 (g,) = torch.autograd.grad(kl, x_adv)
             with torch.no_grad():
-                x_adv = x_adv + step_size * g.sign()
+                x_adv = x_adv + step_size * masked(g.sign(), mask)
                 x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
-                x_adv = clip(x_adv, bounds)
+                x_adv = clip(x_adv, bounds) if mask is None else x + masked(clip(x_adv, bounds) - x, mask)
     return x_adv.detach()
 
 
@@ -119,7 +126,7 @@ class TRADES(DefenseTrainer):
     step_size
         Inner step (default ``eps/10``).
     bounds
-        ``(lo, hi)``, ``None`` or ``"auto"`` ((0, 1) for normalised [0, 1] data).
+        ``(lo, hi)``, ``None`` or ``"auto"`` (the data units' natural range).
     init_std
         Standard deviation of the Gaussian start.
     """
@@ -143,7 +150,7 @@ class TRADES(DefenseTrainer):
         super().__init__(model, config, out_dir=out_dir, generator=generator)
         self.beta = check_float(beta, "beta", minimum=0.0)
         self.eps = check_float(eps, "eps", minimum=0.0, strict=True)
-        self.steps = check_count(steps, "steps", minimum=1)
+        self.steps = check_int(steps, "steps", minimum=1)
         self.step_size = self.eps / 10.0 if step_size is None else check_float(step_size, "step_size", minimum=0.0,
                                                                               strict=True)
         self.bounds_arg = check_bounds(bounds)
@@ -161,10 +168,11 @@ class TRADES(DefenseTrainer):
         self.check_scale(self.eps, "eps")
         self._record_hp()
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = trades_attack(self.model, x, eps=self.eps, steps=self.steps, step_size=self.step_size,
-                              bounds=self.bounds, generator=self.generator, init_std=self.init_std)
-        logits = self.model(x)
-        adv_logits = self.model(x_adv)
+                              bounds=self.bounds, generator=self.generator, init_std=self.init_std, mask=mask)
+        logits = self.forward(x, mask)
+        adv_logits = self.forward(x_adv, mask)
         loss = F.cross_entropy(logits, y, weight=self.loss_weights) + self.beta * trades_kl(logits, adv_logits)
         return loss, logits

@@ -1,7 +1,7 @@
 """Adversarial retraining against universal adversarial perturbations (UAPs), repeated in rounds.
 
 Procedure of Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, "Universal adversarial perturbations", CVPR
-2017 (arXiv 1610.08401), §4, as summarised in methods-uap.md §10 (also used by Hirano, Minagi &
+2017 (arXiv 1610.08401), §4 (also used by Hirano, Minagi &
 Takemoto, BMC Med. Imaging 21:9, 2021, for medical images)::
 
     repeat for every round (every ``epochs_per_round`` epochs):
@@ -16,10 +16,10 @@ toolkit's full UAP attack is a separate module): each of the ``P`` perturbations
 cross-entropy of a fresh random minibatch of the generation set w.r.t. the model's clean predictions
 (the fooling objective), ``v_p ← Π_ξ(v_p + α·dir(∇ mean_b CE(f(x_b + v_p), ĉ_b)))`` with ``dir`` = sign (L∞)
 or ``g/‖g‖₂`` (L2), from random starts; all ``P`` run in one batched forward pass per step. It is not
-the DeepFool/FGSM-acceptance algorithm of Moosavi-Dezfooli or MedicalAI-UAP (methods-uap.md §5).
+the DeepFool/FGSM-acceptance algorithm of Moosavi-Dezfooli et al. or of MedicalAI-UAP (Hirano et al. 2021).
 
 Budget: ``eps_mode="relative"`` gives ``ξ = ζ · mean_i ‖x_i‖_p`` over the training inputs (the
-MedicalAI-UAP convention, ζ = 0.04 with p = 2 by default, methods-uap.md §4); ``"abs"`` takes ``eps`` in
+MedicalAI-UAP convention of Hirano et al. 2021, ζ = 0.04 with p = 2 by default); ``"abs"`` takes ``eps`` in
 input units.
 """
 
@@ -34,15 +34,8 @@ from torch import nn
 
 from medrobust.attacks import frozen_eval
 from medrobust.data.base import ECGDataset
-from medrobust.defenses.base import (
-    BoundsArg,
-    DefenseTrainer,
-    check_bounds,
-    check_choice,
-    check_count,
-    check_float,
-    clip,
-)
+from medrobust.checks import BoundsArg, check_bounds, check_choice, check_float, check_int
+from medrobust.defenses.base import DefenseTrainer, clip, masked
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import ConfigError
 from medrobust.train.trainer import TrainConfig
@@ -116,9 +109,9 @@ def universal_perturbations(
     """
     check_choice(norm, "norm", ("linf", "l2"))
     eps = check_float(eps, "eps", minimum=0.0, strict=True)
-    pool_size = check_count(pool_size, "pool_size", minimum=1)
-    steps = check_count(steps, "steps", minimum=1)
-    batch_size = check_count(batch_size, "batch_size", minimum=1)
+    pool_size = check_int(pool_size, "pool_size", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if x.shape[0] == 0:
         raise ConfigError("universal_perturbations needs a non-empty generation set.")
     alpha = eps / 10.0 if step_size is None else check_float(step_size, "step_size", minimum=0.0, strict=True)
@@ -201,14 +194,14 @@ class UAPRetraining(DefenseTrainer):
         self.eps = check_float(eps, "eps", minimum=0.0, strict=True)
         self.eps_mode = check_choice(eps_mode, "eps_mode", ("relative", "abs"))
         self.norm = check_choice(norm, "norm", ("linf", "l2"))
-        self.pool_size = check_count(pool_size, "pool_size", minimum=1)
+        self.pool_size = check_int(pool_size, "pool_size", minimum=1)
         self.probability = check_float(probability, "probability", minimum=0.0, maximum=1.0)
-        self.epochs_per_round = check_count(epochs_per_round, "epochs_per_round", minimum=1)
-        self.uap_steps = check_count(uap_steps, "uap_steps", minimum=1)
+        self.epochs_per_round = check_int(epochs_per_round, "epochs_per_round", minimum=1)
+        self.uap_steps = check_int(uap_steps, "uap_steps", minimum=1)
         self.uap_step_size = None if uap_step_size is None else check_float(uap_step_size, "uap_step_size",
                                                                              minimum=0.0, strict=True)
-        self.uap_batch_size = check_count(uap_batch_size, "uap_batch_size", minimum=1)
-        self.generation_size = check_count(generation_size, "generation_size", minimum=1)
+        self.uap_batch_size = check_int(uap_batch_size, "uap_batch_size", minimum=1)
+        self.generation_size = check_int(generation_size, "generation_size", minimum=1)
         self.bounds_arg = check_bounds(bounds)
         self.bounds: tuple[float, float] | None = None if self.bounds_arg == "auto" else self.bounds_arg  # type: ignore[assignment]
         self.radius: float | None = self.eps if self.eps_mode == "abs" else None
@@ -259,12 +252,13 @@ class UAPRetraining(DefenseTrainer):
         if epoch % self.epochs_per_round == 0:
             self.build_pool()
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pool is not None and self.probability > 0:
             n = x.shape[0]
             carry = torch.rand(n, generator=self.generator).to(x.device) < self.probability
             pick = torch.randint(0, self.pool.shape[0], (n,), generator=self.generator).to(x.device)
-            perturbed = clip(x + self.pool[pick], self.bounds)
+            perturbed = x + masked(clip(x + self.pool[pick], self.bounds) - x, mask)
             x = torch.where(carry.view(-1, *[1] * (x.ndim - 1)), perturbed, x)
-        logits = self.model(x)
+        logits = self.forward(x, mask)
         return F.cross_entropy(logits, y, weight=self.loss_weights), logits

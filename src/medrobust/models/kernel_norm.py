@@ -1,4 +1,4 @@
-"""Ma & Liang's per-unit weight normalisation (methods-ecg.md §3.3).
+"""Ma & Liang's per-unit weight normalisation and dead-unit re-initialisation (their released training code).
 
 Ma, L. & Liang, L. "Improve robustness of DNN for ECG signal classification: a noise-to-signal
 ratio perspective", ICLR 2020 AI4AH workshop (arXiv 2005.09134).

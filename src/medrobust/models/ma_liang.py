@@ -1,4 +1,4 @@
-"""Ma & Liang's MIT-BIH beat models CNN1 and MLP1 (methods-ecg.md §3.3).
+"""Ma & Liang's MIT-BIH beat models CNN1 and MLP1 (ICLR 2020 AI4AH workshop, arXiv 2005.09134, their models).
 
 Ma, L. & Liang, L. "Improve robustness of DNN for ECG signal classification: a noise-to-signal
 ratio perspective", ICLR 2020 AI4AH (arXiv 2005.09134); Ma & Liang, Comput. Biol. Med. 2022

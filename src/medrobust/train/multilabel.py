@@ -126,8 +126,11 @@ class MultiLabelTrainer(Trainer):
             return self.model(x, self._mask)
         return self.model(x)
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean binary cross-entropy over samples and classes."""
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean binary cross-entropy over samples and classes (``mask``: this batch's padding mask)."""
+        if mask is not None and self.pass_mask:
+            self._mask = mask
         logits = self.forward(x)
         if logits.shape != y.shape:
             raise ConfigError(f"model outputs {tuple(logits.shape)} but targets are {tuple(y.shape)}; "

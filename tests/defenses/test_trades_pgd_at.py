@@ -109,9 +109,10 @@ def test_attack_correct_only_leaves_misclassified_samples_clean(beats) -> None:
     seen: list[torch.Tensor] = []
 
     class Spy(AdversarialTraining):
-        def attack(self, xs: torch.Tensor, ys: torch.Tensor, eps: float) -> torch.Tensor:
+        def attack(self, xs: torch.Tensor, ys: torch.Tensor, eps: float,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
             seen.append(ys)
-            return super().attack(xs, ys, eps)
+            return super().attack(xs, ys, eps, mask)
 
     t = Spy(net, TrainConfig(epochs=2), eps=0.05, steps=2, attack_correct_only=True)
     net.eval()  # no dropout in TinyNet; eval keeps the "current forward pass" deterministic
