@@ -6,6 +6,7 @@ YAML layout (every key optional; command-line flags override it)::
     model: {name: cnn1, kwargs: {weight_norm: true}}
     train: {epochs: 10, batch_size: 128, lr: 0.001, optimizer: adamax, class_balance: none, seed: 0}
     defense: {name: nsr, beta: 0.3}      # any registered defence and its hyper-parameters (default: ce)
+    recipe: ma2020                       # optional: a paper's settings as defaults (see --recipe)
     init_from: runs/ce/checkpoint        # optional: start from a checkpoint's weights (fine-tuning)
     trust_unverified: false              # load an init_from checkpoint whose weights hash is missing/wrong
     out: runs/cnn1
@@ -14,6 +15,10 @@ YAML layout (every key optional; command-line flags override it)::
 Every key and value is checked (type, allowed keys, ranges) before any data is read. ``--out`` must be a
 new or empty folder, or one an earlier ``medrobust train`` wrote; re-running into a folder that holds a
 trained checkpoint needs ``--overwrite``, which removes only what ``train`` writes (``TRAIN_PRODUCES``).
+
+``--recipe NAME`` (``ma2020``, ``ma2022-cpsc``, ``shao2022``, ``han2020``; :mod:`medrobust.defenses.recipes`)
+takes the paper's training settings, architecture and defence options as defaults: the YAML and the flags
+still override each of them.
 
 ``--defense NAME`` and repeated ``--defense-option KEY=VALUE`` override the YAML ``defense`` block;
 ``medrobust train --list-defenses`` prints the defences and their options.
@@ -31,7 +36,7 @@ from medrobust.errors import ConfigError
 
 CONFIG_SCHEMA: dict[str, Any] = {"dataset": dict | None, "model": dict | None, "train": dict | None,
                                  "out": str | None, "evaluate_test": bool | None, "defense": str | dict | None,
-                                 "init_from": str | None, "trust_unverified": bool | None}
+                                 "init_from": str | None, "trust_unverified": bool | None, "recipe": str | None}
 CONFIG_KEYS = set(CONFIG_SCHEMA)
 DATASET_SCHEMA: dict[str, Any] = {"name": str, "root": str | None, "options": dict | None}
 MODEL_SCHEMA: dict[str, Any] = {"name": str, "kwargs": dict | None}
@@ -51,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=["adam", "adamax"])
-    p.add_argument("--class-balance", choices=["none", "oversample", "weights"])
+    p.add_argument("--class-balance", choices=["auto", "none", "oversample", "weights"],
+                   help="auto (default): the balancing the defence's paper used")
     p.add_argument("--monitor", choices=["accuracy", "balanced_accuracy", "macro_f1", "loss"])
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int)
@@ -61,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", help="output folder (checkpoint/, history.jsonl, summary.json)")
     p.add_argument("--defense", help="defence / training recipe (default: ce); see --list-defenses")
+    p.add_argument("--recipe", help="a paper's settings as defaults: ma2020, ma2022-cpsc, shao2022, han2020")
     p.add_argument("--defense-option", action="append", metavar="KEY=VALUE",
                    help="defence hyper-parameter, repeatable (e.g. beta=0.3, eps=0.1)")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="initialise the model from a checkpoint's weights")
@@ -89,13 +96,17 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         ds["root"] = args.data_dir
     ds["options"] = check_dataset_options(ds["name"], ds["options"])
     model = check_section(cfg.get("model"), MODEL_SCHEMA, where=f"{src}: model")
-    model.setdefault("name", "cnn1")
-    model["kwargs"] = {**(model.get("kwargs") or {}), **parse_options(args.model_option, flag="--model-option")}
     if args.model:
         model["name"] = args.model
+    defense = resolve_defense(cfg.get("defense"), getattr(args, "defense", None),
+                              getattr(args, "defense_option", None), args.config)
+    recipe = getattr(args, "recipe", None) or cfg.get("recipe")
+    recipe_train, model = _apply_recipe(recipe, defense, model) if recipe else ({}, model)
+    model.setdefault("name", "cnn1")
+    model["kwargs"] = {**(model.get("kwargs") or {}), **parse_options(args.model_option, flag="--model-option")}
     if model["name"] not in available_models():
         raise ConfigError(f"unknown model name {model['name']!r}; available: {', '.join(available_models())}.")
-    train = dict(cfg.get("train") or {})
+    train = {**recipe_train, **dict(cfg.get("train") or {})}
     for flag in ("epochs", "batch_size", "lr", "optimizer", "class_balance", "monitor", "patience", "seed", "device"):
         value = getattr(args, flag)
         if value is not None:
@@ -106,13 +117,23 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     TrainConfig(**train).validate()  # ranges and choices, before any data is read
     out = args.out or cfg.get("out") or f"runs/train-{ds['name']}-{model['name']}"
     evaluate_test = args.evaluate_test if args.evaluate_test is not None else bool(cfg.get("evaluate_test", False))
-    defense = resolve_defense(cfg.get("defense"), getattr(args, "defense", None),
-                              getattr(args, "defense_option", None), args.config)
     init_from = getattr(args, "init_from", None) or cfg.get("init_from")
     trust = getattr(args, "trust_unverified", None)
     trust = bool(cfg.get("trust_unverified") or False) if trust is None else trust
     return {"dataset": ds, "model": model, "train": train, "out": out, "evaluate_test": evaluate_test,
-            "defense": defense, "init_from": init_from, "trust_unverified": trust}
+            "defense": defense, "init_from": init_from, "trust_unverified": trust, "recipe": recipe}
+
+
+def _apply_recipe(recipe: str, defense: dict[str, Any], model: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe's training settings, and the model section with the recipe's architecture as default; the
+    recipe's defence options are filled into ``defense`` where the user gave none."""
+    from medrobust.defenses.recipes import recipe_config, recipe_model
+
+    name, kwargs = recipe_model(recipe, defense["name"], model=model.get("name"))
+    train_kw, options = recipe_config(recipe, defense["name"], model=name)
+    for k, v in options.items():
+        defense.setdefault(k, v)
+    return dict(train_kw), {**model, "name": name, "kwargs": {**kwargs, **(model.get("kwargs") or {})}}
 
 
 def resolve_defense(block: Any, name: str | None, options: list[str] | None, source: str | None) -> dict[str, Any]:
@@ -198,7 +219,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"training {cfg['model']['name']} with defence {dname!r} on {train!r}")
     trainer = get_defense(dname, model, tcfg, out_dir=out, **defense)
     result = trainer.fit(train, val)
+    if result.degenerate:
+        print(f"warning: degenerate model: {result.degenerate}")
     summary: dict[str, Any] = {"config": cfg, "best_epoch": result.best_epoch, "seconds": result.seconds,
+                               "degenerate": result.degenerate,
                                "defense": {"name": dname, "hyperparameters": trainer.hyperparameters()},
                                "checkpoint": str(out / "checkpoint"), "init_from": init_info,
                                "val": {k: result.best_metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}}
