@@ -303,3 +303,16 @@ def test_unverified_weights_refused_then_flagged_with_trust_unverified(
                  "--no-progress", "--out", str(tmp_path / "adv")]) == 2
     assert main(["attack", "--checkpoint", str(bad), *DATA, "--attack", "fgsm", "--eps", "0.05", "--limit", "4",
                  "--no-progress", "--trust-unverified", "--out", str(tmp_path / "adv")]) == 0
+
+
+@pytest.mark.parametrize(("dataset", "key"), [('{name: synthetic, limit: "ten"}', "limit"),
+                                               ('{name: synthetic, options: "format=native"}', "options"),
+                                               ("{name: synthetic, limt: 5}", "limt")])
+def test_evaluate_yaml_values_are_checked_before_any_work(dataset: str, key: str, ckpt: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(f"checkpoint: {ckpt}\ndataset: {dataset}\n")
+    assert main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0] and str(cfg) in err[0]
+    assert not (tmp_path / "o" / "card.json").exists()

@@ -31,11 +31,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medrobust.cli._util import ensure_writable_dir, format_table, parse_options, read_yaml
+from medrobust.cli._util import check_section, ensure_writable_dir, format_table, parse_options, read_yaml
 from medrobust.errors import ConfigError
 
-CONFIG_KEYS = {"checkpoint", "dataset", "protocol", "out", "device", "report"}
-DATASET_KEYS = {"name", "root", "split", "limit", "options"}
+CONFIG_SCHEMA: dict[str, Any] = {"checkpoint": str | None, "dataset": dict | None, "protocol": str | dict | None,
+                                 "out": str | None, "device": str | None, "report": bool | None}
+DATASET_SCHEMA: dict[str, Any] = {"name": str | None, "root": str | None, "split": str | None, "limit": int | None,
+                                  "options": dict | None}
+CONFIG_KEYS = set(CONFIG_SCHEMA)
+DATASET_KEYS = set(DATASET_SCHEMA)
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,14 +148,11 @@ def _protocol_settings(proto_cfg: Any, args: argparse.Namespace) -> dict[str, An
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Merge YAML and flags into ``{checkpoint, dataset, protocol (ProtocolConfig | 'standard' dict), ...}``."""
-    cfg = read_yaml(args.config) if args.config else {}
-    unknown = set(cfg) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{args.config}: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}.")
-    ds = dict(cfg.get("dataset") or {})
-    bad = set(ds) - DATASET_KEYS
-    if bad:
-        raise ConfigError(f"{args.config}: dataset has unknown keys {sorted(bad)}; allowed: {sorted(DATASET_KEYS)}.")
+    src = args.config or "evaluate config"
+    cfg = check_section(read_yaml(args.config) if args.config else {}, CONFIG_SCHEMA, where=src)
+    ds = check_section(cfg.get("dataset"), DATASET_SCHEMA, where=f"{src}: dataset")
+    if ds.get("limit") is not None and ds["limit"] < 1:
+        raise ConfigError(f"{src}: dataset.limit must be a positive integer, got {ds['limit']!r}.")
     ds["options"] = {**(ds.get("options") or {}), **parse_options(args.option)}
     for key, flag in (("name", "dataset"), ("root", "data_dir"), ("split", "split"), ("limit", "limit")):
         if getattr(args, flag) is not None:
