@@ -9,8 +9,9 @@ The reference is the larger of the two CE robust accuracies. Robustness is measu
 clamped to [0, 1]; robust accuracy = correct when clean and not flipped by the attack.
 
 Measured on this slice (torch 2.13 CPU, one thread), clean / robust accuracy: CE start 0.888 / 0.388, CE
-continued 0.896 / 0.404; PGD-AT 0.896 / 0.684, TRADES 0.852 / 0.648, NSR (β 1) 0.744 / 0.624, Jacobian
-0.880 / 0.664, ADT 0.892 / 0.616. Margins below are about half the measured gains. NSR must also beat its
+continued 0.896 / 0.404; PGD-AT 0.896 / 0.684, TRADES 0.856 / 0.652, NSR (β 1) 0.744 / 0.624, Jacobian
+0.880 / 0.664, ADT 0.884 / 0.604 (TRADES and ADT re-measured with their adversaries on medrobust.attacks;
+before: 0.856 / 0.644 and 0.892 / 0.616). Margins below are about half the measured gains. NSR must also beat its
 own ablation without the NSR term (Ma & Liang's "mseMargin": 0.772 / 0.512), so the gain is the
 regulariser's, not the MSE loss's. Smoothing (σ = 0.15, CERTIFY with n0 = 20, n = 200, α = 0.01): certified
 accuracy at L2 radius 0.2 is 0.724 for the noise-trained model against 0.536 for the smoothed CE start.

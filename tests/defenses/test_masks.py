@@ -14,7 +14,6 @@ from torch import nn
 
 from medrobust.data.base import DatasetMeta, ECGDataset
 from medrobust.defenses import get_defense, jacobian_norm, nsr_loss, alignment_loss
-from medrobust.defenses.base import MaskChannel
 from medrobust.train import TrainConfig, Trainer
 
 from .conftest import Linear
@@ -63,9 +62,9 @@ CASES = {
     "jacobian": {},
     "smoothing": {"sigma": 0.1},
     "adt": {"eps": 0.1, "step_size": 0.05, "pgd_steps": 2, "smooth_steps": 2},
+    "uap_retraining": {"eps": 0.1, "eps_mode": "abs", "norm": "linf", "pool_size": 2, "uap_max_iter": 1,
+                       "generation_size": 8, "epochs_per_round": 1},
 }
-# uap_retraining: its private UAP solver calls the model without the mask until it is ported onto
-# medrobust.attacks; the UAPs it adds during fine-tuning are masked (compute_loss).
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -81,15 +80,6 @@ def test_every_defence_passes_masks_and_keeps_padding(case: str) -> None:
     trainer = get_defense(name, model, cfg, **hp)
     trainer.fit(ds, ds)  # SpyMasked raises if any forward misses the mask or sees a changed padding
     assert model.calls >= 3
-
-
-def test_mask_channel_round_trip() -> None:
-    ds = _padded(4)
-    xm, threat = MaskChannel.pack(ds.x, ds.mask)
-    assert xm.shape == (4, C + 1, L) and torch.equal(xm[:, -1:], ds.mask)
-    assert float(threat[:, -1].abs().max()) == 0.0 and torch.equal(threat[:, :1], ds.mask)
-    spy = SpyMasked()
-    assert torch.equal(MaskChannel(spy)(xm), spy(ds.x, mask=ds.mask))
 
 
 def _same_padding_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

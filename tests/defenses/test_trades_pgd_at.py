@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from medrobust.defenses import TRADES, AdversarialTraining, trades_attack, trades_kl
+from medrobust.attacks import AttackContext
+from medrobust.defenses import TRADES, AdversarialTraining, TradesPGD, trades_kl
 from medrobust.errors import ConfigError
 from medrobust.train import TrainConfig
 
@@ -34,12 +35,35 @@ def test_trades_attack_stays_in_ball_and_bounds_and_raises_kl(beats) -> None:
     torch.manual_seed(0)
     net = TinyNet(187, 5)
     x = beats[0].x[:32]
-    x_adv = trades_attack(net, x, eps=0.05, steps=5, step_size=0.02, bounds=(0.0, 1.0),
-                          generator=torch.Generator().manual_seed(0))
+    t = TRADES(net, TrainConfig(epochs=1), eps=0.05, steps=5, step_size=0.02, bounds=(0.0, 1.0))
+    x_adv = t.attack(x)
     assert float((x_adv - x).abs().max()) <= 0.05 + 1e-7
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     with torch.no_grad():
         assert trades_kl(net(x), net(x_adv)).item() > 1e-4
+
+
+def test_trades_adversary_is_algorithm_1_by_hand(beats, monkeypatch) -> None:
+    """TradesPGD = Zhang et al.'s Algorithm 1 written out: start x + 0.001·N(0, I), then every sample takes
+    every sign step of the KL to softmax(f(x)), projected on the ball and [0, 1]; the output is the final
+    iterate (kills: uniform or no start, wrong start scale, early stop / best iterate, hard-label CE)."""
+    torch.manual_seed(0)
+    net = TinyNet(187, 5)
+    x = beats[0].x[:24]
+    noise = torch.randn(tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(AttackContext, "randn", lambda self, act, *shape: noise[act.idx].to(self.x.dtype))
+    eps, step, steps = 0.05, 0.02, 6
+    with torch.no_grad():
+        p = torch.softmax(net(x), 1)
+    got = TradesPGD(net, eps=eps, steps=steps, step_size=step, bounds=(0.0, 1.0))(x, p).x_adv
+    xa = (x + 0.001 * noise).clamp(0, 1)
+    for _ in range(steps):
+        xa = xa.detach().requires_grad_(True)
+        kl = (p * (p.log() - torch.log_softmax(net(xa), 1))).sum()
+        (g,) = torch.autograd.grad(kl, xa)
+        xa = torch.minimum(torch.maximum(xa + step * g.sign(), x - eps), x + eps).clamp(0, 1).detach()
+    torch.testing.assert_close(got, xa, atol=1e-6, rtol=0)
+    assert float((got - x).flatten(1).abs().amax(1).min()) > 0.9 * eps  # every sample moved (no early stop at x)
 
 
 class _DropNet(nn.Module):

@@ -25,7 +25,7 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "jacobian": ("cnn1", {}, {}),
     "distillation": ("mlp1", {}, {"temperature": 5.0}),
     "adt": ("mlp1", {}, {"eps": 0.05, "step_size": 0.01, "pgd_steps": 2, "smooth_steps": 2}),
-    "uap_retraining": ("mlp1", {}, {"norm": "linf", "eps": 0.03, "eps_mode": "abs", "pool_size": 4, "uap_steps": 5,
+    "uap_retraining": ("mlp1", {}, {"norm": "linf", "eps": 0.03, "eps_mode": "abs", "pool_size": 4, "uap_max_iter": 2,
                                     "generation_size": 128, "epochs_per_round": 1}),
     "smoothing": ("mlp1", {}, {"sigma": 0.05}),
 }

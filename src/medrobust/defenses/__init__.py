@@ -29,7 +29,7 @@ from medrobust.train.trainer import Trainer
 
 register_defense("ce")(Trainer)
 
-from medrobust.defenses.adt import ADT, sap_soft  # noqa: E402
+from medrobust.defenses.adt import ADT  # noqa: E402
 from medrobust.defenses.base import DefenseTrainer  # noqa: E402
 from medrobust.defenses.distillation import DefensiveDistillation, soft_cross_entropy  # noqa: E402
 from medrobust.defenses.pgd_at import AdversarialTraining  # noqa: E402
@@ -50,8 +50,8 @@ from medrobust.defenses.smoothing import (  # noqa: E402
     certified_radius,
     clopper_pearson_lower,
 )
-from medrobust.defenses.trades import TRADES, trades_attack, trades_kl  # noqa: E402
-from medrobust.defenses.uap_retraining import UAPRetraining, universal_perturbations  # noqa: E402
+from medrobust.defenses.trades import TRADES, TradesPGD, trades_kl  # noqa: E402
+from medrobust.defenses.uap_retraining import UAPRetraining  # noqa: E402
 
 __all__ = [
     "get_defense",
@@ -77,15 +77,13 @@ __all__ = [
     "SmoothedClassifier",
     "CertifyResult",
     "trades_kl",
-    "trades_attack",
+    "TradesPGD",
     "mse_onehot_loss",
     "within_margin_loss",
     "nsr_loss",
     "alignment_loss",
     "jacobian_norm",
     "soft_cross_entropy",
-    "sap_soft",
-    "universal_perturbations",
     "clopper_pearson_lower",
     "certified_radius",
 ]

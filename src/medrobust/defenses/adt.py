@@ -9,7 +9,9 @@ distillation training", arXiv 2203.09487 (2022; released as CardioDefense)::
 with ``H`` the soft cross-entropy, ``T = 1``, and the training adversary SAP (Han et al., "Deep learning
 models for electrocardiograms are susceptible to adversarial attack", Nature Medicine 26:360-363, 2020):
 ``pgd_steps`` sign steps on ``δ`` then ``smooth_steps`` sign steps on ``θ`` through the SAP smoothing
-filter, ``x_adv = x + S(θ)``; Shao et al.: ε = 10, α = 1 (ADC units), 5 + 5 steps. ``f₁`` and ``f₂`` start
+filter, ``x_adv = x + S(θ)``; Shao et al.: ε = 10, α = 1 (ADC units), 5 + 5 steps. It is
+:class:`medrobust.attacks.SAP` called with the soft labels (``loss="ce"`` is the soft cross-entropy; a
+callable ``H(q, f(x')/T)`` when ``T ≠ 1``), ``early_stop=False`` and Han's final iterate (``output="final"``). ``f₁`` and ``f₂`` start
 from independent random initialisations (as in the paper; not the student's initial weights).
 Ablations: ``ablation="init"`` (Init-CardioDefense: adversarial stage 1, clean stage 2) and
 ``ablation="dist"`` (Dist-CardioDefense: clean stage 1, adversarial stage 2).
@@ -29,18 +31,14 @@ default here is Ma & Liang's tiled oversampling (``class_balance="auto"`` → ``
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from medrobust.attacks import frozen_eval, sap_kernel
-from medrobust.attacks.smoothing import smooth, smoothing_matrix
+from medrobust.attacks import PGD, SAP, Attack
 from medrobust.checks import BoundsArg, check_bounds, check_choice, check_float, check_int
 from medrobust.data.base import ECGDataset
-from medrobust.defenses.base import clip, masked
 from medrobust.defenses.distillation import _TwoStageDistillation, soft_cross_entropy
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import ConfigError
@@ -50,77 +48,32 @@ from medrobust.train.trainer import TrainConfig
 ABLATIONS: tuple[str, ...] = ("none", "init", "dist")
 
 
-@contextlib.contextmanager
-def _attack_mode(model: nn.Module, train_mode: bool) -> Iterator[None]:
-    """Frozen parameters, and eval mode unless ``train_mode`` (the reference's quirk)."""
-    if not train_mode:
-        with frozen_eval(model):
-            yield
-        return
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, req in flags:
-            p.requires_grad_(req)
+class _TrainModeView(nn.Module):
+    """``model`` forced into train mode at every forward (the reference's train-mode adversary).
 
-
-def sap_soft(
-    model: nn.Module,
-    x: torch.Tensor,
-    q: torch.Tensor,
-    *,
-    eps: float,
-    step_size: float,
-    pgd_steps: int,
-    smooth_steps: int,
-    kernel: torch.Tensor,
-    temperature: float = 1.0,
-    bounds: tuple[float, float] | None = None,
-    train_mode: bool = False,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """SAP (Han et al., Nature Medicine 2020) against *soft* labels: ADT's training adversary.
-
-    ``pgd_steps`` sign steps on ``δ`` (no random start) maximising ``Σ_i H(q_i, f(x_i + δ_i)/T)``,
-    then ``smooth_steps`` sign steps on ``θ`` (initialised with ``δ``) through the smoothing filter,
-    ``x_adv = x + S(θ)``; ``θ`` and ``δ`` are clamped to ``[−ε, ε]``, the input to ``bounds``, and the
-    perturbation is multiplied by ``mask`` (padding untouched; the model receives the mask). The
-    public :class:`~medrobust.attacks.SAP` takes hard labels only, hence this small routine; with
-    one-hot ``q`` and ``T = 1`` it optimises the same objective.
-
-    Returns
-    -------
-    torch.Tensor
-        Detached adversarial batch.
+    Attacks put their model in eval mode; this view switches the wrapped model back to train mode
+    (dropout, batch-norm batch statistics) inside each forward. The attack restores every module's mode
+    on exit. The padding mask is passed on to models with masked pooling.
     """
-    length = x.shape[-1]
-    kern = kernel.to(device=x.device, dtype=x.dtype)
-    matrix = smoothing_matrix(kernel, length, dtype=x.dtype, device=x.device) if length <= 1024 else None
-    delta = torch.zeros_like(x)
 
-    def perturbed(d: torch.Tensor) -> torch.Tensor:
-        return clip(x + masked(d, mask), bounds)
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
 
-    def objective(inp: torch.Tensor) -> torch.Tensor:
-        return soft_cross_entropy(forward(model, inp, mask), q, temperature=temperature, reduction="sum")
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.model.train()
+        return forward(self.model, x, mask)
 
-    with _attack_mode(model, train_mode), torch.enable_grad():
-        for _ in range(pgd_steps):
-            delta = delta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(objective(perturbed(delta)), delta)
-            delta = (delta + step_size * g.sign()).clamp(-eps, eps)
-        theta = delta.detach()
-        for _ in range(smooth_steps):
-            theta = theta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(objective(perturbed(smooth(theta, kern, matrix=matrix))), theta)
-            theta = (theta + step_size * g.sign()).clamp(-eps, eps)
-        with torch.no_grad():
-            final = smooth(theta.detach(), kern, matrix=matrix) if smooth_steps > 0 else theta.detach()
-            out = perturbed(final)
-    return out.detach()
+
+class TemperedSoftCE:
+    """Per-sample soft cross-entropy ``H(q, f(x)/T)`` as an attack loss ``loss(logits, q, target) -> (n,)``."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.__qualname__ = f"soft_ce(T={temperature:g})"
+
+    def __call__(self, logits: torch.Tensor, q: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        return soft_cross_entropy(logits, q, temperature=self.temperature, reduction="none")
 
 
 @register_defense("adt")
@@ -184,7 +137,7 @@ class ADT(_TwoStageDistillation):
         self.attack_train_mode = bool(attack_train_mode)
         self.reference_fs = None if reference_fs is None else check_float(reference_fs, "reference_fs", minimum=0.0,
                                                                           strict=True)
-        self.kernel = sap_kernel()
+        self.fs: float | None = None
         self.ablation = check_choice(ablation, "ablation", ABLATIONS)
         if self.pgd_steps + self.smooth_steps == 0:
             raise ConfigError("ADT needs pgd_steps + smooth_steps >= 1.")
@@ -204,12 +157,27 @@ class ADT(_TwoStageDistillation):
         """Resolve the adversary's bounds and kernel from the training data, check ε, then stage 1."""
         self.bounds = self.resolve_bounds(self.bounds_arg)
         if self.reference_fs is not None and train.meta.fs > 0:
-            self.kernel = sap_kernel(fs=train.meta.fs, reference_fs=self.reference_fs)
+            self.fs = float(train.meta.fs)
         self.check_scale(self.eps, "eps")
         super().prepare(train)
 
     def _adversarial(self, model: nn.Module, x: torch.Tensor, q: torch.Tensor,
                      mask: torch.Tensor | None) -> torch.Tensor:
-        return sap_soft(model, x, q, eps=self.eps, step_size=self.step_size, pgd_steps=self.pgd_steps,
-                        smooth_steps=self.smooth_steps, kernel=self.kernel, temperature=self.temperature,
-                        bounds=self.bounds, train_mode=self.attack_train_mode, mask=mask)
+        """SAP against the soft labels ``q`` (Han's final iterate, no early stop), padding untouched."""
+        atk = self.adversary(model)
+        return atk(x, q, mask=None if mask is None else mask.to(x.dtype)).x_adv.detach()
+
+    def adversary(self, model: nn.Module) -> Attack:
+        """The training adversary against ``model``: :class:`~medrobust.attacks.SAP` with ``pgd_steps`` warm-start
+        steps (none: ``warm_start="zero"``) and ``smooth_steps`` smoothed steps, ``output="final"``,
+        ``early_stop=False``, the soft cross-entropy ``H(q, f(x')/T)`` as loss (``"ce"`` with soft labels at
+        ``T = 1``), no random start; plain :class:`~medrobust.attacks.PGD` when ``smooth_steps=0``."""
+        target = _TrainModeView(model) if self.attack_train_mode else model
+        common = dict(eps=self.eps, norm="linf", step_size=self.step_size, random_start=False, early_stop=False,
+                      loss="ce" if self.temperature == 1.0 else TemperedSoftCE(self.temperature),
+                      bounds=self.bounds, generator=self.generator)
+        if self.smooth_steps == 0:
+            return PGD(target, steps=self.pgd_steps, **common)  # type: ignore[arg-type]
+        return SAP(target, steps=self.pgd_steps, smooth_steps=self.smooth_steps,  # type: ignore[arg-type]
+                   warm_start="pgd" if self.pgd_steps > 0 else "zero", output="final", fs=self.fs,
+                   reference_fs=self.reference_fs if self.fs is not None else None, **common)

@@ -19,11 +19,11 @@ from torch import nn
 from medrobust.checks import BoundsArg
 from medrobust.data.base import ECGDataset
 from medrobust.errors import ConfigError
-from medrobust.models.inference import accepts_mask, forward
+from medrobust.models.inference import forward
 from medrobust.train.trainer import TrainConfig, Trainer, TrainResult
 from medrobust.units import resolve_bounds
 
-__all__ = ["DefenseTrainer", "clip", "masked", "MaskChannel", "is_mlp1", "median_peak_to_peak"]
+__all__ = ["DefenseTrainer", "clip", "masked", "is_mlp1", "median_peak_to_peak"]
 
 def is_mlp1(model: nn.Module) -> bool:
     """Whether ``model`` is Ma & Liang's MLP1 (the papers give MLP-specific defaults)."""
@@ -40,29 +40,6 @@ def clip(x: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
 def masked(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``t·mask`` (``t`` unchanged when ``mask`` is ``None``): zero on padded samples."""
     return t if mask is None else t * mask.to(t.dtype)
-
-
-class MaskChannel(nn.Module):
-    """Carry a padding mask through an attack as an extra, never-perturbed input channel.
-
-    Attacks call ``model(x)`` on subsets of the batch they choose, so a mask bound to the batch cannot
-    follow them. Appending the mask as the last channel, ``[x ‖ m]``, makes it travel with every row;
-    the attack's threat mask is ``[m … m ‖ 0]``, so the signal's padding *and* the mask channel stay
-    untouched, and this wrapper calls ``model(x, mask=m)``.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, xm: torch.Tensor) -> torch.Tensor:
-        return self.model(xm[:, :-1], mask=xm[:, -1:])
-
-    @staticmethod
-    def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([x ‖ m], threat mask)`` for a ``(N, C, L)`` batch and its ``(N, 1, L)`` mask."""
-        m = mask.to(x.dtype).expand(x.shape[0], 1, x.shape[-1])
-        return torch.cat([x, m], 1), torch.cat([m.expand_as(x), torch.zeros_like(m)], 1)
 
 
 def median_peak_to_peak(x: torch.Tensor, max_samples: int = 4096) -> float:
@@ -150,18 +127,13 @@ class DefenseTrainer(Trainer):
 
     def run_attack(self, attack_cls: type, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
                    **kwargs: Any) -> torch.Tensor:
-        """``attack_cls(model, **kwargs)(x, y)`` leaving padded samples untouched; returns detached ``x_adv``.
+        """``attack_cls(model, **kwargs)(x, y, mask=mask)``; returns the detached ``x_adv``.
 
-        With a mask, the attack's threat mask is the padding mask; models with masked pooling get the mask
-        through :class:`MaskChannel`.
+        The padding mask limits the perturbation (padded samples stay untouched) and the attack hands it
+        to models with masked pooling in every forward (:func:`medrobust.models.inference.forward`).
         """
-        if mask is None:
-            return attack_cls(self.model, **kwargs)(x, y).x_adv.detach()
-        if not accepts_mask(self.model):
-            return attack_cls(self.model, mask=mask.to(x.dtype), **kwargs)(x, y).x_adv.detach()
-        xm, threat_mask = MaskChannel.pack(x, mask)
-        res = attack_cls(MaskChannel(self.model), mask=threat_mask, **kwargs)(xm, y)
-        return res.x_adv[:, :-1].detach()
+        res = attack_cls(self.model, **kwargs)(x, y, mask=None if mask is None else mask.to(x.dtype))
+        return res.x_adv.detach()
 
     def check_scale(self, value: float, name: str) -> None:
         """Raise :class:`ConfigError` when a radius (or noise level) exceeds the data's typical amplitude.

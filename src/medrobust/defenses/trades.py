@@ -7,8 +7,11 @@ Trade-off between Robustness and Accuracy", ICML 2019 (arXiv 1901.08573). The lo
     x' = argmax_{‖x' − x‖∞ ≤ ε} KL( softmax(f(x)) ‖ softmax(f(x')) ),
 
 where the inner maximisation is ``steps`` sign-gradient steps of size ``step_size`` from
-``x + 0.001·N(0, I)`` with projection onto the ε-ball and the data range, run in eval mode with
-frozen parameters (the authors' code switches to eval mode for the attack as well). Gradients of
+``x + 0.001·N(0, I)`` with projection onto the ε-ball and the data range (Algorithm 1), run in eval mode
+with frozen parameters (the authors' code switches to eval mode for the attack as well). It is
+:class:`medrobust.attacks.PGD` with ``loss="kl"`` against the soft labels ``softmax(f(x))``, no early stop
+(final iterate) and TRADES' Gaussian start (:class:`TradesPGD`; PGD's own random start is uniform in the
+ball, and PGD from ``x`` itself would never move, the KL gradient being zero there). Gradients of
 the outer loss flow through both ``f(x)`` and ``f(x')``. β = 6 is the authors' main setting
 (1/λ in the paper).
 
@@ -20,15 +23,18 @@ default class balancing is none (``class_balance="auto"`` resolves to ``"none"``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.attacks import frozen_eval
+from medrobust.attacks import PGD, AttackContext, frozen_eval
+from medrobust.attacks.base import as_step
+from medrobust.attacks.pgd import pgd_project, projected_ascent
 from medrobust.checks import BoundsArg, check_bounds, check_float, check_int
 from medrobust.data.base import ECGDataset
-from medrobust.defenses.base import DefenseTrainer, clip, masked
+from medrobust.defenses.base import DefenseTrainer
 from medrobust.models.inference import forward
 from medrobust.defenses.registry import register_defense
 from medrobust.train.trainer import TrainConfig
@@ -53,59 +59,29 @@ def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Ten
     return (log_p.exp() * (log_p - log_q)).sum(1).mean()
 
 
-def trades_attack(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    eps: float,
-    steps: int,
-    step_size: float,
-    bounds: tuple[float, float] | None,
-    generator: torch.Generator,
-    init_std: float = 0.001,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """TRADES' inner maximisation of the KL divergence under an L∞ ball (eval mode, frozen parameters).
+class TradesPGD(PGD):
+    """TRADES' inner maximisation: :class:`~medrobust.attacks.PGD` on ``KL(p_clean ‖ softmax(f(x')))`` from
+    TRADES' start ``x + init_std·N(0, I)`` (Zhang et al., ICML 2019, Algorithm 1) instead of PGD's uniform
+    point of the ε-ball.
 
-    Parameters
-    ----------
-    model
-        Classifier returning logits.
-    x
-        Clean batch.
-    eps, steps, step_size
-        Radius, number of sign-gradient steps, step size.
-    bounds
-        Data range (``None``: unbounded).
-    generator
-        Source of the Gaussian start ``x + init_std·N(0, I)``.
-    init_std
-        Standard deviation of the start (the authors use 0.001 on [0, 1] images).
-    mask
-        Padding mask (1 on the signal): the perturbation is zero on padded samples and the model gets
-        the mask.
-
-    Returns
-    -------
-    torch.Tensor
-        ``x'`` with ``‖x' − x‖∞ ≤ eps`` inside ``bounds`` (detached).
+    The start is the only difference from :class:`PGD` (``loss="kl"``, ``early_stop=False``: every sample
+    runs every step and the output is the final iterate); it matters because the KL gradient is exactly
+    zero at ``x' = x``. The Gaussian start comes from each sample's stream
+    (:meth:`~medrobust.attacks.AttackContext.randn`), masked and projected onto the ball and the bounds.
+    Call it with soft labels ``p_clean = softmax(f(x))`` (eval mode) and the batch's padding mask.
     """
-    with frozen_eval(model):
-        with torch.no_grad():
-            p_log = F.log_softmax(forward(model, x, mask), dim=1)
-        noise = torch.randn(tuple(x.shape), generator=generator, device=generator.device, dtype=torch.float32)
-        x_adv = clip(x + masked(init_std * noise.to(device=x.device, dtype=x.dtype), mask), bounds)
-        for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                q_log = F.log_softmax(forward(model, x_adv, mask), dim=1)
-                kl = (p_log.exp() * (p_log - q_log)).sum()
-                (g,) = torch.autograd.grad(kl, x_adv)
-            with torch.no_grad():
-                x_adv = x_adv + step_size * masked(g.sign(), mask)
-                x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
-                x_adv = clip(x_adv, bounds) if mask is None else x + masked(clip(x_adv, bounds) - x, mask)
-    return x_adv.detach()
+
+    name = "trades_pgd"
+
+    def __init__(self, model: nn.Module, *, init_std: float = 0.001, **kwargs: Any) -> None:
+        self.init_std = check_float(init_std, "init_std", minimum=0.0)
+        super().__init__(model, random_start=True, early_stop=False, loss="kl", **kwargs)
+
+    def _run(self, ctx: AttackContext) -> None:
+        act = ctx.active(step=as_step(self.step_size, self.rel_step_size, ctx.eps), only_unsuccessful=False)
+        x0 = ctx.constrain(act, self.init_std * ctx.randn(act, *act.x.shape[1:]))
+        projected_ascent(ctx, act, x0, steps=self.steps, project_v=pgd_project(ctx), update=self.update,
+                         early_stop=False, output="final")
 
 
 @register_defense("trades")
@@ -168,10 +144,17 @@ class TRADES(DefenseTrainer):
         self.check_scale(self.eps, "eps")
         self._record_hp()
 
+    def attack(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """TRADES' adversarial inputs ``x'`` for the clean batch ``x`` (detached; padding untouched)."""
+        with frozen_eval(self.model), torch.no_grad():
+            p_clean = F.softmax(forward(self.model, x, mask), dim=1)
+        atk = TradesPGD(self.model, eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
+                        init_std=self.init_std, bounds=self.bounds, generator=self.generator)
+        return atk(x, p_clean, mask=None if mask is None else mask.to(x.dtype)).x_adv.detach()
+
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x_adv = trades_attack(self.model, x, eps=self.eps, steps=self.steps, step_size=self.step_size,
-                              bounds=self.bounds, generator=self.generator, init_std=self.init_std, mask=mask)
+        x_adv = self.attack(x, mask)
         logits = self.forward(x, mask)
         adv_logits = self.forward(x_adv, mask)
         loss = F.cross_entropy(logits, y, weight=self.loss_weights) + self.beta * trades_kl(logits, adv_logits)
