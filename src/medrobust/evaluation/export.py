@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from medrobust.atomic import atomic_write_bytes, atomic_write_json, npz_bytes
 from medrobust.errors import ConfigError, DataError
+from medrobust.models.inference import predict
 from medrobust.evaluation.card import environment
 from medrobust.evaluation.ensemble import EnsembleContext, derive_seed, run_attack, subset_mask
 from medrobust.evaluation.flags import unverified_weights_flag
@@ -243,16 +244,13 @@ def prepare_attack_dir(out: Path, *, overwrite: bool) -> None:
         wdir.rmdir()
 
 
-def _clean_predictions(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[s:s + batch_size].to(device)).argmax(1).cpu()
-                          for s in range(0, len(x), batch_size)])
-
-
 def _attack_batches(ens: EnsembleContext, req: AttackRequest, x: torch.Tensor, y: torch.Tensor,
-                    mask: torch.Tensor | None, todo: torch.Tensor, target: torch.Tensor | None, progress: bool
-                    ) -> dict[str, Any]:
-    """Run the attack on the samples ``todo`` batch by batch; the others keep their clean input."""
+                    mask: torch.Tensor | None, todo: torch.Tensor, target: torch.Tensor | None, progress: bool,
+                    ids: torch.Tensor | None = None) -> dict[str, Any]:
+    """Run the attack on the samples ``todo`` batch by batch; the others keep their clean input.
+
+    ``ids`` (dataset indices) key each sample's random stream, so a sample's output does not depend on its batch.
+    """
     dev = ens.device
     x_adv, adv_pred = x.clone(), torch.full((len(x),), -1, dtype=torch.long)
     success = torch.zeros(len(x), dtype=torch.bool)
@@ -260,10 +258,10 @@ def _attack_batches(ens: EnsembleContext, req: AttackRequest, x: torch.Tensor, y
     grads = queries = 0
     t0 = time.perf_counter()
     starts = range(0, len(sel_all), req.batch_size)
-    for b, s in enumerate(tqdm(starts, desc=f"{req.spec.name} ε={req.eps:g}", unit="batch", disable=not progress)):
+    for s in tqdm(starts, desc=f"{req.spec.name} ε={req.eps:g}", unit="batch", disable=not progress):
         sel = sel_all[s:s + req.batch_size]
         res = run_attack(ens, req.spec, x[sel].to(dev), y[sel].to(dev), req.eps,
-                         seed=derive_seed(req.seed, "attack", b),
+                         seed=derive_seed(req.seed, "attack"), sample_ids=None if ids is None else ids[sel],
                          target=None if target is None else target[sel].to(dev),
                          mask=None if mask is None else subset_mask(mask, sel).to(dev))
         x_adv[sel] = res.x_adv.cpu()
@@ -324,11 +322,12 @@ def attack_dataset(model: nn.Module, dataset: Any, req: AttackRequest, *, out_di
     dev = torch.device(device or "cpu")
     model = model.to(dev).eval()
     ens = EnsembleContext(model=model, members=(req.spec,), norm=req.norm, eps_mode=req.eps_mode, bounds=bounds,
-                          fs=meta.fs or None, device=dev)
-    clean_pred = _clean_predictions(model, x, req.batch_size, dev)
+                          fs=meta.fs or None, device=dev, units=meta.units)
+    clean_pred = predict(model, x.to(dev), batch_size=req.batch_size,
+                         mask=None if mask is None else mask.to(dev)).cpu()
     target = None if target_class is None else torch.full_like(y, target_class)
     todo = (clean_pred == y) if target is None else (y != target_class)
-    r = _attack_batches(ens, req, x, y, mask, todo, target, progress)
+    r = _attack_batches(ens, req, x, y, mask, todo, target, progress, ids=t)
     r["adv_pred"] = torch.where(todo, r["adv_pred"], clean_pred)
     summary = _attack_summary(req, meta, idx, bounds, target_class, y, clean_pred, target, x, r,
                               checkpoint=checkpoint, model_card=model_card)
