@@ -28,6 +28,7 @@ import importlib
 import os
 import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -247,7 +248,9 @@ def _load_checkpoint_source(path: Path, *, fs: Any, units: Any, classes: Any, in
 
 def _load_torchscript(path: Path) -> nn.Module:
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch's own deprecation notice of TorchScript, not the user's concern
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # a corrupt or foreign archive fails anywhere inside the TorchScript loader
         raise CheckpointError(f"cannot load TorchScript file {path}: {_last_line(exc)}; re-export it with "
                               "torch.jit.save.") from None
