@@ -144,8 +144,10 @@ def _convert(proto: Any, session: Any, input_name: str, dtype: Any,
                                   "probe": f"{PROBE_BATCH} seeded U[0, 1) inputs"}
     try:
         from onnx2torch import convert
-    except ImportError:
-        return None, "black-box only: onnx2torch is not installed (pip install \"medrobust[onnx]\")", conversion
+    except ImportError as exc:  # absent, or a dependency of it (torchvision) is
+        conversion["error"] = str(exc)
+        return None, (f"black-box only: onnx2torch cannot be imported ({exc}; pip install \"medrobust[onnx]\")"), \
+            conversion
     try:
         model = convert(proto).eval()
     except Exception as exc:  # the converter's failure on an operator it lacks

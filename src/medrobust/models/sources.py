@@ -249,7 +249,7 @@ def _load_checkpoint_source(path: Path, *, fs: Any, units: Any, classes: Any, in
 def _load_torchscript(path: Path) -> nn.Module:
     try:
         with warnings.catch_warnings():  # torch's own deprecation notice of TorchScript, not the user's concern
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated")
             model = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # a corrupt or foreign archive fails anywhere inside the TorchScript loader
         raise CheckpointError(f"cannot load TorchScript file {path}: {_last_line(exc)}; re-export it with "
