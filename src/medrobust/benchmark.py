@@ -47,7 +47,7 @@ def check_black_box_members(model: Any, card: Mapping[str, Any] | None, names: S
         return
     from medrobust.evaluation import is_black_box
 
-    white = [n for n in names if not is_black_box(n)]
+    white = list(dict.fromkeys(n for n in names if not is_black_box(n)))
     if white:
         source = (card or {}).get("source") or {}
         raise ConfigError(

@@ -331,6 +331,13 @@ def test_declarations_and_probabilities(own: dict[str, Any], tmp_path: Path) -> 
     path = script(soft, tmp_path / "soft.pt")
     with pytest.raises(CheckpointError, match="soft.pt: .*probabilities"):
         load_model(path, **DECL, input_shape=[1, 187])
+    # a checkpoint folder keeps today's behaviour: loaded, the evaluation flags probability outputs and converts them
+    from medrobust.models import register_model, save_checkpoint
+
+    register_model("tinynet-h6-soft")(user.Softmaxed)
+    ck = save_checkpoint(soft, tmp_path / "soft-ckpt", arch=("tinynet-h6-soft", {}), classes=list("NSVFQ"), fs=125.0,
+                         input_shape=[1, 187], units="normalized [0, 1]")
+    assert load_model(ck).card["source"]["kind"] == "checkpoint"
     with pytest.raises(ConfigError, match="--input-shape"):
         load_model(own["paths"]["torchscript"], **DECL)
     with pytest.raises(ConfigError, match="--weights is only for a MODULE:FACTORY"):

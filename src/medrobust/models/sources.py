@@ -242,7 +242,7 @@ def _load_checkpoint_source(path: Path, *, fs: Any, units: Any, classes: Any, in
                                                                           card.get("weights_sha256")},
                       "black_box_only": False, "white_box": True, "why": "a medrobust checkpoint"}
     model.card = card  # type: ignore[assignment]
-    probe(model, card, what=str(path))
+    probe(model, card, what=str(path), allow_probabilities=True)
     return model
 
 
@@ -329,9 +329,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def probe(model: nn.Module, card: dict[str, Any], *, what: str) -> None:
+def probe(model: nn.Module, card: dict[str, Any], *, what: str, allow_probabilities: bool = False) -> None:
     """One forward pass of ``PROBE_BATCH`` seeded inputs of ``card["input_shape"]``; refuse in one line a failure,
-    a class count different from ``card["classes"]``, or probabilities instead of logits."""
+    a class count different from ``card["classes"]``, or probabilities instead of logits (unless
+    ``allow_probabilities``: checkpoint folders keep today's behaviour, the evaluation flags and converts them)."""
     from medrobust.attacks.base import check_logits
 
     shape = [int(s) for s in card["input_shape"]]
@@ -349,11 +350,19 @@ def probe(model: nn.Module, card: dict[str, Any], *, what: str) -> None:
     try:
         check_logits(z, PROBE_BATCH)
     except MedrobustError as exc:
-        raise CheckpointError(f"{what}: {exc}") from None
+        if not (allow_probabilities and _rows_are_probabilities(z)):
+            raise CheckpointError(f"{what}: {exc}") from None
     k = int(z.shape[1])
     if k != len(card["classes"]):
         raise CheckpointError(f"{what} predicts {k} classes but {len(card['classes'])} are declared "
                               f"({card['classes']}); pass --classes with the model's {k} class names in output order.")
+
+
+def _rows_are_probabilities(z: Any) -> bool:
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] < 2 or not torch.isfinite(z).all():
+        return False
+    zd = z.detach().double()
+    return bool((zd >= 0).all()) and bool(((zd.sum(1) - 1.0).abs() < 1e-4).all())
 
 
 def _last_line(exc: BaseException) -> str:
