@@ -349,3 +349,15 @@ def test_declarations_and_probabilities(own: dict[str, Any], tmp_path: Path) -> 
     assert source_kind("pkg.mod:build") == "factory"
     with pytest.raises(CheckpointError, match="not found"):
         source_kind(tmp_path / "missing.pt")
+
+
+def test_cli_attack_with_a_factory_source(own: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["attack", "--model", "tinynet_h6:build", "--weights", str(own["base"] / "weights.safetensors"),
+                 "--model-path", str(own["pkg"]), *FLAGS, *DATA, "--attack", "fgsm", "--eps", "0.05", "--no-wfdb",
+                 "--out", str(tmp_path / "adv"), "--no-progress"]) == 0
+    assert "fgsm at ε = 0.05 on 30 samples" in capsys.readouterr().out
+    text = json.dumps(json.loads((tmp_path / "adv" / "attack.json").read_text()))
+    assert "tinynet_h6:build" in text and '"kind": "factory"' in text
