@@ -20,9 +20,19 @@ from medrobust.cli.evaluate import add_model_arguments, parse_float_list, print_
 from medrobust.errors import ConfigError
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Shows ``(default: ...)`` for options with a real default (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="standard protocol of the data type on a stratified subset → card + report",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     add_model_arguments(p)
     p.add_argument("--dataset", default="mitdb", help="dataset name")
     p.add_argument("--data-dir", help="dataset folder or its parent")
