@@ -16,7 +16,7 @@ import argparse
 from typing import Any
 
 from medrobust.cli._util import ensure_writable_dir, parse_options
-from medrobust.cli.evaluate import add_data_arguments, load_model_and_data
+from medrobust.cli.evaluate import add_data_arguments, load_model_and_data, source_options
 from medrobust.errors import ConfigError
 
 
@@ -53,14 +53,15 @@ def _bounds(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medrobust.benchmark import check_black_box_members
     from medrobust.evaluation import AttackSpec
     from medrobust.evaluation.export import ADVERSARIAL_NPZ, WFDB_DIR, AttackRequest, attack_dataset
 
     out = ensure_writable_dir(args.out)
     ds_cfg = {"name": args.dataset, "root": args.data_dir, "split": args.split,
               "options": parse_options(args.option)}
-    model, ds, mcard = load_model_and_data(ds_cfg, args.checkpoint,
-                                          trust_unverified=bool(getattr(args, "trust_unverified", False)))
+    model, ds, mcard = load_model_and_data(ds_cfg, args.checkpoint, source=source_options(args))
+    check_black_box_members(model, mcard, [args.attack])
     req = AttackRequest(spec=AttackSpec(args.attack, parse_options(args.attack_option)), eps=args.eps,
                         norm=args.norm, eps_mode=args.eps_mode, bounds=_bounds(args.bounds), target=args.target,
                         seed=args.seed, batch_size=args.batch_size, limit=args.limit, wfdb=not args.no_wfdb,

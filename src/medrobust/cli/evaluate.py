@@ -42,18 +42,47 @@ CONFIG_KEYS = set(CONFIG_SCHEMA)
 DATASET_KEYS = set(DATASET_SCHEMA)
 
 
+MODEL_SOURCES_HELP = ("the model: a checkpoint folder (medrobust train / save_checkpoint), a TorchScript file "
+                      "(.pt/.ts from torch.jit.save), an ONNX file (.onnx) or MODULE:FACTORY with --weights")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model-source flags shared by ``evaluate``, ``attack`` and ``benchmark`` (see docs/own_model.md)."""
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", metavar="SOURCE", help=MODEL_SOURCES_HELP)
+    p.add_argument("--weights", metavar="FILE",
+                   help="for MODULE:FACTORY: the weights (.safetensors, or a state dict read with weights_only=True)")
+    p.add_argument("--model-path", metavar="DIR",
+                   help="for MODULE:FACTORY: the folder your package is imported from (default: the current folder)")
+    p.add_argument("--fs", type=float, help="the model's sampling rate in Hz (required unless the file says it)")
+    p.add_argument("--units", help="the model's input units, e.g. 'normalized [0, 1]' or mV (required unless the "
+                                   "file says it)")
+    p.add_argument("--classes", help="the model's class names in output order, e.g. N,S,V,F,Q (required unless "
+                                     "the file says it)")
+    p.add_argument("--input-shape", metavar="LEADS,SAMPLES",
+                   help="input shape without the batch dimension (default: the dataset's); checked by a probe "
+                        "forward pass")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="load a checkpoint whose weights hash is missing or wrong (recorded as a flag in the card)")
+
+
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model-source flags as :func:`medrobust.models.load_model` keyword arguments."""
+    return {"weights": getattr(args, "weights", None), "model_path": getattr(args, "model_path", None),
+            "fs": getattr(args, "fs", None), "units": getattr(args, "units", None),
+            "classes": getattr(args, "classes", None), "input_shape": getattr(args, "input_shape", None),
+            "trust_unverified": bool(getattr(args, "trust_unverified", False))}
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """Checkpoint and data flags shared by ``evaluate`` and ``attack``."""
-    p.add_argument("--checkpoint", help="checkpoint folder (written by `medrobust train` / save_checkpoint)")
+    """Model and data flags shared by ``evaluate`` and ``attack``."""
+    add_model_arguments(p)
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's training dataset)")
     p.add_argument("--data-dir", help="dataset folder or its parent")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="dataset loader option, repeatable")
     p.add_argument("--split", help="split to evaluate (default: test)")
-    p.add_argument("--limit", type=int, help="evaluate a seeded random subset of N samples")
+    p.add_argument("--limit", type=int, help="evaluate a stratified seeded subset of N samples")
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--trust-unverified", action="store_true",
-                   help="load a checkpoint whose weights hash is missing or wrong (recorded as a flag in the card)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,26 +123,38 @@ def parse_float_list(text: str, flag: str) -> list[float]:
     return vals
 
 
-def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None, *,
-                        trust_unverified: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """Load the checkpoint and the dataset split; refuse a mismatch between them.
+def load_model_and_data(ds_cfg: dict[str, Any], checkpoint: str | None, *, trust_unverified: bool = False,
+                        source: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the model (any source of :func:`medrobust.models.load_model`) and the dataset split; refuse a mismatch.
 
-    ``trust_unverified`` loads weights whose SHA-256 is missing from (or differs from) the checkpoint's card; the
+    ``trust_unverified`` loads checkpoint weights whose SHA-256 is missing from (or differs from) the card; the
     model card then says ``weights_verified: false`` and the result card carries the ``unverified-weights`` flag.
+    ``source`` holds the other model-source flags (:func:`source_options`). For a source other than a checkpoint
+    folder the dataset is loaded first (``--dataset`` is required) and ``--input-shape`` defaults to the data's.
     """
     from medrobust.data import load_dataset
     from medrobust.evaluation import check_compatible
-    from medrobust.models import load_checkpoint
+    from medrobust.models import load_model, source_kind
 
     if not checkpoint:
-        raise ConfigError("--checkpoint is required (a folder written by `medrobust train`).")
-    model = load_checkpoint(checkpoint, trust_unverified=trust_unverified)
+        raise ConfigError("--checkpoint is required: a checkpoint folder, a TorchScript (.pt/.ts) or ONNX file, "
+                          "or MODULE:FACTORY with --weights.")
+    opts = {k: v for k, v in (source or {}).items() if v is not None and k != "trust_unverified"}
+    opts["trust_unverified"] = trust_unverified or bool((source or {}).get("trust_unverified"))
+    split = ds_cfg.get("split") or "test"
+    ds = None
+    if source_kind(checkpoint) != "checkpoint":
+        if not ds_cfg.get("name"):
+            raise ConfigError(f"--dataset is required: {checkpoint} does not record the data it was trained on.")
+        ds = load_dataset(ds_cfg["name"], root=ds_cfg.get("root"), split=split, **(ds_cfg.get("options") or {}))
+        opts.setdefault("input_shape", list(ds.input_shape))
+    model = load_model(checkpoint, **opts)
     card = dict(model.card)
     name = ds_cfg.get("name") or (card.get("data") or {}).get("name")
     if not name:
         raise ConfigError("--dataset is required: the checkpoint does not record its training dataset.")
-    split = ds_cfg.get("split") or "test"
-    ds = load_dataset(name, root=ds_cfg.get("root"), split=split, **(ds_cfg.get("options") or {}))
+    if ds is None:
+        ds = load_dataset(name, root=ds_cfg.get("root"), split=split, **(ds_cfg.get("options") or {}))
     check_compatible(card, ds)
     return model, ds, card
 
@@ -257,15 +298,30 @@ def print_summary(card: dict[str, Any], out: Path) -> None:
     print(f"result card: {out / 'card.json'}")
 
 
+def black_box_protocol(model: Any, card: dict[str, Any], protocol: Any) -> Any:
+    """For a black-box-only model: refuse white-box members in one line; drop the large-ε PGD check."""
+    from dataclasses import replace
+
+    from medrobust.benchmark import check_black_box_members, is_black_box_model
+
+    if not is_black_box_model(model, card):
+        return protocol
+    check_black_box_members(model, card, [s.name for s in protocol.attacks if not s.optional])
+    from medrobust.evaluation import is_black_box
+
+    kept = tuple(s for s in protocol.attacks if is_black_box(s.name))
+    print(f"black-box only model ({card.get('source', {}).get('why', '')}): the large-ε PGD check is skipped")
+    return replace(protocol, attacks=kept, large_eps_check=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from medrobust.evaluation import evaluate, select_indices
     from medrobust.evaluation.protocol import stratified_selection
 
     cfg = resolve(args)
     out = ensure_writable_dir(cfg["out"])
-    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"],
-                                          trust_unverified=bool(getattr(args, "trust_unverified", False)))
-    protocol = build_protocol(cfg["protocol"], ds.meta)
+    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"], source=source_options(args))
+    protocol = black_box_protocol(model, mcard, build_protocol(cfg["protocol"], ds.meta))
     limit = cfg["dataset"].get("limit")
     idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())
     selection = stratified_selection(limit, protocol.seed, len(ds))

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from medrobust import __version__
 from medrobust.errors import MedrobustError
 
-COMMANDS = ("data", "train", "evaluate", "attack", "report", "demo", "models")
+COMMANDS = ("data", "train", "evaluate", "attack", "benchmark", "report", "demo", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import attack, data, demo, evaluate, models, report, train
+    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, train
 
-    for module in (data, train, evaluate, attack, report, demo, models):
+    for module in (data, train, evaluate, attack, benchmark, report, demo, models):
         module.add_parser(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""Models: a registry by name and safe checkpoints.
+"""Models: a registry by name, safe checkpoints, and the user's own models (TorchScript, ONNX, factories).
 
 >>> from medrobust.models import build_model
 >>> model = build_model("cnn1", in_channels=1, input_length=187, num_classes=5)
@@ -12,6 +12,7 @@ from medrobust.models.kernel_norm import normalize_kernels
 from medrobust.models.ma_liang import CNN1, MLP1
 from medrobust.models.registry import available_models, build_model, register_model
 from medrobust.models.resnet1d import ResNet1d
+from medrobust.models.sources import SOURCE_KINDS, load_model, source_kind
 
 __all__ = [
     "build_model",
@@ -20,6 +21,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_card",
+    "load_model",
+    "source_kind",
+    "SOURCE_KINDS",
     "normalize_kernels",
     "CNN1",
     "MLP1",
