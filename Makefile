@@ -38,11 +38,11 @@ fuzz: $(STAMP)
 $(IMG_STAMP): pyproject.toml
 	test -x $(IMG_BIN)/python || $(PYTHON) -m venv $(IMG_VENV)
 	$(IMG_BIN)/python -m pip install -q $(IMG_TORCH)
-	$(IMG_BIN)/python -m pip install -q -e ".[test,images]"
+	$(IMG_BIN)/python -m pip install -q -e ".[test,images,onnx,onnx-whitebox]"
 	touch $(IMG_STAMP)
 
 test-images: $(IMG_STAMP)
-	$(IMG_BIN)/python -m pytest -q -m images
+	$(IMG_BIN)/python -m pytest -q -m "images or onnx"
 
 # Mutation testing of the algorithm core (docs/mutation.md); not part of `make test`.
 #   make mutate                         every module of tools/mutation/modules.toml

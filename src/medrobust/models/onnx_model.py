@@ -8,7 +8,8 @@ in :class:`OnnxRuntimeModel`: forward passes only, ``black_box_only = True``, an
 Black-box models can be evaluated with score- and decision-based attacks (SPSA, Square, boundary, noise) and
 with transfer from a surrogate; never with gradient attacks.
 
-Needs the optional extra ``pip install "medrobust[onnx]"`` (onnx, onnxruntime, onnx2torch).
+Needs the optional extra ``pip install "medrobust[onnx]"`` (onnx, onnxruntime); white-box conversion also needs
+``"medrobust[onnx-whitebox]"`` (onnx2torch, which imports torchvision).
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def _convert(proto: Any, session: Any, input_name: str, dtype: Any,
         from onnx2torch import convert
     except ImportError as exc:  # absent, or a dependency of it (torchvision) is
         conversion["error"] = str(exc)
-        return None, (f"black-box only: onnx2torch cannot be imported ({exc}; pip install \"medrobust[onnx]\")"), \
+        return None, (f"black-box only: onnx2torch cannot be imported ({exc}; pip install "
+                           "\"medrobust[onnx-whitebox]\", which needs torchvision)"), \
             conversion
     try:
         model = convert(proto).eval()
