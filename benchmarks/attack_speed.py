@@ -160,7 +160,7 @@ def part_b(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argpa
         "pgd_step_size": args.curve_step if args.curve_step > 0 else "2.5 * eps / steps (Madry et al.)",
         "bounds": [0, 1], "torchattacks": torchattacks.__version__,
         "torchattacks_input": "(N, 1, 1, 187) + a wrapper dropping the dummy axis: torchattacks' APGD only accepts "
-                              "4-D input (landscape.md 3.3); same function and numbers",
+                              "4-D input; same function and numbers",
     }
 
     def ours(kind: str, eps: float, seed: int = 0) -> tuple[float, float, float]:

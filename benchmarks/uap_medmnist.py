@@ -1,4 +1,4 @@
-"""Universal adversarial perturbations on PneumoniaMNIST (the seed paper's CXR task, methods-uap.md §12).
+"""Universal adversarial perturbations on PneumoniaMNIST (the chest X-ray task of Hirano, Minagi & Takemoto, BMC Med. Imaging 21:9, 2021).
 
 Hirano, Minagi & Takemoto, BMC Medical Imaging 21:9 (2021) report non-targeted and targeted UAPs at
 ζ = 2 % and 4 % (L2) against seven ImageNet architectures on 299x299 chest X-rays. This benchmark runs

@@ -50,7 +50,7 @@ def test_smoothing_never_grows_the_norms() -> None:
 
 
 def test_cutoff_in_samples_matches_the_spec() -> None:
-    """|H(f)| = 0.5 at about 21.8 Hz for 300 Hz data and 9.1 Hz at 125 Hz (methods-ecg.md §2.6)."""
+    """|H(f)| = 0.5 at about 21.8 Hz for 300 Hz data and 9.1 Hz at 125 Hz (Han et al. 2020, SAP kernels)."""
     k = sap_kernel()
     f = torch.linspace(0, 60, 6001)
     for fs, f_half in ((300.0, 21.8), (125.0, 9.1), (500.0, 36.4)):

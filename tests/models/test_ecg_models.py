@@ -22,7 +22,7 @@ def _n_params(m: nn.Module) -> int:
 def test_han_cnn_matches_the_published_table() -> None:
     model = HanCNN()
     convs = [b.conv for b in model.blocks]
-    # methods-ecg.md §2.3: channels, kernels, dilations and paddings of the 13 layers
+    # Han et al. 2020 (Nat. Med.): channels, kernels, dilations and paddings of the 13 layers
     assert [(c.in_channels, c.out_channels) for c in convs] == [(i, o) for i, o, *_ in HAN_LAYERS]
     assert [c.kernel_size[0] for c in convs] == [24, 16, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 8]
     assert [c.dilation[0] for c in convs] == [1, 2, 4, 4, 4, 4, 6, 6, 6, 6, 8, 8, 8]
@@ -75,7 +75,7 @@ def test_resnet18_12lead_structure() -> None:
     thin = ResNet18Lead12(width_scale=1 / 16).eval()
     with torch.no_grad():
         h = thin.features(torch.zeros(1, 8, 33792))
-    assert h.shape == (1, 32, 31)  # 33,792 -> ... -> 33 -> 31 positions (methods-ecg.md §4.3)
+    assert h.shape == (1, 32, 31)  # 33,792 -> ... -> 33 -> 31 positions (Ma & Liang 2022, arXiv 2110.09759)
     assert pooled_mask(torch.ones(1, 1, 33792), 31).shape == (1, 31)
 
 

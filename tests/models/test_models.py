@@ -15,7 +15,7 @@ ECG_MODELS = ["cnn1", "mlp1", "resnet1d"]
 
 
 def test_paper_parameter_counts() -> None:
-    # methods-ecg.md §3.3: CNN1 ≈ 54 k parameters, MLP1 ≈ 61.4 k.
+    # Ma & Liang 2020 (arXiv 2005.09134): CNN1 ≈ 54 k parameters, MLP1 ≈ 61.4 k.
     n_cnn = sum(p.numel() for p in CNN1().parameters())
     n_mlp = sum(p.numel() for p in MLP1().parameters())
     assert n_cnn == (32 * 5 + 32) + 10 * (32 * 32 * 5 + 32) + (64 * 32 + 32) + (32 * 5 + 5) == 53957

@@ -1,6 +1,6 @@
 """Class balancing: Ma & Liang's tiled oversampling and inverse-frequency class weights.
 
-Ma & Liang (methods-ecg.md §3.2): each class's index list is tiled until it reaches the majority
+Ma & Liang (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134): each class's index list is tiled until it reaches the majority
 count, truncated, and the classes are interleaved, so an epoch holds ``K x majority`` items.
 """
 

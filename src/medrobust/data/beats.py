@@ -5,7 +5,7 @@ Two formats:
 ``kachuee``
     Kachuee et al. 2018 ("ECG Heartbeat Classification: A Deep Transferable Representation",
     arXiv 1805.00794), the preprocessing behind the Kaggle MIT-BIH heartbeat CSV that the NSR papers
-    train on (methods-ecg.md §3.2): the record is resampled to 125 Hz and cut into 10-s windows;
+    train on (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134, after Kachuee et al., IEEE ICHI 2018): the record is resampled to 125 Hz and cut into 10-s windows;
     each window is min-max scaled to [0, 1]; the nominal period T is the median R-R interval in the
     window; each beat is the window's samples from its R peak to R + 1.2 T, zero-padded (or
     truncated) to 187 samples. We take R peaks from the reference annotations instead of a detector.

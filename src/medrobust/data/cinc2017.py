@@ -10,9 +10,9 @@ rows ``A00001,N`` (the v3 labels; ``REFERENCE-original.csv`` holds the labels fi
 fibrillation, ``O`` other rhythm, ``~`` too noisy to classify (class indices 0..3 in this order, as
 in Han et al.).
 
-Han et al. 2020 (Nat. Med. 26: 360-363; methods-ecg.md §2.2) feed raw ADC counts (``units="adc"``)
+Han et al. 2020 (Nat. Med. 26: 360-363) feed raw ADC counts (``units="adc"``)
 cut to the first 60 s (``seconds=60``: 18,000 samples) or zero-padded symmetrically; Shao et al.
-(methods-ecg.md §5.2) use 30 s. ``balance="han"`` repeats the training records as Han did:
+(Shao et al., arXiv 2203.09487, 2022) use 30 s. ``balance="han"`` repeats the training records as Han did:
 5 extra copies of every noisy record, then 1 extra copy of every AF record.
 
 Splits

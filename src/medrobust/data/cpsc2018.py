@@ -11,7 +11,7 @@ LBBB, RBBB, PAC, PVC, STD, STE (class indices 0..8). 477 rows fill a second (or 
 them (A0953, ``6,6``) repeats its first label, which is read as a single label, so 476 records are
 multi-label (Ma & Liang report removing 477).
 
-Ma & Liang 2022 (Comput. Biol. Med.; methods-ecg.md §4.3) keep leads I, II, V1-V6 (``leads="8"``),
+Ma & Liang 2022 (Comput. Biol. Med., arXiv 2110.09759) keep leads I, II, V1-V6 (``leads="8"``),
 scale every lead of a record by its max |value| (``scale="maxabs"``), keep the first 30,720 samples
 (``truncate_seconds=61.44``) and zero-pad on the left to 33,792 (``seconds=67.584``, the defaults)
 with a mask, and drop the multi-label records (``drop_multilabel=True``).

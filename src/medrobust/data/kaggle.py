@@ -5,7 +5,7 @@ Representation", IEEE ICHI 2018 (arXiv 1805.00794). Files ``mitbih_train.csv`` (
 ``mitbih_test.csv`` (21,892 rows): 187 samples at 125 Hz scaled to [0, 1] and zero-padded, then the
 label 0..4 = N, S, V, F, Q as the 188th column, no header.
 
-Splits follow Ma & Liang (methods-ecg.md §3.2): the train CSV is shuffled with numpy
+Splits follow Ma & Liang (Ma & Liang, ICLR 2020 AI4AH workshop, arXiv 2005.09134): the train CSV is shuffled with numpy
 ``RandomState(seed)`` (seed 0) and its first ``int(0.8 n)`` rows are train, the rest validation;
 the test CSV is test.
 """

@@ -3,10 +3,10 @@
 Whole-record ECG datasets (CinC 2017, CPSC 2018, CinC 2021) hold recordings of different lengths.
 Two conventions from the seed papers are supported:
 
-* Han et al. 2020 (Nat. Med. 26: 360-363; methods-ecg.md §2.2): keep the first ``length`` samples
+* Han et al. 2020 (Nat. Med. 26: 360-363): keep the first ``length`` samples
   of a longer record; pad a shorter one with zeros **symmetrically**, ``left = floor(r / 2)``,
   ``right = r - left`` with ``r = length - n``.
-* Ma & Liang 2022 (Comput. Biol. Med.; methods-ecg.md §4.3): keep the first samples and pad on the
+* Ma & Liang 2022 (Comput. Biol. Med., arXiv 2110.09759): keep the first samples and pad on the
   **left** (the signal is right-aligned).
 
 Every function returns a mask that is 1 exactly on the real samples and 0 on the padding, so

@@ -1,6 +1,6 @@
 """Classification metrics from a confusion matrix.
 
-Definitions (methods-ecg.md §1, §4.3): class-balanced accuracy = mean per-class recall over the
+Definitions (as in Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759): class-balanced accuracy = mean per-class recall over the
 classes present in ``y_true``; macro-F1 = mean over classes of ``2 TP / (row sum + column sum)``;
 sensitivity = recall = ``TP / row sum``; precision = ``TP / column sum`` (0 when undefined).
 """

@@ -1,6 +1,6 @@
 """Robustness metrics, each reported as numerator, denominator and value.
 
-Definitions (methods-ecg.md §1, §4.2–4.3; landscape.md §6.7):
+Definitions (as in Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759, and Croce et al., RobustBench, NeurIPS 2021 Datasets and Benchmarks):
 
 * **robust accuracy** (accuracy under attack) = #(adversarial prediction = label) / N over *all* N
   samples. Samples misclassified when clean are not attacked and keep their clean prediction
@@ -10,7 +10,7 @@ Definitions (methods-ecg.md §1, §4.2–4.3; landscape.md §6.7):
   CVPR 2017; used for universal perturbations).
 * **targeted success rate** = #(adversarial prediction = target) / #(target ≠ label).
 * **robustness AUC** = trapezoidal area under accuracy(ε) from ε = 0 to the largest ε, divided by
-  that ε (Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759; methods-ecg.md §4.3); in [0, 1],
+  that ε (Ma & Liang, Comput. Biol. Med. 2022, arXiv 2110.09759); in [0, 1],
   1 for a model that keeps 100 % accuracy at every ε.
 """
 

@@ -2,7 +2,7 @@
 
 Han, X. et al. "Deep learning models for electrocardiograms are susceptible to adversarial
 attack", Nat. Med. 26: 360-363, 2020 (arXiv 1905.05163); architecture as in the authors'
-``model/CNN.py`` (methods-ecg.md §2.3), also used by Shao et al. (arXiv 2203.09487, §5.2).
+``model/CNN.py`` (Han et al., Nat. Med. 2020, Methods), also used by Shao et al. (arXiv 2203.09487, §5.2).
 
 Every block is Conv1d (stride 1, bias) -> BatchNorm1d -> ReLU -> [MaxPool] -> Dropout(0.3). The
 max-pool has kernel 2, stride 2, padding 1 and dilation 2 (output length ``floor((L - 1) / 2) + 1``).
@@ -58,7 +58,7 @@ class HanBlock(nn.Module):
 
 @register_model("han_cnn")
 class HanCNN(nn.Module):
-    """Han et al.'s 13-layer dilated 1-D CNN (methods-ecg.md §2.3).
+    """Han et al.'s 13-layer dilated 1-D CNN (Han et al., Nat. Med. 26: 360-363, 2020).
 
     Parameters
     ----------
