@@ -163,3 +163,23 @@ def test_argument_errors() -> None:
 def test_zero_reference_fs_is_rejected() -> None:
     with pytest.raises(ConfigError, match="reference_fs"):
         SAP(SmallECGNet(1), eps=0.1, fs=125.0, reference_fs=0.0)
+
+
+def test_long_records_use_the_convolution_and_give_the_same_algorithm(centred) -> None:
+    """Records longer than 1024 samples are smoothed by convolution instead of the banded matrix."""
+    model, x, y = centred
+    long = x.repeat(1, 1, 6)  # 1122 samples
+    res = SAP(model, eps=0.02, steps=2, output="final")(long, y)
+    ref = han_sap(model, long, y, eps=0.02, alpha=0.002, steps=2, smooth_steps=4, kernel=sap_kernel())
+    torch.testing.assert_close(res.x_adv, ref, rtol=0, atol=1e-12)
+    single = SAP(model.float(), eps=0.02, steps=1)(long.float(), y)  # float32 data: the kernel follows its dtype
+    assert single.x_adv.dtype == torch.float32 and bool((single.norms <= 0.02 * (1 + 1e-6)).all())
+
+
+def test_without_early_stop_every_sample_is_attacked(centred) -> None:
+    """Han runs every record, including those misclassified when clean (``early_stop=False``, the default)."""
+    model, x, y = centred
+    wrong = (y + 1) % 5
+    res = SAP(model, eps=0.02, steps=2)(x, wrong)
+    assert bool((res.grad_evals_per_sample == 6).all())
+    assert bool(((res.x_adv - x).abs().amax(dim=(1, 2)) > 0).all())
