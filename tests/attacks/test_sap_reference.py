@@ -138,24 +138,49 @@ def test_early_stop_drops_successful_samples_from_the_smoothed_stage(centred) ->
     assert torch.equal(none.x_adv, x) and int(none.grad_evals) == 0
 
 
+def _names(arg: str) -> str:
+    """A message naming ``arg`` as a word (not inside another name)."""
+    return rf"(^|[^\w]){arg}([^\w]|$)"
+
+
 def test_argument_errors() -> None:
     model = SmallECGNet(1)
-    with pytest.raises(ConfigError, match="steps"):
-        SAP(model, eps=0.1, steps=0)  # the PGD warm start needs at least one step
+    with pytest.raises(ConfigError, match=_names("steps")):
+        SAP(model, eps=0.1, steps=0, smooth_steps=3)  # the PGD warm start needs at least one step
     assert SAP(model, eps=0.1, steps=0, warm_start="zero", smooth_steps=1).steps == 0
-    with pytest.raises(ConfigError, match="smooth_steps"):
+    with pytest.raises(ConfigError, match=_names("smooth_steps")):
         SAP(model, eps=0.1, steps=2, smooth_steps=0)
-    with pytest.raises(ConfigError, match="warm_start"):
+    with pytest.raises(ConfigError, match=_names("warm_start")):
         SAP(model, eps=0.1, warm_start="fgsm")
-    with pytest.raises(ConfigError, match="fs"):
+    with pytest.raises(ConfigError, match=_names("output")):
+        SAP(model, eps=0.1, output="last")
+    with pytest.raises(ConfigError, match=_names("fs")):
         SAP(model, eps=0.1, fs=-125.0)
-    with pytest.raises(ConfigError, match="reference_fs"):
+    with pytest.raises(ConfigError, match=_names("reference_fs")):
         SAP(model, eps=0.1, fs=125.0, reference_fs=-300.0)
+    with pytest.raises(ConfigError, match="^reference_fs needs fs"):
+        SAP(model, eps=0.1, reference_fs=300.0)
     with pytest.raises(ConfigError, match="step_size"):
         SAP(model, eps=0.1, step_size=0.01, rel_step_size=0.1)
     sap = SAP(model, eps=0.1, fs=150.0, reference_fs=300.0)  # half the rate: kernels in seconds, halved
     assert sap.kernel_sizes == [3, 3, 5, 7, 9] and sap.kernel_sigmas == [0.5, 1.5, 2.5, 3.5, 5.0]
     assert SAP(model, eps=0.1, fs=600.0).reference_fs == 300.0
+
+
+def test_custom_kernels_are_used(centred) -> None:
+    model, x, y = centred
+    sap = SAP(model, eps=0.02, steps=1, sizes=(3, 9), sigmas=(0.5, 4.0), output="final")
+    want = sap_kernel(sizes=(3, 9), sigmas=(0.5, 4.0))
+    assert sap.kernel.numel() == 9
+    torch.testing.assert_close(sap.kernel, want, rtol=0, atol=0)
+    ref = han_sap(model, x, y, eps=0.02, alpha=0.002, steps=1, smooth_steps=2, kernel=want)
+    torch.testing.assert_close(sap(x, y).x_adv, ref, rtol=0, atol=1e-12)
+
+
+def test_han_defaults_20_pgd_then_40_smoothed_steps(centred) -> None:
+    model, x, y = centred
+    res = SAP(model, eps=0.01, output="final")(x[:2], y[:2])
+    assert bool((res.grad_evals_per_sample == 60).all())
 
 
 @pytest.mark.xfail(strict=True, reason="bug in SAP.__init__: `reference_fs or HAN_FS` turns reference_fs=0.0 "
