@@ -37,15 +37,28 @@ def _constrain(x, d, eps, norm, mask, bounds):  # type: ignore[no-untyped-def]
     return out if bounds is None else out.clamp(*bounds)
 
 
-def madry(model, x, y, *, eps, alpha, steps, norm, mask=None, bounds=None):  # type: ignore[no-untyped-def]
-    """Iterates ``x_0 .. x_steps`` of PGD from ``x`` (no random start)."""
+def madry(model, x, y, *, eps, alpha, steps, norm, mask=None, bounds=None,
+          adamax=False):  # type: ignore[no-untyped-def]
+    """Iterates ``x_0 .. x_steps`` of PGD from ``x`` (no random start).
+
+    ``adamax``: the step is Adamax's (Kingma & Ba 2015, Algorithm 2; β = (0.9, 0.999), ε = 1e-8) fed
+    with ``dir(g)``, learning rate α: ``m ← β1 m + (1 − β1) d``, ``u ← max(β2 u, |d| + ε)``,
+    step ``α/(1 − β1^t) · m/u`` (Ma & Liang's 100-PGD).
+    """
     xs = [x.clone()]
-    for _ in range(steps):
+    m = torch.zeros_like(x)
+    u = torch.zeros_like(x)
+    for t in range(1, steps + 1):
         leaf = xs[-1].clone().requires_grad_(True)
         g = torch.autograd.grad(F.cross_entropy(model(leaf), y, reduction="sum"), leaf)[0]
         if mask is not None:
             g = g * mask
-        xs.append(_constrain(x, xs[-1] - x + alpha * _dir(g, norm), eps, norm, mask, bounds))
+        d = _dir(g, norm)
+        if adamax:
+            m = 0.9 * m + 0.1 * d
+            u = torch.maximum(0.999 * u, d.abs() + 1e-8)
+            d = m / u / (1 - 0.9**t)
+        xs.append(_constrain(x, xs[-1] - x + alpha * d, eps, norm, mask, bounds))
     return xs
 
 
@@ -64,7 +77,9 @@ def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch
     ("linf", 0.01, (0.0, 1.0), {}),  # default step 2.5 ε / steps
     ("linf", 0.01, None, {"step_size": 0.002}),
     ("l2", 0.2, None, {"rel_step_size": 0.3}),
-], ids=["linf-default-step", "linf-abs-step", "l2"])
+    ("linf", 0.01, None, {"update": "adamax", "step_size": 0.002}),
+    ("l2", 0.2, None, {"update": "adamax", "step_size": 0.05}),
+], ids=["linf-default-step", "linf-abs-step", "l2", "linf-adamax", "l2-adamax"])
 def test_final_iterate_equals_madrys_loop(norm: str, eps: float, bounds: Any, kw: dict[str, Any], centred) -> None:
     model, x, y = centred
     mask = torch.ones_like(x)
@@ -73,7 +88,8 @@ def test_final_iterate_equals_madrys_loop(norm: str, eps: float, bounds: Any, kw
     res = PGD(model, eps=eps, norm=norm, steps=steps, bounds=bounds, mask=mask, random_start=False, early_stop=False,
               **kw)(x, y)
     alpha = kw.get("step_size", kw.get("rel_step_size", 2.5 / steps) * eps)
-    xs = madry(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, mask=mask, bounds=bounds)
+    xs = madry(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, mask=mask, bounds=bounds,
+               adamax=kw.get("update") == "adamax")
     torch.testing.assert_close(res.x_adv, xs[-1], rtol=0, atol=1e-12)
     assert torch.equal(res.x_adv[..., 160:], x[..., 160:])
     assert bool((res.grad_evals_per_sample == steps).all())
@@ -122,3 +138,31 @@ def test_random_start_and_restarts(centred) -> None:
         PGD(model, eps=0.1, restarts=2, random_start=False)
     with pytest.raises(ConfigError, match="update"):
         PGD(model, eps=0.1, update="adam")
+
+
+def _names(arg: str) -> str:
+    return rf"(^|[^\w]){arg}([^\w]|$)"
+
+
+def test_argument_errors_and_the_default_100_steps(centred) -> None:
+    model, x, y = centred
+    for kw, name in (({"steps": 0}, "steps"), ({"restarts": 0}, "restarts"), ({"update": "adam"}, "update")):
+        with pytest.raises(ConfigError, match=_names(name)):
+            PGD(model, eps=0.1, **kw)
+    with pytest.raises(ConfigError, match=r"^restarts > 1 repeats the same deterministic run; set random_start=True\.$"):
+        PGD(model, eps=0.1, restarts=2, random_start=False)
+    one = PGD(model, eps=0.01, steps=1, random_start=False, early_stop=False, rel_step_size=0.5)(x, y)
+    torch.testing.assert_close(one.x_adv, madry(model, x, y, eps=0.01, alpha=0.005, steps=1, norm="linf")[-1],
+                               rtol=0, atol=1e-12)
+    full = PGD(model, eps=0.0005, random_start=False, early_stop=False)(x[:2], y[:2])
+    assert bool((full.grad_evals_per_sample == 100).all())
+
+
+def test_without_early_stop_restarts_skip_the_samples_already_broken(centred) -> None:
+    model, x, y = centred
+    kw = dict(eps=0.004, steps=4, early_stop=False, generator=torch.Generator().manual_seed(0))
+    one = PGD(model, **kw)(x, y)
+    two = PGD(model, restarts=2, **kw)(x, y)
+    assert 0 < int(one.success.sum()) < len(x)
+    assert torch.equal(two.grad_evals_per_sample[one.success], one.grad_evals_per_sample[one.success])
+    assert bool((two.grad_evals_per_sample[~one.success] == 8).all())
