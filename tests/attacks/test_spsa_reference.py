@@ -148,3 +148,75 @@ def test_default_probe_blocks_hold_about_256_mb_of_float32_inputs() -> None:
     assert blocks(10_000, 5000) == (3355, 1)
     assert blocks(1 << 26, 16) == (1, 1)  # at least one pair
     assert blocks(1, 1) == (1, 4096)
+
+
+class Cubic3(torch.nn.Module):
+    """Three logits ``[0, f(x), 3x − 2]``: near 0, ``f ≈ −1`` so the untargeted margin (y = 0) is ``f`` and the
+    margin towards class 2 is ``3x − 2 − max(0, f) = 3x − 2``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = Cubic()(x)
+        u = x.flatten(1).sum(1)
+        return torch.cat([z, (3.0 * u - 2.0).unsqueeze(1)], 1)
+
+
+def test_targeted_estimate_is_the_derivative_of_the_target_margin(points) -> None:  # type: ignore[no-untyped-def]
+    x, y = points
+    model = Cubic3()
+    atk = SPSA(model, eps=0.1, nb_samples=3)
+    target = torch.full_like(y, 2)
+    ctx = AttackContext(model=model, threat=atk.threat, x=x, y=y, target=target,
+                        eps=torch.full((len(x),), 0.1, dtype=x.dtype), mask=None, bounds=None,
+                        loss_fn=get_loss("margin"), clean_logits=model(x), generator=torch.Generator().manual_seed(0))
+    g = atk.estimate_gradient(ctx, ctx.active(), x)
+    torch.testing.assert_close(g, torch.full_like(x, 3.0), rtol=1e-9, atol=1e-9)
+
+
+def _names(arg: str) -> str:
+    return rf"(^|[^\w]){arg}([^\w]|$)"
+
+
+def test_argument_errors_name_the_argument() -> None:
+    from medrobust.errors import ConfigError
+
+    model = Cubic()
+    for kw, name in (({"steps": 0}, "steps"), ({"nb_samples": 0}, "nb_samples"), ({"delta": None}, "delta"),
+                     ({"delta": 0.0}, "delta"), ({"lr": None}, "lr"), ({"lr": -1.0}, "lr"), ({"update": "sgd"}, "update"),
+                     ({"sign": "yes"}, "sign"), ({"random_start": 1}, "random_start"), ({"early_stop": "no"}, "early_stop"),
+                     ({"max_batch_size": 1}, "max_batch_size")):
+        with pytest.raises(ConfigError, match=_names(name)):
+            SPSA(model, eps=0.1, **kw)
+    assert SPSA(model, eps=0.1, max_batch_size=2).max_batch_size == 2
+
+
+def test_ma_and_liang_defaults_100_steps_of_2048_probes() -> None:
+    x = torch.tensor([[[0.0]]], dtype=torch.float64)
+    res = SPSA(Cubic(), eps=0.01, early_stop=False)(x, torch.zeros(1, dtype=torch.long))
+    assert res.queries_per_sample.tolist() == [1 + 101 + 100 * 2 * 2048]
+
+
+def test_multi_lead_mask_and_raw_estimates(beats_x: torch.Tensor) -> None:
+    """Two leads, a different mask per lead: probes and iterates leave every masked coordinate alone, also
+    with raw (unnormalised) estimates fed to Adam."""
+    x = beats_x[:4].double().repeat(1, 2, 1)[..., :40]  # (4, 2, 40)
+    w = torch.linspace(-1, 1, 80, dtype=torch.float64).view(1, 2, 40)
+
+    class Lin(torch.nn.Module):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            s = (inp * w).flatten(1).sum(1)
+            return torch.stack([torch.zeros_like(s), s - 100.0], 1)
+
+    mask = torch.ones_like(x)
+    mask[:, 0, :10] = 0
+    mask[:, 1, 30:] = 0
+    rec = Recorder(Lin())
+    res = SPSA(rec, eps=0.05, steps=3, nb_samples=4, update="adam", sign=False, lr=0.01,
+               early_stop=False)(x, torch.zeros(4, dtype=torch.long), mask=mask)
+    assert bool(torch.isfinite(res.x_adv).all())
+    off = mask == 0
+    assert torch.equal(res.x_adv[off], x[off])
+    for q in rec.inputs:  # every query, probes included, equals x on the masked coordinates of its sample
+        n = len(q) // len(x)
+        qq = q.view(len(x), n, 2, 40)
+        assert torch.equal(qq[off.unsqueeze(1).expand_as(qq)], x.unsqueeze(1).expand_as(qq)[off.unsqueeze(1).expand_as(qq)])
+    assert bool((res.x_adv[~off] != x[~off]).any())
