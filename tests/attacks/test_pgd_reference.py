@@ -151,6 +151,11 @@ def test_argument_errors_and_the_default_100_steps(centred) -> None:
             PGD(model, eps=0.1, **kw)
     with pytest.raises(ConfigError, match=r"^restarts > 1 repeats the same deterministic run; set random_start=True\.$"):
         PGD(model, eps=0.1, restarts=2, random_start=False)
+    for kw, name in (({"step_size": -0.01}, "step_size"), ({"rel_step_size": 0.0}, "rel_step_size")):
+        with pytest.raises(ConfigError, match=_names(name)):
+            PGD(model, eps=0.1, **kw)
+    with pytest.raises(ConfigError, match=r"^pass step_size \(absolute\) or rel_step_size \(fraction of eps\), not both\.$"):
+        PGD(model, eps=0.1, step_size=0.01, rel_step_size=0.1)
     one = PGD(model, eps=0.01, steps=1, random_start=False, early_stop=False, rel_step_size=0.5)(x, y)
     torch.testing.assert_close(one.x_adv, madry(model, x, y, eps=0.01, alpha=0.005, steps=1, norm="linf")[-1],
                                rtol=0, atol=1e-12)

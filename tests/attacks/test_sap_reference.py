@@ -208,3 +208,31 @@ def test_without_early_stop_every_sample_is_attacked(centred) -> None:
     res = SAP(model, eps=0.02, steps=2)(x, wrong)
     assert bool((res.grad_evals_per_sample == 6).all())
     assert bool(((res.x_adv - x).abs().amax(dim=(1, 2)) > 0).all())
+
+
+def test_best_output_never_returns_an_unsmoothed_warm_start_point(beats_x: torch.Tensor) -> None:
+    """A model that flags high-frequency energy: the (random-start) PGD warm start is adversarial at once,
+    no smoothed iterate is. ``output="best"`` reports smoothed iterates only, so it returns the last one."""
+    x = beats_x.double()
+
+    class HighFrequency(torch.nn.Module):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            d = (inp - x).diff(dim=-1)
+            z1 = 10.0 * (d**2).flatten(1).sum(1) - 1.0
+            return torch.stack([torch.zeros_like(z1), z1], 1)
+
+    spy: list[torch.Tensor] = []
+    model = HighFrequency()
+
+    class Spy(torch.nn.Module):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            spy.append(inp.detach().clone())
+            return model(inp)
+
+    y = torch.zeros(len(x), dtype=torch.long)
+    res = SAP(Spy(), eps=0.05, steps=2, smooth_steps=2, random_start=True, step_size=0.05,
+              generator=torch.Generator().manual_seed(0))(x, y)
+    with torch.no_grad():
+        assert bool((model(spy[1]).argmax(1) == 1).all())  # the warm start's first point is adversarial
+    assert not bool(res.success.any())
+    torch.testing.assert_close(res.x_adv, spy[-1], rtol=0, atol=0)
