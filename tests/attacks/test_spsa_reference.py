@@ -220,3 +220,11 @@ def test_multi_lead_mask_and_raw_estimates(beats_x: torch.Tensor) -> None:
         qq = q.view(len(x), n, 2, 40)
         assert torch.equal(qq[off.unsqueeze(1).expand_as(qq)], x.unsqueeze(1).expand_as(qq)[off.unsqueeze(1).expand_as(qq)])
     assert bool((res.x_adv[~off] != x[~off]).any())
+
+
+def test_one_hot_soft_labels_give_the_hard_label_attack(points) -> None:  # type: ignore[no-untyped-def]
+    x, y = points
+    kw = dict(eps=0.1, steps=3, nb_samples=3, random_start=False, early_stop=False)
+    hard = SPSA(Cubic(), **kw)(x, y)  # type: ignore[arg-type]
+    soft = SPSA(Cubic(), **kw)(x, torch.nn.functional.one_hot(y, 2).double())  # type: ignore[arg-type]
+    torch.testing.assert_close(soft.x_adv, hard.x_adv, rtol=0, atol=0)
