@@ -183,8 +183,6 @@ def test_han_defaults_20_pgd_then_40_smoothed_steps(centred) -> None:
     assert bool((res.grad_evals_per_sample == 60).all())
 
 
-@pytest.mark.xfail(strict=True, reason="bug in SAP.__init__: `reference_fs or HAN_FS` turns reference_fs=0.0 "
-                   "into 300 Hz instead of rejecting it (should be `HAN_FS if reference_fs is None else ...`)")
 def test_zero_reference_fs_is_rejected() -> None:
     with pytest.raises(ConfigError, match="reference_fs"):
         SAP(SmallECGNet(1), eps=0.1, fs=125.0, reference_fs=0.0)

@@ -135,7 +135,7 @@ class SAP(Attack):
         self.fs = None if fs is None else float(check_positive(fs, "fs"))
         if reference_fs is not None and fs is None:
             raise ConfigError("reference_fs needs fs (the data's sampling rate); pass both or neither.")
-        self.reference_fs = None if fs is None else float(check_positive(reference_fs or HAN_FS, "reference_fs"))
+        self.reference_fs = None if fs is None else float(check_positive(HAN_FS if reference_fs is None else reference_fs, "reference_fs"))
         self.sizes, self.sigmas = tuple(int(s) for s in sizes), tuple(float(s) for s in sigmas)
         self.kernel = sap_kernel(sizes=self.sizes, sigmas=self.sigmas, fs=self.fs, reference_fs=self.reference_fs)
         scale = 1.0 if self.fs is None or self.reference_fs is None else self.fs / self.reference_fs
