@@ -69,3 +69,54 @@ def test_tempered_soft_cross_entropy_is_per_sample_by_hand() -> None:
     assert out.shape == (5,)
     torch.testing.assert_close(out, -(q * F.log_softmax(z / 2.0, dim=1)).sum(1))
     assert loss.__qualname__ == "soft_ce(T=2)" and loss.temperature == 2.0
+
+
+def _prepared(**kw: object) -> ADT:
+    """ADT with a given teacher (no stage-1 training), prepared on synthetic Kachuee beats (125 Hz, [0, 1])."""
+    from medrobust.data import load_dataset
+
+    train = load_dataset("synthetic", split="train", n_per_class=4)
+    adt = ADT(_model(), teacher=_model(), **{"eps": 0.05, "step_size": 0.01, **kw})  # type: ignore[arg-type]
+    adt.setup(train)
+    return adt
+
+
+def test_prepare_resolves_bounds_and_kernel_rate_from_the_training_data() -> None:
+    adt = _prepared(reference_fs=300.0)
+    assert adt.bounds == (0.0, 1.0) and adt.fs == 125.0
+    hp = adt.hyperparameters()
+    assert hp["bounds"] == [0.0, 1.0] and hp["bounds_arg"] == "auto" and hp["kernel_reference_fs"] == 300.0
+    assert hp["padding"] == "untouched (mask)" and hp["attack_mode"] == "eval"
+    assert _prepared().fs is None  # kernels in samples unless a reference rate is given
+    assert _prepared(attack_train_mode=True).hyperparameters()["attack_mode"] == "train"
+    with pytest.raises(ConfigError, match=r"(^|\W)eps\W"):
+        _prepared(eps=5.0, step_size=0.5)  # a radius as large as the beats' amplitude is refused
+
+
+def test_the_adversary_is_sap_configured_as_cardiodefense() -> None:
+    from medrobust.attacks import PGD, SAP
+
+    adt = _prepared(reference_fs=300.0, pgd_steps=3, smooth_steps=4)
+    atk = adt.adversary(adt.model)
+    assert type(atk) is SAP and atk.steps == 3 and atk.smooth_steps == 4 and atk.warm_start == "pgd"
+    assert atk.output == "final" and atk.early_stop is False and atk.random_start is False
+    assert atk.fs == 125.0 and atk.reference_fs == 300.0 and atk.step_size == 0.01 and atk.loss == "ce"
+    assert atk.threat.norm == "linf" and atk.threat.eps == 0.05 and atk.threat.bounds == (0.0, 1.0)
+    assert atk.generator is adt.generator
+    assert _prepared(pgd_steps=0, smooth_steps=2).adversary(adt.model).warm_start == "zero"
+    assert _prepared(pgd_steps=1, smooth_steps=2).adversary(adt.model).warm_start == "pgd"
+    plain = _prepared(pgd_steps=2, smooth_steps=0).adversary(adt.model)
+    assert type(plain) is PGD and plain.steps == 2 and plain.early_stop is False
+    tempered = _prepared(temperature=2.0).adversary(adt.model)
+    assert isinstance(tempered.loss, TemperedSoftCE) and tempered.loss.temperature == 2.0
+
+
+def test_the_adversary_leaves_padding_untouched() -> None:
+    adt = _prepared(pgd_steps=2, smooth_steps=2)
+    x = torch.rand(4, 1, 187) * 0.8 + 0.1
+    mask = torch.ones(4, 1, 187)
+    mask[:, :, 150:] = 0
+    with torch.no_grad():
+        q = torch.softmax(adt.model(x), 1)
+    x_adv = adt._adversarial(adt.model, x, q, mask)
+    assert torch.equal(x_adv[..., 150:], x[..., 150:]) and not torch.equal(x_adv[..., :150], x[..., :150])
