@@ -102,6 +102,19 @@ def beats_x() -> torch.Tensor:
     return ds.x[idx].contiguous()  # (8, 1, 187) in [0, 1]
 
 
+@pytest.fixture()
+def centred(beats_x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """SmallECGNet on 8 MIT-BIH beats (float64) with centred logits: small margins, so successes happen during a
+    run; labels are the model's own predictions."""
+    torch.manual_seed(0)
+    model = SmallECGNet(1, classes=5).double()
+    x = beats_x.double()
+    with torch.no_grad():
+        model.net[-1].bias -= model(x).mean(0)
+        y = model(x).argmax(1)
+    return model, x, y
+
+
 @pytest.fixture(scope="session")
 def images_x() -> torch.Tensor:
     path = _need(DATA / "medmnist" / "breastmnist.npz")

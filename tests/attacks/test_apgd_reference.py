@@ -81,17 +81,6 @@ def algorithm1(model, x, y, *, eps, steps, norm, rho=0.75, alpha=0.75, initial_s
     return x_best, loss_best
 
 
-@pytest.fixture()
-def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = SmallECGNet(1, classes=5).double()
-    x = beats_x.double()
-    with torch.no_grad():
-        model.net[-1].bias -= model(x).mean(0)
-        y = model(x).argmax(1)
-    return model, x, y
-
-
 @pytest.mark.parametrize("norm, eps, bounds, kw", [
     ("linf", 0.01, (0.0, 1.0), {}),  # the paper's constants: ρ = α = 0.75, η = 2ε
     ("linf", 0.01, None, {"rho": 0.8, "momentum": 0.4, "initial_step": 1.0}),  # ρ·w1 = 4 vs ρ·(w1 − 1) = 3.2 differ

@@ -16,8 +16,6 @@ import torch.nn.functional as F
 from medrobust.attacks import PGD
 from medrobust.errors import ConfigError
 
-from .conftest import SmallECGNet
-
 
 def _dir(g: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
@@ -60,17 +58,6 @@ def madry(model, x, y, *, eps, alpha, steps, norm, mask=None, bounds=None,
             d = m / u / (1 - 0.9**t)
         xs.append(_constrain(x, xs[-1] - x + alpha * d, eps, norm, mask, bounds))
     return xs
-
-
-@pytest.fixture()
-def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = SmallECGNet(1, classes=5).double()
-    x = beats_x.double()
-    with torch.no_grad():
-        model.net[-1].bias -= model(x).mean(0)
-        y = model(x).argmax(1)
-    return model, x, y
 
 
 @pytest.mark.parametrize("norm, eps, bounds, kw", [

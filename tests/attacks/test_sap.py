@@ -125,17 +125,6 @@ class InputSpy(torch.nn.Module):
         return z
 
 
-@pytest.fixture()
-def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = SmallECGNet(1, classes=5).double()
-    x = beats_x.double()
-    with torch.no_grad():  # centred logits: small margins, successes happen during the run
-        model.net[-1].bias -= model(x).mean(0)
-        y = model(x).argmax(1)
-    return model, x, y
-
-
 def test_warm_start_is_pgd_then_smoothed_phase(centred) -> None:
     """Phase 1 is exactly T PGD steps; phase 2 starts from x + S(δ_PGD) and runs 2T smoothed steps."""
     model, x, y = centred

@@ -65,17 +65,6 @@ def han_sap(model, x, y, *, eps, alpha, steps, smooth_steps, norm="linf", mask=N
     return _admissible(x, smooth(theta, kernel), eps, norm, mask, bounds)
 
 
-@pytest.fixture()
-def centred(beats_x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = SmallECGNet(1, classes=5).double()
-    x = beats_x.double()
-    with torch.no_grad():
-        model.net[-1].bias -= model(x).mean(0)
-        y = model(x).argmax(1)
-    return model, x, y
-
-
 # L2 without bounds: where x + δ lies exactly on a bound, the subgradient of the clip is a convention
 # (torch.clamp passes 1, SAP's max/min pair 0.5), which changes g/‖g‖ but never sign(g).
 @pytest.mark.parametrize("norm, eps, bounds, kw", [
