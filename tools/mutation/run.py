@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,9 @@ def pyproject_for(module: Module) -> str:
         source_paths=["src"],
         only_mutate=[module.source],
         pytest_add_cli_args_test_selection=list(module.tests),
+        # tests load committed checkpoints (benchmarks/checkpoints) relative to the repository root,
+        # which inside mutmut's copy is mutants/
+        also_copy=["benchmarks/checkpoints"],
     )
     body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
     return _strip_mutmut_table(text) + "\n# Written by tools/mutation/run.py for " + module.name + "\n[tool.mutmut]\n" + body + "\n"
@@ -175,6 +179,7 @@ def prepare(module: Module, *, fresh: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     _link(work / "src", ROOT / "src")
     _link(work / "tests", ROOT / "tests")
+    _link(work / "benchmarks", ROOT / "benchmarks")
     shared = (ROOT / ".." / "shared").resolve()
     if shared.is_dir():
         _link(work / "shared", shared)
@@ -220,7 +225,25 @@ def _signal_if_running(proc: subprocess.Popen, sig: int) -> None:
         proc.send_signal(sig)
 
 
-def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | None = None) -> int:
+def _memory_cap(gib: float | None):
+    """A ``preexec_fn`` capping each process's data segment (inherited by mutmut's forked workers).
+
+    Some mutants turn a loop that appends to a list into an endless one (``attacks/apgd.py``'s
+    ``checkpoints``); they grow by about 1 GB per 30 s, far faster than mutmut's CPU-time limit stops
+    them. Under the cap the worker gets a ``MemoryError``, its test fails, and the mutant counts as
+    killed (a test did notice it) instead of exhausting the machine.
+    """
+    if not gib:
+        return None
+    limit = int(gib * 2**30)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return cap
+
+
+def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | None = None,
+               memory_gib: float | None = 6.0) -> int:
     """Run mutmut for one module; returns mutmut's exit status and records the timing.
 
     With ``time_limit`` (seconds), mutmut is interrupted (SIGINT, as Ctrl-C) when it runs longer; the
@@ -238,7 +261,8 @@ def run_module(module: Module, *, jobs: int, fresh: bool, time_limit: float | No
     start, cpu_start = time.monotonic(), _children_cpu()
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen([mutmut_executable(), "run", "--max-children", str(jobs)], cwd=module.work,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_memory_cap(memory_gib))
         assert proc.stdout is not None
         # Ctrl-C first (mutmut stops its workers and keeps the verdicts); SIGTERM a minute later if it
         # is still running (a SIGINT during mutmut's clean test run is absorbed by pytest).
@@ -282,23 +306,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the modules and their tests, run nothing")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds per module after which mutmut is interrupted (results so far are kept)")
+    ap.add_argument("--memory-gib", type=float, default=6.0,
+                    help="data-segment limit of mutmut and each worker, GiB (0: none); stops runaway mutants")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="modules run at the same time, each with --jobs workers (for machines with many cores)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         sys.exit(f"error: --jobs must be >= 1, got {args.jobs}")
     modules = select(load_modules(), [w for m in args.module for w in m.split()])
-    failed = []
+    todo = []
     for m in modules:
         reason = m.skip_reason()
         if m.missing_tests and m.tests:
             print(f"note: {m.name}: test files not found, dropped: {', '.join(m.missing_tests)}")
         if reason:
             print(f"skip {m.name}: {reason}")
-            continue
-        if args.list:
+        elif args.list:
             print(f"{m.source}: {' '.join(m.tests)}")
-            continue
-        if run_module(m, jobs=args.jobs, fresh=args.fresh, time_limit=args.time_limit) != 0:
-            failed.append(m.name)
+        else:
+            todo.append(m)
+
+    def one(m: Module) -> bool:
+        return run_module(m, jobs=args.jobs, fresh=args.fresh, time_limit=args.time_limit,
+                          memory_gib=args.memory_gib) == 0
+
+    # Modules are independent (own work folder each): on a many-core machine run several at once.
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        failed = [m.name for m, ok in zip(todo, pool.map(one, todo)) if not ok]
     if failed:
         print(f"mutmut failed for: {', '.join(failed)} (see .mutmut/<module>/run.log)")
         return 1
