@@ -163,3 +163,42 @@ def test_without_early_stop_the_final_iterate_is_returned_even_after_a_success()
     assert bool(hit_then_lost.any())  # some sample was adversarial on the way but not at the end
     torch.testing.assert_close(res.x_adv, xa, rtol=0, atol=1e-12)
     assert torch.equal(res.success, final_adv)
+
+
+@pytest.mark.parametrize("init_std", [None, 0.02])
+def test_gaussian_start_is_x_plus_scaled_noise_in_the_ball(init_std, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``random_start="gaussian"``: the first iterate is ``x + init_std·N(0, I)`` (default 0.001, Zhang et al.)
+    projected on the ε-ball and the bounds, drawn from the samples' streams (``randn``); one plain sign step
+    follows. Kills: the uniform start, the wrong scale, no projection, no start."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 1, 8, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    noise = torch.randn(6, 1, 8, generator=g, dtype=torch.float64) * 3.0  # large: some coordinates leave the ball
+    monkeypatch.setattr(AttackContext, "randn", lambda self, act, *shape: noise[act.idx].to(self.x.dtype))
+    w = torch.randn(2, 8, generator=g, dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2, bias=False).double())
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+    y = torch.zeros(6, dtype=torch.long)
+    eps, step = 0.05, 0.004
+    kw = {} if init_std is None else {"init_std": init_std}
+    atk = PGD(model, eps=eps, steps=1, step_size=step, random_start="gaussian", early_stop=False, bounds=(0, 1), **kw)
+    res = atk(x, y)
+    std = 0.001 if init_std is None else init_std
+    x0 = (x + (std * noise).clamp(-eps, eps)).clamp(0, 1)
+    grad_sign = (w[1] - w[0]).sign().view(1, 1, 8)  # CE gradient direction of a linear two-class model
+    expect = (x + (x0 + step * grad_sign - x).clamp(-eps, eps)).clamp(0, 1)
+    torch.testing.assert_close(res.x_adv, expect, rtol=0, atol=1e-12)
+    assert atk.hyperparameters()["init_std"] == std and atk.hyperparameters()["random_start"] == "gaussian"
+
+
+def test_random_start_names_and_init_std_errors(beat_model) -> None:
+    model, _, _ = beat_model
+    assert PGD(model, eps=0.1, random_start="uniform").random_start is True
+    assert PGD(model, eps=0.1, random_start="none").random_start is False
+    assert PGD(model, eps=0.1).hyperparameters()["init_std"] is None  # a number only where it is used
+    with pytest.raises(ConfigError, match=r"random_start must be .*'gaussian', got 'normal'"):
+        PGD(model, eps=0.1, random_start="normal")
+    with pytest.raises(ConfigError, match=r"init_std=0.01 .*random_start='gaussian'"):
+        PGD(model, eps=0.1, init_std=0.01)
+    with pytest.raises(ConfigError, match="init_std"):
+        PGD(model, eps=0.1, random_start="gaussian", init_std=-1.0)

@@ -30,7 +30,7 @@ from torch import nn
 from medrobust.attacks.ascent import make_rule
 from medrobust.attacks.base import Active, Attack, AttackContext, as_step
 from medrobust.attacks.registry import register_attack
-from medrobust.checks import check_choice, check_int, check_positive
+from medrobust.checks import check_choice, check_float, check_int, check_positive
 from medrobust.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -126,6 +126,16 @@ def pgd_project(ctx: AttackContext) -> Project:
     return _p
 
 
+def check_start(random_start: Any) -> bool | str:
+    """``random_start`` as ``True`` (uniform), ``False`` (none) or ``"gaussian"``."""
+    if isinstance(random_start, bool):
+        return random_start
+    named = {"uniform": True, "none": False, "gaussian": "gaussian"}
+    if isinstance(random_start, str) and random_start in named:
+        return named[random_start]
+    raise ConfigError(f"random_start must be True/'uniform', False/'none' or 'gaussian', got {random_start!r}.")
+
+
 def check_steps(step_size: Any, rel_step_size: Any, default_rel: float) -> tuple[Any, float | None]:
     """Validate ``step_size`` / ``rel_step_size`` (at most one); ``default_rel`` when neither is given."""
     step_size = check_positive(step_size, "step_size")
@@ -155,7 +165,13 @@ class PGD(Attack):
         Step as a fraction of each sample's ε when ``step_size`` is None (default ``2.5 / steps``,
         Madry et al.'s choice).
     random_start
-        Start from a uniformly random point of the ε-ball (L∞ box / L2 ball) instead of ``x``.
+        ``True`` (or ``"uniform"``): start from a uniformly random point of the ε-ball (L∞ box / L2
+        ball), Madry et al.'s start; ``"gaussian"``: from ``x + init_std·N(0, I)`` projected on the ball
+        and the bounds (TRADES' start, Zhang et al., ICML 2019, Algorithm 1; it matters for a KL loss,
+        whose gradient is exactly zero at ``x``); ``False`` (or ``"none"``): from ``x``.
+    init_std
+        Standard deviation of the Gaussian start (default 0.001, Zhang et al.'s value); only with
+        ``random_start="gaussian"``.
     restarts
         Number of runs (``>= 1``); runs after the first start again from random points on the
         samples not yet adversarial. Needs ``random_start=True`` when ``> 1``.
@@ -185,7 +201,8 @@ class PGD(Attack):
         steps: int = 100,
         step_size: float | torch.Tensor | None = None,
         rel_step_size: float | None = None,
-        random_start: bool = True,
+        random_start: bool | str = True,
+        init_std: float | None = None,
         restarts: int = 1,
         early_stop: bool = True,
         update: str = "sign",
@@ -193,7 +210,13 @@ class PGD(Attack):
     ) -> None:
         self.steps = check_int(steps, "steps", minimum=1)
         self.step_size, self.rel_step_size = check_steps(step_size, rel_step_size, 2.5 / self.steps)
-        self.random_start = bool(random_start)
+        self.random_start = check_start(random_start)
+        self.init_std: float | None = None  # used (and recorded as a number) only by the Gaussian start
+        if self.random_start == "gaussian":
+            self.init_std = check_float(0.001 if init_std is None else init_std, "init_std", minimum=0.0)
+        elif init_std is not None:
+            raise ConfigError(f"init_std={init_std!r} is the Gaussian start's scale; pass random_start='gaussian' "
+                              "with it, or drop it.")
         self.restarts = check_int(restarts, "restarts", minimum=1)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError("restarts > 1 repeats the same deterministic run; set random_start=True.")
@@ -207,8 +230,13 @@ class PGD(Attack):
             act = ctx.active(step=step, only_unsuccessful=self.early_stop or r > 0)
             if len(act) == 0:
                 return
-            x0 = ctx.random_start(act) if self.random_start else act.x.clone()
             projected_ascent(
-                ctx, act, x0, steps=self.steps, project_v=pgd_project(ctx), update=self.update,
+                ctx, act, self._start(ctx, act), steps=self.steps, project_v=pgd_project(ctx), update=self.update,
                 early_stop=self.early_stop, output="best" if self.early_stop else "final",
             )
+
+    def _start(self, ctx: AttackContext, act: Active) -> torch.Tensor:
+        """The first iterate: uniform in the ball, ``x`` + Gaussian noise (constrained), or ``x`` itself."""
+        if self.random_start == "gaussian":
+            return ctx.constrain(act, float(self.init_std) * ctx.randn(act, *act.x.shape[1:]))
+        return ctx.random_start(act) if self.random_start else act.x.clone()

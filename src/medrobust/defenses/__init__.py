@@ -50,7 +50,7 @@ from medrobust.defenses.smoothing import (  # noqa: E402
     certified_radius,
     clopper_pearson_lower,
 )
-from medrobust.defenses.trades import TRADES, TradesPGD, trades_kl  # noqa: E402
+from medrobust.defenses.trades import TRADES, trades_kl  # noqa: E402
 from medrobust.defenses.uap_retraining import UAPRetraining  # noqa: E402
 
 __all__ = [
@@ -77,7 +77,6 @@ __all__ = [
     "SmoothedClassifier",
     "CertifyResult",
     "trades_kl",
-    "TradesPGD",
     "mse_onehot_loss",
     "within_margin_loss",
     "nsr_loss",

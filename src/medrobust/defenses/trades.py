@@ -10,8 +10,8 @@ where the inner maximisation is ``steps`` sign-gradient steps of size ``step_siz
 ``x + 0.001·N(0, I)`` with projection onto the ε-ball and the data range (Algorithm 1), run in eval mode
 with frozen parameters (the authors' code switches to eval mode for the attack as well). It is
 :class:`medrobust.attacks.PGD` with ``loss="kl"`` against the soft labels ``softmax(f(x))``, no early stop
-(final iterate) and TRADES' Gaussian start (:class:`TradesPGD`; PGD's own random start is uniform in the
-ball, and PGD from ``x`` itself would never move, the KL gradient being zero there). Gradients of
+(final iterate) and TRADES' Gaussian start (``random_start="gaussian"``; PGD's default start is uniform in
+the ball, and PGD from ``x`` itself would never move, the KL gradient being zero there). Gradients of
 the outer loss flow through both ``f(x)`` and ``f(x')``. β = 6 is the authors' main setting
 (1/λ in the paper).
 
@@ -29,9 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.attacks import PGD, AttackContext, frozen_eval
-from medrobust.attacks.base import as_step
-from medrobust.attacks.pgd import pgd_project, projected_ascent
+from medrobust.attacks import PGD, frozen_eval
 from medrobust.checks import BoundsArg, check_bounds, check_float, check_int
 from medrobust.data.base import ECGDataset
 from medrobust.defenses.base import DefenseTrainer
@@ -57,31 +55,6 @@ def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Ten
     log_p = F.log_softmax(clean_logits, dim=1)
     log_q = F.log_softmax(adv_logits, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(1).mean()
-
-
-class TradesPGD(PGD):
-    """TRADES' inner maximisation: :class:`~medrobust.attacks.PGD` on ``KL(p_clean ‖ softmax(f(x')))`` from
-    TRADES' start ``x + init_std·N(0, I)`` (Zhang et al., ICML 2019, Algorithm 1) instead of PGD's uniform
-    point of the ε-ball.
-
-    The start is the only difference from :class:`PGD` (``loss="kl"``, ``early_stop=False``: every sample
-    runs every step and the output is the final iterate); it matters because the KL gradient is exactly
-    zero at ``x' = x``. The Gaussian start comes from each sample's stream
-    (:meth:`~medrobust.attacks.AttackContext.randn`), masked and projected onto the ball and the bounds.
-    Call it with soft labels ``p_clean = softmax(f(x))`` (eval mode) and the batch's padding mask.
-    """
-
-    name = "trades_pgd"
-
-    def __init__(self, model: nn.Module, *, init_std: float = 0.001, **kwargs: Any) -> None:
-        self.init_std = check_float(init_std, "init_std", minimum=0.0)
-        super().__init__(model, random_start=True, early_stop=False, loss="kl", **kwargs)
-
-    def _run(self, ctx: AttackContext) -> None:
-        act = ctx.active(step=as_step(self.step_size, self.rel_step_size, ctx.eps), only_unsuccessful=False)
-        x0 = ctx.constrain(act, self.init_std * ctx.randn(act, *act.x.shape[1:]))
-        projected_ascent(ctx, act, x0, steps=self.steps, project_v=pgd_project(ctx), update=self.update,
-                         early_stop=False, output="final")
 
 
 @register_defense("trades")
@@ -148,8 +121,9 @@ class TRADES(DefenseTrainer):
         """TRADES' adversarial inputs ``x'`` for the clean batch ``x`` (detached; padding untouched)."""
         with frozen_eval(self.model), torch.no_grad():
             p_clean = F.softmax(forward(self.model, x, mask), dim=1)
-        atk = TradesPGD(self.model, eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
-                        init_std=self.init_std, bounds=self.bounds, generator=self.generator)
+        atk = PGD(self.model, eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
+                  random_start="gaussian", init_std=self.init_std, early_stop=False, loss="kl",
+                  bounds=self.bounds, generator=self.generator)
         return atk(x, p_clean, mask=None if mask is None else mask.to(x.dtype)).x_adv.detach()
 
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
