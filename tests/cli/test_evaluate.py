@@ -173,7 +173,7 @@ def test_evaluate_refuses_a_foreign_folder_and_overwrite_removes_only_its_files(
     argv = ["evaluate", "--checkpoint", str(ckpt), *DATA, *FAST, "--out", str(out)]
     assert main(argv) == 2
     err = _one_line_error(capsys)
-    assert "is not empty (card.json, notes.txt)" in err and "--overwrite" in err
+    assert "is not empty (card.json, notes.txt; not created by `medrobust evaluate`)" in err and "--overwrite" in err
     assert (out / "card.json").read_text() == '{"mine": true}'
     assert main([*argv, "--overwrite"]) == 0
     assert json.loads((out / "card.json").read_text())["format"] == "medrobust-result-card/1"

@@ -33,7 +33,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 
 from medrobust.atomic import atomic_write_bytes, atomic_write_json, jsonable, npz_bytes, to_json
 from medrobust.errors import ConfigError, DataError
+from medrobust.outdir import claim_out_dir
 
 __all__ = ["CARD_FORMAT", "STATE_FORMAT", "CARD_NAME", "STATE_NAME", "UNITS_DIR", "EXAMPLES_NAME", "PER_SAMPLE_NAME",
            "TIMINGS_KEY", "REPORT_FILES", "RunState", "read_npz", "config_hash", "environment", "git_commit",
@@ -57,6 +57,8 @@ EXAMPLES_NAME = "examples.npz"
 PER_SAMPLE_NAME = "per_sample.npz"
 TIMINGS_KEY = "timings"
 REPORT_FILES = ("report.md", "report.html", "figures")
+EVALUATION_FILES = (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME, UNITS_DIR, *REPORT_FILES)
+"""Everything an evaluation and its report write into the run folder (what ``overwrite`` removes)."""
 """What ``medrobust report`` (and ``evaluate --report``) writes into a run folder."""
 
 
@@ -119,47 +121,18 @@ class RunState:
         self.resumed = False
         self._memory: dict[str, dict[str, np.ndarray]] = {}
         if self.dir is not None:
-            path = self.dir / STATE_NAME
-            if overwrite:
-                self._discard()
-            elif path.exists():
-                self._load(path)
-            else:
-                self._refuse_foreign()
+            # the one output-folder guard: a foreign non-empty folder is refused; overwrite removes only what an
+            # evaluation (and its report) writes; a folder holding a state (or its units) is this evaluation's
+            claim_out_dir(self.dir, command="evaluate", overwrite=overwrite, produced=EVALUATION_FILES,
+                          resume=True, adopt=(STATE_NAME, UNITS_DIR))
+            if (self.dir / STATE_NAME).exists():
+                self._load(self.dir / STATE_NAME)
             (self.dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
         self.sessions.append(_utc_now())
 
     @property
     def path(self) -> Path | None:
         return None if self.dir is None else self.dir / STATE_NAME
-
-    def _refuse_foreign(self) -> None:
-        """A folder without ``state.json`` must be empty (or hold only an empty ``units/``): never overwrite
-        files this evaluation did not write."""
-        assert self.dir is not None
-        if not self.dir.is_dir():
-            return
-        units = self.dir / UNITS_DIR
-        found = sorted(p.name for p in self.dir.iterdir()
-                       if not (p == units and p.is_dir() and all(f.suffix == ".npz" for f in units.iterdir())))
-        if found:
-            shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-            raise ConfigError(f"{self.dir} is not empty ({shown}) and holds no evaluation state; choose an empty "
-                              "--out folder, or pass --overwrite to replace what an evaluation writes there.")
-
-    def _discard(self) -> None:
-        """Remove what an evaluation (and its report) writes into the folder, nothing else."""
-        assert self.dir is not None
-        for name in (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME, *REPORT_FILES):
-            p = self.dir / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
-        units = self.dir / UNITS_DIR
-        if units.is_dir():
-            for f in units.glob("*.npz"):
-                f.unlink()
 
     def _load(self, path: Path) -> None:
         fix = f"delete {path} (or pass --overwrite) to start this evaluation again"

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from medrobust.atomic import atomic_write_bytes, atomic_write_json, npz_bytes
 from medrobust.errors import ConfigError, DataError
+from medrobust.outdir import claim_out_dir
 from medrobust.models.inference import predict
 from medrobust.evaluation.card import environment
 from medrobust.evaluation.ensemble import EnsembleContext, derive_seed, run_attack, subset_mask
@@ -217,31 +218,11 @@ def _target_index(target: str | int | None, classes: list[str], dataset: str) ->
 
 
 def prepare_attack_dir(out: Path, *, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite``; then remove a previous attack's files (only those).
-
-    A previous attack's files are ``adversarial.npz``, ``attack.json``, every WFDB record listed in
-    ``wfdb/RECORDS`` (``.hea`` and ``.dat``) and ``RECORDS`` itself; other files are left alone.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    found = sorted(p.name for p in out.iterdir())
-    if not found:
-        return
-    if not overwrite:
-        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-        raise ConfigError(f"{out} is not empty ({shown}); choose an empty --out folder, or pass --overwrite to "
-                          "replace the previous attack's files there.")
-    for name in (ADVERSARIAL_NPZ, ATTACK_JSON):
-        (out / name).unlink(missing_ok=True)
-    wdir = out / WFDB_DIR
-    records = wdir / "RECORDS"
-    if records.is_file():
-        for rec in records.read_text().split():
-            if _safe(rec) == rec:   # names we wrote; never a path
-                for ext in (".hea", ".dat"):
-                    (wdir / f"{rec}{ext}").unlink(missing_ok=True)
-        records.unlink()
-    if wdir.is_dir() and not any(wdir.iterdir()):
-        wdir.rmdir()
+    """Claim ``out`` for an attack (:func:`medrobust.outdir.claim_out_dir`): an empty or new folder is taken; a
+    non-empty one (an earlier attack's or anyone's) is refused unless ``overwrite``, which removes only what an
+    attack writes there (``adversarial.npz``, ``attack.json``, the ``wfdb/`` records) and leaves the rest."""
+    claim_out_dir(out, command="attack", overwrite=overwrite, produced=(ADVERSARIAL_NPZ, ATTACK_JSON, WFDB_DIR),
+                  adopt=(ATTACK_JSON,))
 
 
 def _attack_batches(ens: EnsembleContext, req: AttackRequest, x: torch.Tensor, y: torch.Tensor,
