@@ -138,3 +138,19 @@ def test_auto_bounds_follow_the_units(units: str, bounds) -> None:
         t = cls(TinyNet(4, 2), eps=0.05)
         t.data_units = units
         assert t.resolve_bounds("auto") == bounds
+
+
+@pytest.mark.parametrize("defense,variant", [("nsr", "mitdb"), ("jacobian", "cpsc2018")])
+def test_a_defences_own_recipe_option_is_not_taken_for_a_paper_recipe(defense: str, variant: str) -> None:
+    """``medrobust train --recipe ma2020 --defense nsr`` fills NSR's own option ``recipe="mitdb"`` and hands it to
+    get_defense, whose ``recipe=`` also names paper recipes: the variant must reach the defence, a paper name must
+    still select the paper's options, and an unknown name must still be refused."""
+    from medrobust.defenses import get_defense
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(187, 5))
+    trainer = get_defense(defense, net, recipe=variant)
+    assert trainer.hyperparameters()["recipe"] == variant
+    by_paper = get_defense(defense, net, recipe="ma2022-cpsc")
+    assert by_paper.hyperparameters()["recipe"] == "cpsc2018"
+    with pytest.raises(ConfigError, match="recipe"):
+        get_defense(defense, net, recipe="ma2099")

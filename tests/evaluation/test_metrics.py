@@ -111,3 +111,39 @@ def test_predicted_but_absent_class_has_zero_sensitivity() -> None:
     assert m["sensitivity"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.75), "c": 0.0}
     assert m["precision"]["c"] == 0.0 and m["support"]["c"] == 0
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_wilson_interval_by_hand_and_edges() -> None:
+    """Wilson's interval for 81/263 at 95 % (z = 1.959964): centre and half-width by hand; at 0/n it starts at 0
+    and is not empty (the Wald interval would be [0, 0]); levels order the widths."""
+    import math
+
+    from medrobust.evaluation.metrics import wilson_interval
+
+    z, s, n = 1.959963984540054, 81, 263
+    p = s / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = wilson_interval(s, n)
+    assert lo == pytest.approx(c - h, abs=1e-12) and hi == pytest.approx(c + h, abs=1e-12)
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    lo0, hi0 = wilson_interval(0, 10)
+    assert lo0 == 0.0 and hi0 == pytest.approx(z * z / (10 + z * z), abs=1e-12)
+    assert wilson_interval(10, 10)[1] == 1.0
+    lo90, hi90 = wilson_interval(s, n, level=0.9)
+    assert lo < lo90 < p < hi90 < hi
+    for bad in ((5, 0), (6, 5), (-1, 5)):
+        with pytest.raises(DataError, match="successes <= n"):
+            wilson_interval(*bad)
+    with pytest.raises(DataError, match="level"):
+        wilson_interval(1, 2, level=1.0)
+
+
+def test_newcombe_difference_interval_by_hand() -> None:
+    """Newcombe (1998) method 10 on his example 56/70 − 48/80: (0.0524, 0.3339)."""
+    from medrobust.evaluation.metrics import difference_interval
+
+    lo, hi = difference_interval((56, 70), (48, 80))
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    lo2, hi2 = difference_interval((48, 80), (56, 70))
+    assert lo2 == pytest.approx(-hi, abs=1e-12) and hi2 == pytest.approx(-lo, abs=1e-12)

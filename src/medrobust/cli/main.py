@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, train
+    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, reproduce, train
 
-    for module in (data, train, evaluate, attack, benchmark, report, demo, models):
+    for module in (data, train, evaluate, attack, benchmark, report, reproduce, demo, models):
         module.add_parser(sub)
     return parser
 

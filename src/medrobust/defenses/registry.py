@@ -91,7 +91,9 @@ def get_defense(
     recipe
         A paper's recipe (``"ma2020"``, ``"ma2022-cpsc"``, ``"shao2022"``, ``"han2020"``; see
         :mod:`medrobust.defenses.recipes`): its defence options become the defaults (``**hp`` overrides
-        them) and, when ``config`` is ``None``, its :class:`~medrobust.train.TrainConfig` is used.
+        them) and, when ``config`` is ``None``, its :class:`~medrobust.train.TrainConfig` is used. For a
+        defence with its own ``recipe`` option (NSR, Jacobian: ``"mitdb"``, ``"cpsc2018"``,
+        ``"cardiodefense"``) a name that is not a paper recipe is that option.
     **hp
         The defence's hyper-parameters (and ``generator=``, a ``torch.Generator``); unknown names
         raise :class:`ConfigError` listing the accepted ones.
@@ -99,6 +101,11 @@ def get_defense(
     cls = defense_class(name)
     defaults = _DEFENSES[str(name).lower()][1]
     accepted = defense_options(name)
+    if recipe is not None and "recipe" in accepted and "recipe" not in hp:
+        from medrobust.defenses.recipes import RECIPES
+
+        if recipe not in RECIPES:  # the defence's own variant option (NSR's / Jacobian's "mitdb", "cpsc2018", ...)
+            hp, recipe = {**hp, "recipe": recipe}, None
     unknown = [k for k in hp if k not in accepted and not (k == "generator" and _takes_generator(cls))]
     if unknown:
         raise ConfigError(

@@ -57,3 +57,37 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """:func:`metrics_from_confusion` of :func:`confusion_matrix`."""
     return metrics_from_confusion(confusion_matrix(y_true, y_pred, num_classes), classes)
+
+
+def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / n`` (Wilson, JASA 22:209-212, 1927).
+
+    ``(p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`` with ``z`` the ``(1+level)/2`` normal quantile;
+    unlike the Wald interval it stays inside [0, 1] and is not empty at ``p̂ = 0`` or ``1``.
+    """
+    from scipy.stats import norm
+
+    if not (isinstance(n, (int, np.integer)) and n > 0 and 0 <= successes <= n):
+        raise DataError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got successes={successes}, n={n}.")
+    if not 0.0 < level < 1.0:
+        raise DataError(f"level must be in (0, 1), got {level}.")
+    z = float(norm.ppf(0.5 + level / 2.0))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))   # exact ends: 0 and 1 (rounding aside)
+    hi = 1.0 if successes == n else min(1.0, float(centre + half))
+    return lo, hi
+
+
+def difference_interval(a: tuple[int, int], b: tuple[int, int], *, level: float = 0.95) -> tuple[float, float]:
+    """Interval for the difference ``a − b`` of two independent proportions, each given as ``(successes, n)``:
+    Newcombe's hybrid score interval (Newcombe, Stat. Med. 17:873-890, 1998, method 10), built from the two
+    Wilson intervals ``(l₁, u₁)`` and ``(l₂, u₂)``: ``d − sqrt((p₁−l₁)² + (u₂−p₂)²)`` to
+    ``d + sqrt((u₁−p₁)² + (p₂−l₂)²)`` with ``d = p₁ − p₂``."""
+    (s1, n1), (s2, n2) = a, b
+    l1, u1 = wilson_interval(s1, n1, level=level)
+    l2, u2 = wilson_interval(s2, n2, level=level)
+    p1, p2 = s1 / n1, s2 / n2
+    d = p1 - p2
+    return d - float(np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)), d + float(np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))

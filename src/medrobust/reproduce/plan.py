@@ -1,0 +1,138 @@
+"""A reproduction plan: a paper's YAML (``configs/*.yaml``) resolved for one budget into train and evaluate steps.
+
+The YAML names the paper, its training recipe (:mod:`medrobust.defenses.recipes`), the dataset, the models the
+paper compares (architecture, defence, and the model whose weights start it when a budget fine-tunes), the
+evaluation (radii and attacks) and, per budget, what is scaled down (``smoke``, ``cpu``, ``paper``). Each step is
+written out as the YAML of an ordinary ``medrobust train`` or ``medrobust evaluate`` run, so every number of a
+reproduction traces to one command a user can rerun by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medrobust.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+BUDGETS = ("smoke", "cpu", "paper")
+PLAN_KEYS = {"name", "paper", "recipe", "dataset", "models", "evaluation", "budgets", "claims"}
+BUDGET_KEYS = {"note", "dataset_options", "train", "finetune", "limit", "eps", "attack_options", "protocol"}
+MODEL_KEYS = {"model", "defense", "init"}
+CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of a reproduction: train one model, or evaluate one trained model."""
+
+    kind: str                    # "train" or "evaluate"
+    model_id: str
+    config: dict[str, Any]       # the YAML of the ``medrobust train`` / ``evaluate`` run
+    out: Path                    # its output folder
+    after: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.model_id}"
+
+
+def available() -> list[str]:
+    """The reproductions shipped with medrobust (one YAML each)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_plan(name: str) -> dict[str, Any]:
+    """The plan ``name`` (a shipped reproduction or a path to a YAML file), its keys checked."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown reproduction {name!r}; available: {', '.join(available())} (or a path to a "
+                          "plan .yaml).")
+    plan = yaml.safe_load(path.read_text("utf-8"))
+    _check_keys(plan, PLAN_KEYS, f"{path}")
+    for mid, m in plan["models"].items():
+        _check_keys(m, MODEL_KEYS, f"{path}: models.{mid}", required={"model", "defense"})
+        if m.get("init") not in (None, *plan["models"]):
+            raise ConfigError(f"{path}: models.{mid}.init={m['init']!r} names no model of this plan.")
+    for b, spec in plan["budgets"].items():
+        if b not in BUDGETS:
+            raise ConfigError(f"{path}: unknown budget {b!r}; budgets are {', '.join(BUDGETS)}.")
+        _check_keys(spec, BUDGET_KEYS, f"{path}: budgets.{b}", required={"note"})
+    for c in plan.get("claims", []):
+        _check_keys(c, CLAIM_KEYS, f"{path}: claims", required=CLAIM_KEYS)
+        unknown = [m for m in c["models"] if m not in plan["models"]]
+        if unknown:
+            raise ConfigError(f"{path}: claim {c['id']!r} names unknown models {unknown}.")
+    plan["source"] = str(path)
+    return plan
+
+
+def _check_keys(block: Any, allowed: set[str], where: str, required: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(block).__name__}.")
+    extra, missing = set(block) - allowed, set(required) - set(block)
+    if extra or missing:
+        raise ConfigError(f"{where}: " + "; ".join(
+            ([f"unknown keys {sorted(extra)} (allowed: {sorted(allowed)})"] if extra else [])
+            + ([f"missing keys {sorted(missing)}"] if missing else [])) + ".")
+
+
+def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str | None = None) -> list[Step]:
+    """The train steps (a model after the one it starts from) then the evaluate steps, for ``budget``."""
+    if budget not in plan["budgets"]:
+        raise ConfigError(f"reproduction {plan['name']!r} has no budget {budget!r}; it has "
+                          f"{', '.join(plan['budgets'])}.")
+    spec = plan["budgets"][budget]
+    ds = copy.deepcopy(plan["dataset"])
+    ds["options"] = {**(ds.get("options") or {}), **(spec.get("dataset_options") or {})}
+    if data_dir is not None:
+        ds["root"] = str(data_dir)
+    steps = [_train_step(plan, spec, mid, ds, out) for mid in _train_order(plan["models"])]
+    steps += [_eval_step(plan, spec, mid, ds, out) for mid in plan["models"]]
+    return steps
+
+
+def _train_order(models: dict[str, Any]) -> list[str]:
+    order: list[str] = []
+    while len(order) < len(models):
+        ready = [m for m, s in models.items() if m not in order and (s.get("init") in (None, *order))]
+        if not ready:
+            raise ConfigError(f"models' init form a cycle: {sorted(set(models) - set(order))}.")
+        order += ready
+    return order
+
+
+def _train_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[str, Any], out: Path) -> Step:
+    m = plan["models"][mid]
+    finetune = m.get("init") is not None and spec.get("finetune") is not None
+    cfg: dict[str, Any] = {"dataset": ds, "model": {"name": m["model"]}, "recipe": plan["recipe"],
+                           "defense": {"name": m["defense"]},
+                           "train": dict((spec.get("finetune") if finetune else spec.get("train")) or {}),
+                           "out": str(out / "models" / mid), "evaluate_test": True}
+    after: tuple[str, ...] = ()
+    if finetune:
+        cfg["init_from"] = str(out / "models" / m["init"] / "checkpoint")
+        after = (m["init"],)
+    return Step("train", mid, cfg, out / "models" / mid, after)
+
+
+def _eval_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[str, Any], out: Path) -> Step:
+    ev = plan["evaluation"]
+    options = spec.get("attack_options") or {}
+    attacks = []
+    for a in ev["attacks"]:
+        label = a.get("label", a["name"])
+        attacks.append({**a, **(options.get(label) or {})})
+    unknown = set(options) - {a.get("label", a["name"]) for a in ev["attacks"]}
+    if unknown:
+        raise ConfigError(f"{plan['source']}: attack_options name unknown attack labels {sorted(unknown)}.")
+    cfg = {"checkpoint": str(out / "models" / mid / "checkpoint"),
+           "dataset": {**ds, "split": "test", "limit": spec.get("limit")},
+           "protocol": {"attacks": attacks, "eps": list(spec.get("eps") or ev["eps"]), "mode": "individual",
+                        "minimal_eps": False, "seed": 0, **(spec.get("protocol") or {})},
+           "out": str(out / "eval" / mid), "report": False}
+    return Step("evaluate", mid, cfg, out / "eval" / mid, (mid,))

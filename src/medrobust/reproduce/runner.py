@@ -1,0 +1,96 @@
+"""Run a reproduction: every step as an ordinary ``medrobust train`` / ``evaluate`` run, resumable step by step."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medrobust.atomic import atomic_write_text
+from medrobust.errors import ConfigError
+from medrobust.outdir import claim_out_dir
+from medrobust.reproduce.plan import Step, load_plan, resolve_steps
+from medrobust.reproduce.readme import write_readme
+
+DONE_FILE = {"train": "summary.json", "evaluate": "card.json"}
+
+
+def command_of(step: Step, config_path: Path) -> str:
+    """The command line that reruns ``step`` by hand."""
+    return f"medrobust {step.kind} --config {config_path}"
+
+
+def _write_config(step: Step, folder: Path) -> Path:
+    path = folder / f"{step.kind}-{step.model_id}.yaml"
+    text = yaml.safe_dump(step.config, sort_keys=False)
+    if not path.exists() or path.read_text("utf-8") != text:
+        atomic_write_text(path, text)
+    return path
+
+
+def _done(step: Step) -> bool:
+    """A train step is done once its summary is written (the last thing ``train`` writes); an evaluation resumes
+    itself, so it is rerun until its card holds results (a finished one returns at once)."""
+    return (step.out / DONE_FILE[step.kind]).is_file() and step.kind == "train"
+
+
+def _run_step(step: Step, config: Path) -> None:
+    from medrobust.cli.main import main as cli_main
+
+    argv = [step.kind, "--config", str(config)]
+    if step.kind == "train" and step.out.exists():
+        argv.append("--overwrite")      # a killed training restarts; --overwrite removes only what train writes
+    if step.kind == "evaluate":
+        argv.append("--no-progress")
+    code = cli_main(argv)
+    if code != 0:
+        raise ConfigError(f"reproduction step '{step.name}' failed (exit {code}); rerun it alone with "
+                          f"`{command_of(step, config)}` to see why, then rerun the reproduction to continue.")
+
+
+def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data_dir: str | Path | None = None,
+        progress: bool = True) -> Path:
+    """Reproduce the paper ``name`` at ``budget``; returns the folder holding ``README.md``.
+
+    Every trained model and every evaluation is one step; a killed run continues where it stopped when the
+    same call is made again (finished trainings are kept, an evaluation resumes its own state).
+    Results go to ``out/<budget>/`` (``configs/``, ``models/``, ``eval/``) and the tables to ``out/README.md``.
+    """
+    plan = load_plan(name)
+    root = Path(out) if out is not None else Path("reproductions") / plan["name"]
+    folder = claim_out_dir(root / budget, command="reproduce", resume=True, what="--out")
+    steps = resolve_steps(plan, budget=budget, out=folder, data_dir=None if data_dir is None else str(data_dir))
+    configs = folder / "configs"
+    configs.mkdir(exist_ok=True)
+    paths = {s.name: _write_config(s, configs) for s in steps}
+    started, spent = time.monotonic(), []
+    for k, step in enumerate(steps, 1):
+        if _done(step):
+            if progress:
+                print(f"[{k}/{len(steps)}] {step.name}: done earlier, kept")
+            continue
+        t0 = time.monotonic()
+        if progress:
+            eta = f", about {_eta(spent, len(steps) - k + 1)} left" if spent else ""
+            print(f"[{k}/{len(steps)}] {step.name} ({time.monotonic() - started:.0f} s so far{eta})", flush=True)
+        _run_step(step, paths[step.name])
+        spent.append(time.monotonic() - t0)
+    readme = write_readme(plan, root)
+    if progress:
+        print(f"reproduction {plan['name']} ({budget}): {readme}")
+    return readme
+
+
+def _eta(spent: list[float], left: int) -> str:
+    seconds = sum(spent) / len(spent) * left
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def status(name: str, *, budget: str, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Which steps of a reproduction are finished (for ``medrobust reproduce --status``)."""
+    plan = load_plan(name)
+    root = Path(out) if out is not None else Path("reproductions") / plan["name"]
+    steps = resolve_steps(plan, budget=budget, out=root / budget)
+    return [{"step": s.name, "done": (s.out / DONE_FILE[s.kind]).is_file(), "out": str(s.out)} for s in steps]
