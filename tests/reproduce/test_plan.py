@@ -71,3 +71,18 @@ def test_unknown_names_budgets_labels_and_cycles(tmp_path: Path) -> None:
                                        "b": {"model": "cnn1", "defense": "ce", "init": "a"}}, claims=[])
     with pytest.raises(ConfigError, match="cycle"):
         resolve_steps(load_plan(cyc), budget="cpu", out=tmp_path)
+
+
+def test_han2020_claims_read_the_success_rate_of_one_attack(tmp_path: Path) -> None:
+    plan = load_plan("han2020")
+    assert [c["metric"] for c in plan["claims"]] == ["success_rate sap", "success_rate pgd"]
+    ev = next(s for s in resolve_steps(plan, budget="cpu", out=tmp_path) if s.kind == "evaluate")
+    sap = next(a for a in ev.config["protocol"]["attacks"] if a["name"] == "sap")
+    assert (sap["steps"], sap["smooth_steps"], sap["step_size"], sap["output"]) == (20, 40, 0.001, "final")
+    assert 0.01 in ev.config["protocol"]["eps"] and ev.config["dataset"]["limit"] is None  # every held-out record
+    bad = yaml.safe_load(Path(plan["source"]).read_text())
+    bad["claims"][0]["metric"] = "success_rate fgsm"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"metric must be .*one of \['pgd', 'sap'\], got 'success_rate fgsm'"):
+        load_plan(str(path))

@@ -2,7 +2,7 @@
 
 >>> from medrobust import reproduce
 >>> reproduce.available()
-['ma2020']
+['han2020', 'ma2020']
 >>> readme = reproduce.run("ma2020", budget="smoke", out="runs/repro")   # doctest: +SKIP
 
 Each paper is one YAML plan (``medrobust/reproduce/configs/``, linked from ``configs/reproductions/``): the models

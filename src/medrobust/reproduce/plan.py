@@ -24,6 +24,7 @@ PLAN_KEYS = {"name", "paper", "recipe", "dataset", "models", "evaluation", "budg
 BUDGET_KEYS = {"note", "dataset_options", "train", "finetune", "limit", "eps", "attack_options", "protocol"}
 MODEL_KEYS = {"model", "defense", "init"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
+CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,12 @@ def load_plan(name: str) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown budget {b!r}; budgets are {', '.join(BUDGETS)}.")
         _check_keys(spec, BUDGET_KEYS, f"{path}: budgets.{b}", required={"note"})
     for c in plan.get("claims", []):
-        _check_keys(c, CLAIM_KEYS, f"{path}: claims", required=CLAIM_KEYS)
+        _check_keys(c, CLAIM_KEYS | {"metric"}, f"{path}: claims", required=CLAIM_KEYS)
+        metric = str(c.get("metric", "worst_case")).split()
+        labels = {a.get("label", a["name"]) for a in plan["evaluation"]["attacks"]}
+        if not (metric == ["worst_case"] or (len(metric) == 2 and metric[0] == "success_rate" and metric[1] in labels)):
+            raise ConfigError(f"{path}: claim {c.get('id')!r}: metric must be 'worst_case' or 'success_rate LABEL' "
+                              f"with LABEL one of {sorted(labels)}, got {c.get('metric')!r}.")
         unknown = [m for m in c["models"] if m not in plan["models"]]
         if unknown:
             raise ConfigError(f"{path}: claim {c['id']!r} names unknown models {unknown}.")

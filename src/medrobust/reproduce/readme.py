@@ -42,7 +42,13 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
             parts.append(f"{mid}: not run at ε {claim['eps']}")
             continue
         clean = card["clean"]["accuracy"]  # type: ignore[index]
-        text = f"{mid}: worst-case {_ratio(res['robust_accuracy'])}, clean {_ratio(clean)}"
+        metric = str(claim.get("metric", "worst_case")).split()
+        if metric[0] == "success_rate":
+            att = next(a for a in res["attacks"] if a["label"] == metric[1])
+            text = (f"{mid}: {metric[1]} misclassifies {_ratio(att['success_rate'])} of the "
+                    f"{att['success_rate']['denominator']} correctly classified, clean {_ratio(clean)}")
+        else:
+            text = f"{mid}: worst-case {_ratio(res['robust_accuracy'])}, clean {_ratio(clean)}"
         if base is None:
             base = clean
         else:
