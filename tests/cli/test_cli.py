@@ -265,3 +265,20 @@ def test_train_recipe_fills_defaults_that_yaml_and_flags_override(tmp_path: Path
     assert c["model"]["name"] == "cnn1" and c["train"]["batch_size"] == 64 and c["train"]["epochs"] == 50
     assert c["defense"]["beta"] == 0.5 and c["train"]["reinit_dead_units"] is True
     assert main(["train", "--recipe", "ma2020", "--defense", "adt", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_every_option_has_help_and_computing_commands_take_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from medrobust.cli.main import COMPUTING, build_parser, main
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [(name, a.option_strings[0]) for name, p in sub.choices.items() for a in p._actions
+               if a.option_strings and not a.help]
+    assert missing == []
+    for name in COMPUTING:
+        assert any("--threads" in a.option_strings for a in sub.choices[name]._actions), name
+    assert "(default: linf)" in sub.choices["attack"].format_help()  # defaults shown
+    assert main(["report", "--threads", "0", "nowhere"]) == 2
+    assert "--threads 0: must be >= 1" in capsys.readouterr().err

@@ -25,15 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="offline demo: synthetic beats, train, attack, table")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--n-per-class", type=int, default=300, help="training beats per class (default 300)")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=8, help="training epochs of the demo CNN")
     p.add_argument("--eps", default=",".join(str(e) for e in DEFAULT_EPS),
                    help="comma-separated L∞ radii in input units (beats are scaled to [0, 1])")
-    p.add_argument("--pgd-steps", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pgd-steps", type=int, default=20, help="PGD steps of the demo evaluation")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, training and attacks")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: the demo's small batches run fastest on one thread, "
                         "and several threads collapse on a shared machine)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 

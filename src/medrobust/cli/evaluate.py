@@ -95,16 +95,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack-option", action="append", metavar="ATTACK.KEY=VALUE",
                    help="attack option, repeatable, e.g. pgd.steps=50 (ATTACK is the attack's label)")
     p.add_argument("--eps", help="comma-separated radii in input units, e.g. 0.01,0.05,0.1")
-    p.add_argument("--norm", choices=["linf", "l2"])
-    p.add_argument("--eps-mode", choices=["abs", "ptp", "snr_db"])
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat-model norm (default: linf)")
+    p.add_argument("--eps-mode", choices=["abs", "ptp", "snr_db"],
+                   help="abs: ε in input units; ptp: a fraction of each record's peak-to-peak; snr_db: an SNR (default: abs)")
     p.add_argument("--mode", choices=["sequential", "individual"],
                    help="sequential: each attack on the still-robust samples; individual: every attack on every sample")
     p.add_argument("--restarts", type=int, help="protocol-level restarts of every attack")
     p.add_argument("--minimal-eps", action="store_true", default=None,
                    help="also find each sample's minimal adversarial ε by bisection (the whole curve in one run)")
     p.add_argument("--refine-steps", type=int, help="bisection steps between grid radii (default 6)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="samples per attack batch (default: 256)")
+    p.add_argument("--seed", type=int, help="seed of the attacks' random streams and of --limit's subset (default: 0)")
     p.add_argument("--examples", type=int, help="records kept for the report (default 5)")
     p.add_argument("--no-large-eps-check", action="store_true", help="skip the large-ε sanity check")
     p.add_argument("--out", help="run folder (state, card.json, examples)")

@@ -13,9 +13,22 @@ import warnings
 from typing import Any, Sequence
 
 from medrobust import __version__
-from medrobust.errors import MedrobustError
+from medrobust.errors import ConfigError, MedrobustError
 
-COMMANDS = ("data", "train", "evaluate", "attack", "benchmark", "report", "demo", "models")
+COMMANDS = ("data", "train", "evaluate", "attack", "benchmark", "report", "reproduce", "demo", "models")
+COMPUTING = ("data", "train", "evaluate", "attack", "benchmark", "report", "reproduce")
+"""Commands that get ``--threads`` here (``demo`` has its own, default 1)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the commands' docstring layout and shows every option's default that is not None/False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (data, train, evaluate, attack, benchmark, report, reproduce, demo, models):
         module.add_parser(sub)
+    for name, p in sub.choices.items():
+        p.formatter_class = HelpFormatter
+        if name in COMPUTING and not any("--threads" in a.option_strings for a in p._actions):
+            p.add_argument("--threads", type=int, metavar="N",
+                           help="CPU threads for torch (default: torch's own choice, usually every core)")
     return parser
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    n = getattr(args, "threads", None)
+    if n is None or args.command == "demo":
+        return
+    if n < 1:
+        raise ConfigError(f"--threads {n}: must be >= 1 (the number of CPU threads torch may use).")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def _one_line_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -45,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
+            _set_threads(args)
             return int(args.func(args) or 0)
     except MedrobustError as exc:
         print(f"medrobust: error: {exc}", file=sys.stderr)
