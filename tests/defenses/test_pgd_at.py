@@ -207,6 +207,29 @@ def test_the_padding_mask_reaches_every_forward_and_the_adversary(monkeypatch: p
     assert loss.item() == pytest.approx(want.item(), rel=1e-12)
 
 
+def test_the_attack_runs_in_eval_mode_with_frozen_parameters_and_the_loss_in_train_mode() -> None:
+    """Madry's inner maximisation is over the input only: the adversary's forwards see the model in eval mode with
+    frozen parameters; the training forwards run in train mode and the parameters stay trainable."""
+    x, y = _batch()
+    frozen: list[tuple[bool, bool]] = []
+
+    class Probe(Net):
+        def forward(self, x, mask=None):  # type: ignore[no-untyped-def]
+            frozen.append((self.training, not any(p.requires_grad for p in self.parameters())))
+            return super().forward(x, mask)
+
+    net = Probe()
+    t = AdversarialTraining(net, TrainConfig(epochs=2), eps=0.05, steps=2, step_size=0.03)
+    net.train()
+    loss, _ = t.compute_loss(x, y)
+    # clean forward (train), the attack's forwards (eval, frozen), adversarial forward (train)
+    assert frozen[0] == (True, False) and frozen[-1] == (True, False)
+    assert len(frozen) > 2 and all(f == (False, True) for f in frozen[1:-1])
+    assert net.training and all(p.requires_grad for p in net.parameters())
+    loss.backward()
+    assert net.a.weight.grad is not None and float(net.a.weight.grad.abs().sum()) > 0
+
+
 def _correct_only(net: Net, y_flip: list[int], mask: torch.Tensor | None = None,
                   **kw) -> tuple[AdversarialTraining, list, torch.Tensor, torch.Tensor]:
     x, _ = _batch()

@@ -253,7 +253,8 @@ def test_certify_uses_the_given_generator_for_selection_then_estimation() -> Non
 
 
 def test_certify_at_p_lower_exactly_one_half_certifies_radius_zero() -> None:
-    """One draw, α = 0.5: p̲_A = Beta⁻¹(0.5; 1, 1) = 0.5 exactly, which passes the p̲_A ≥ 1/2 test with R = 0."""
+    """One draw, α = 0.5: p̲_A = Beta⁻¹(0.5; 1, 1) = 0.5 exactly. The module abstains only when p̲_A < 1/2, as
+    Cohen et al.'s released certification code does, so this certifies with R = σ·Φ⁻¹(1/2) = 0."""
     x = _x()[:1]
     res = SmoothedClassifier(_three_class(budget=2), sigma=0.01).certify(
         x, n0=1, n=1, alpha=0.5, generator=torch.Generator().manual_seed(0))
