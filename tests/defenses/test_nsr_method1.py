@@ -113,3 +113,20 @@ def test_bias_check_names_at_most_three_parameters() -> None:
     with pytest.raises(ConfigError, match=r"\['a\.bias', 'blocks\.0\.bias', 'blocks\.1\.0\.bias'\] \.\.\.\. " + tail):
         NSRAlignTrainer(_Biased(4))
     assert NSRAlignTrainer(_Biased(0)).weight == 0.2
+
+
+def test_method1_alignment_ignores_the_padding() -> None:
+    """With a padding mask the alignment compares the masked gradient with the masked input x/‖x‖² (padded
+    samples enter neither)."""
+    w, x, y = _case()
+    mask = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]], dtype=torch.float64)
+    t = NSRAlignTrainer(Linear(w), TrainConfig(epochs=1), weight=1.0, margin_weight=0.0)
+    t.compute_loss(x, y, mask)
+    z = x.flatten(1) @ w.T
+    correct = [i for i in range(len(y)) if int(z[i].argmax()) == int(y[i])]
+    m = mask.flatten()
+    align = 0.0
+    for i in correct:
+        xi = x[i, 0] * m
+        align += float(((w[y[i]] * m - xi / (xi @ xi + 1e-8)) ** 2).sum())
+    assert t.last_terms["regularizer"] == pytest.approx(align / len(correct), rel=1e-10)
