@@ -19,7 +19,7 @@ def test_success_rate_claim_and_model_rows(tmp_path: Path) -> None:
     ev = tmp_path / "cpu" / "eval" / "ce"
     ev.mkdir(parents=True)
     attacks = [{"label": "sap", "success_rate": _r(37, 50)}, {"label": "pgd", "success_rate": _r(45, 50)}]
-    card = {"clean": {"accuracy": _r(50, 60)},
+    card = {"clean": {"accuracy": _r(50, 60)}, "flags": [{"code": "degenerate-model", "title": "x"}],
             "results": [{"eps": 0.01, "robust_accuracy": _r(4, 60), "attacks": attacks}]}
     (ev / "card.json").write_text(json.dumps(card))
     models = tmp_path / "cpu" / "models" / "ce"
@@ -29,9 +29,25 @@ def test_success_rate_claim_and_model_rows(tmp_path: Path) -> None:
     text = write_readme(plan, tmp_path).read_text()
     lo, hi = wilson_interval(37, 50)
     assert f"ce: sap misclassifies 0.740 [{lo:.3f}, {hi:.3f}] of the 50 correctly classified" in text
-    assert "| 74 % |" in text and "pgd misclassifies 0.900" in text
+    assert "| 74 % |" in text and "pgd misclassifies 0.900" in text and "(**flags: degenerate-model**)" in text
     assert f"`medrobust evaluate --config {tmp_path / 'cpu' / 'configs' / 'evaluate-ce.yaml'}`" in text
     assert "## Budget `cpu`" in text and "## Budget `smoke`" not in text  # only budgets that ran
     lo, hi = wilson_interval(4, 60)
     assert f"| ce | ce | from scratch — **degenerate: predicts one class** | 0.821 " in text
     assert f"| 0.067 [{lo:.3f}, {hi:.3f}] |" in text  # worst case at ε 0.01 in the model table
+
+
+def test_no_correct_sample_reads_as_no_samples(tmp_path: Path) -> None:
+    plan = load_plan("han2020")
+    ev = tmp_path / "smoke" / "eval" / "ce"
+    ev.mkdir(parents=True)
+    attacks = [{"label": "sap", "success_rate": _r_zero()}, {"label": "pgd", "success_rate": _r_zero()}]
+    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": {"numerator": 0, "denominator": 12, "value": 0.0}},
+                                              "results": [{"eps": 0.01, "robust_accuracy": {"numerator": 0,
+                                                           "denominator": 12, "value": 0.0}, "attacks": attacks}]}))
+    text = write_readme(plan, tmp_path).read_text()
+    assert "sap misclassifies – (no samples) of the 0 correctly classified" in text
+
+
+def _r_zero() -> dict:
+    return {"numerator": 0, "denominator": 0, "value": 0.0}

@@ -21,7 +21,8 @@ from medrobust.errors import ConfigError
 CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
 PLAN_KEYS = {"name", "paper", "recipe", "dataset", "models", "evaluation", "budgets", "claims"}
-BUDGET_KEYS = {"note", "dataset_options", "train", "finetune", "limit", "eps", "attack_options", "protocol"}
+BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
+               "protocol"}
 MODEL_KEYS = {"model", "defense", "init"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
 CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
@@ -115,7 +116,8 @@ def _train_order(models: dict[str, Any]) -> list[str]:
 def _train_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[str, Any], out: Path) -> Step:
     m = plan["models"][mid]
     finetune = m.get("init") is not None and spec.get("finetune") is not None
-    cfg: dict[str, Any] = {"dataset": ds, "model": {"name": m["model"]}, "recipe": plan["recipe"],
+    model = {"name": m["model"], **({"kwargs": dict(spec["model_kwargs"])} if spec.get("model_kwargs") else {})}
+    cfg: dict[str, Any] = {"dataset": ds, "model": model, "recipe": plan["recipe"],
                            "defense": {"name": m["defense"]},
                            "train": dict((spec.get("finetune") if finetune else spec.get("train")) or {}),
                            "out": str(out / "models" / mid), "evaluate_test": True}

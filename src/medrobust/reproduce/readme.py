@@ -17,6 +17,8 @@ from medrobust.reproduce.plan import BUDGETS
 
 
 def _ratio(r: dict[str, Any]) -> str:
+    if int(r["denominator"]) == 0:
+        return "– (no samples)"
     lo, hi = wilson_interval(int(r["numerator"]), int(r["denominator"]))
     return f"{r['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -42,6 +44,7 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
             parts.append(f"{mid}: not run at ε {claim['eps']}")
             continue
         clean = card["clean"]["accuracy"]  # type: ignore[index]
+        flags = [f["code"] for f in card.get("flags", []) if isinstance(f, dict) and f.get("code")]  # type: ignore[union-attr]
         metric = str(claim.get("metric", "worst_case")).split()
         if metric[0] == "success_rate":
             att = next(a for a in res["attacks"] if a["label"] == metric[1])
@@ -49,6 +52,8 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
                     f"{att['success_rate']['denominator']} correctly classified, clean {_ratio(clean)}")
         else:
             text = f"{mid}: worst-case {_ratio(res['robust_accuracy'])}, clean {_ratio(clean)}"
+        if flags:
+            text += f" (**flags: {', '.join(flags)}**)"
         if base is None:
             base = clean
         else:
