@@ -1,0 +1,142 @@
+"""Attack template and context pieces that the query-based attacks rely on: the completed ``__init__``
+signatures, ``AttackContext.randint`` (per-sample streams), ``forward`` (the owners' padding masks) and
+``clip`` (the bounds)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from medrobust.attacks import PGD, Attack, AttackContext, Boundary, Square
+from medrobust.attacks.base import _MASK63, stream_keys
+from medrobust.attacks.losses import get_loss
+from medrobust.attacks.threat import ThreatModel
+
+SHARED = ["eps", "norm", "eps_mode", "bounds", "mask", "threat", "loss", "generator", "units"]
+
+
+def test_signatures_list_own_then_shared_arguments_with_the_class_loss() -> None:
+    base = inspect.signature(Attack.__init__).parameters
+    for cls, own in ((Square, ["steps", "p_init", "early_stop", "max_redraws"]), (PGD, None), (Boundary, None)):
+        params = inspect.signature(cls.__init__).parameters
+        names = list(params)
+        assert names[:2] == ["self", "model"] and names[-len(SHARED):] == SHARED
+        assert not any(p.kind == p.VAR_KEYWORD for p in params.values())
+        assert cls.own_parameters() == names[2:-len(SHARED)]
+        if own is not None:
+            assert cls.own_parameters() == own
+        assert params["loss"].default == cls.default_loss
+        for name in SHARED:
+            if name != "loss":
+                assert params[name].default is base[name].default
+                assert params[name].kind == inspect.Parameter.KEYWORD_ONLY
+    assert inspect.signature(Square.__init__).parameters["loss"].default == "margin"
+    assert inspect.signature(PGD.__init__).parameters["loss"].default == "ce"
+
+
+def test_subclass_signatures_with_and_without_threat_kwargs() -> None:
+    class Fixed(Attack):
+        name = "fixed"
+
+        def __init__(self, model: Any, *, k: int = 1) -> None:
+            self.k = k
+            super().__init__(model, eps=1.0)
+
+        def _run(self, ctx: AttackContext) -> None:
+            pass
+
+    class Open(Attack):
+        name = "open"
+        default_loss = "margin"
+
+        def __init__(self, model: Any, *, k: int = 1, **threat_kwargs: Any) -> None:
+            self.k = k
+            super().__init__(model, **threat_kwargs)
+
+        def _run(self, ctx: AttackContext) -> None:
+            pass
+
+    class Deeper(Open):
+        def __init__(self, model: Any, *, k: int = 2, j: int = 3, **threat_kwargs: Any) -> None:
+            self.j = j
+            super().__init__(model, k=k, **threat_kwargs)
+
+    assert list(inspect.signature(Fixed.__init__).parameters) == ["self", "model", "k"]
+    assert Fixed.own_parameters() == ["k"]
+    assert list(inspect.signature(Open.__init__).parameters) == ["self", "model", "k", *SHARED]
+    assert list(inspect.signature(Deeper.__init__).parameters) == ["self", "model", "k", "j", *SHARED]
+    assert inspect.signature(Deeper.__init__).parameters["k"].default == 2
+    assert inspect.signature(Deeper.__init__).parameters["loss"].default == "margin"
+    assert Deeper.own_parameters() == ["k", "j"]
+    hp = Deeper(torch.nn.Identity(), eps=1.0).hyperparameters()
+    assert hp == {"k": 2, "j": 3, "loss": "margin"}
+
+
+class MaskModel(torch.nn.Module):
+    """Takes ``mask=``; records every mask it is given; logits from the masked sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks: list[torch.Tensor | None] = []
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.masks.append(None if mask is None else mask.clone())
+        s = (x * (1 if mask is None else mask)).flatten(1).sum(1)
+        return torch.stack([s, -s], 1)
+
+
+def _ctx(model: torch.nn.Module, x: torch.Tensor, *, model_mask: torch.Tensor | None = None,
+         bounds: tuple[torch.Tensor, torch.Tensor] | None = None, sample_ids: torch.Tensor | None = None
+         ) -> AttackContext:
+    z = torch.stack([x.flatten(1).sum(1), -x.flatten(1).sum(1)], 1)
+    return AttackContext(model=model, threat=ThreatModel(eps=1.0), x=x, y=torch.zeros(len(x), dtype=torch.long),
+                         target=None, eps=torch.ones(len(x), dtype=x.dtype), mask=None, bounds=bounds,
+                         loss_fn=get_loss("margin"), clean_logits=z, generator=torch.Generator().manual_seed(7),
+                         model_mask=model_mask, sample_ids=sample_ids)
+
+
+def test_randint_draws_each_samples_integers_from_its_own_stream() -> None:
+    x = torch.zeros(5, 1, 3)
+    ids = torch.tensor([4, 10, 2, 7, 3])
+    ctx = _ctx(MaskModel(), x, sample_ids=ids)
+    act = ctx.active().select(torch.tensor([0, 2, 3]))
+    ctx.rand(act)  # advances the draw counters of the active samples to 1
+    got = ctx.randint(act, 6, 40)
+    assert got.shape == (3, 40) and got.dtype == torch.int64
+    keys = stream_keys(ctx.seed, ids[[0, 2, 3]], torch.ones(3, dtype=torch.int64)).tolist()
+    for row, key in zip(got, keys):
+        want = torch.empty(40, dtype=torch.int64).random_(0, 6, generator=torch.Generator().manual_seed(key & _MASK63))
+        assert torch.equal(row, want)
+    assert int(got.min()) == 0 and int(got.max()) == 5
+    one = ctx.randint(act, 3)
+    assert one.shape == (3,) and set(one.tolist()) <= {0, 1, 2}
+
+
+def test_forward_hands_each_row_its_owners_padding_mask() -> None:
+    x = torch.ones(3, 1, 4)
+    per = torch.tensor([[[1.0, 1, 0, 0]], [[1.0, 1, 1, 0]], [[1.0, 1, 1, 1]]])
+    model = MaskModel()
+    ctx = _ctx(model, x, model_mask=per)
+    z = ctx.forward(torch.ones(4, 1, 4), torch.tensor([2, 0, 0, 1]))
+    assert torch.equal(model.masks[-1], per[[2, 0, 0, 1]])
+    assert z[:, 0].tolist() == [4.0, 2.0, 2.0, 3.0]
+    shared = torch.tensor([[[0.0, 1, 1, 0]]])
+    ctx = _ctx(model, x, model_mask=shared)
+    z = ctx.forward(torch.ones(2, 1, 4), torch.tensor([1, 2]))
+    assert torch.equal(model.masks[-1], shared.expand(2, 1, 4)) and z[:, 0].tolist() == [2.0, 2.0]
+    ctx = _ctx(model, x)
+    z = ctx.forward(torch.ones(2, 1, 4), torch.tensor([1, 2]))
+    assert model.masks[-1] is None and z[:, 0].tolist() == [4.0, 4.0]
+
+
+def test_clip_to_the_bounds() -> None:
+    x = torch.zeros(2, 1, 3)
+    t = torch.tensor([[[-2.0, 0.5, 3.0]], [[0.9, -0.1, 1.2]]])
+    ctx = _ctx(MaskModel(), x)
+    assert torch.equal(ctx.clip(t), t)
+    ctx = _ctx(MaskModel(), x, bounds=(torch.tensor(-1.0), torch.tensor(1.0)))
+    assert torch.equal(ctx.clip(t), torch.tensor([[[-1.0, 0.5, 1.0]], [[0.9, -0.1, 1.0]]]))
+    ctx = _ctx(MaskModel(), x, bounds=(torch.tensor(0.0), torch.tensor(2.0)))
+    assert torch.equal(ctx.clip(t), torch.tensor([[[0.0, 0.5, 2.0]], [[0.9, 0.0, 1.2]]]))

@@ -1,0 +1,304 @@
+"""Square attack piece by piece against Andriushchenko et al., ECCV 2020 (Algorithms 1-3), as implemented.
+
+The pseudo-Gaussian profiles, the window side from ``p``, the window offsets and signs, the placement of
+a profile in its window, the L∞ stripes and proposal, and the L2 proposal (mass of a second window moved
+into a signed two-lobe bump in the first, rescaled to ``‖δ‖₂ = ε``) are compared with values written
+down here, in float64, with the random draws injected so that the expected values are known.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+import torch
+
+from medrobust.attacks import Square
+from medrobust.attacks.base import AttackContext
+from medrobust.attacks.losses import get_loss
+from medrobust.attacks.square import _bump_1d, _bump_2d, _Layout, two_lobe_bump, window
+from medrobust.errors import ConfigError, DataError
+
+from ._blackbox import Recorder
+
+D = torch.float64
+
+
+def context(atk: Square, x: torch.Tensor, *, mask: torch.Tensor | None = None, seed: int = 0) -> AttackContext:
+    m = atk.threat.combined_mask(x, mask)
+    with torch.no_grad():
+        z = atk.model(x)
+    return AttackContext(model=atk.model, threat=atk.threat, x=x, y=z.argmax(1), target=None,
+                         eps=atk.threat.resolve_eps(x, m), mask=m, bounds=atk.threat.bounds_for(x),
+                         loss_fn=get_loss("margin"), clean_logits=z, generator=torch.Generator().manual_seed(seed))
+
+
+def linear(n_feat: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_feat, 3)).double()
+
+
+def tail(d: int, top: int) -> float:
+    """``Σ_{r=d}^{top} 1/(r+1)²``."""
+    return sum(1.0 / (r + 1) ** 2 for r in range(d, top + 1))
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm()
+
+
+# ------------------------------------------------------------------------------------------ profiles
+@pytest.mark.parametrize("s", [1, 2, 3, 4, 5, 8])
+def test_pseudo_gaussian_profile_1d(s: int) -> None:
+    """Value at distance ``d = ⌊|k − (s−1)/2|⌋`` from the centre: ``Σ_{r=d}^{⌈s/2⌉+1} 1/(r+1)²``, unit norm."""
+    top = math.ceil(s / 2) + 1
+    want = unit(torch.tensor([tail(math.floor(abs(k - (s - 1) / 2)), top) for k in range(s)], dtype=D))
+    got = _bump_1d(s, D)
+    assert got.dtype == D
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+    assert _bump_1d(s, torch.float32).dtype == torch.float32
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (3, 3), (4, 2), (2, 5), (6, 3)])
+def test_pseudo_gaussian_profile_2d(h: int, w: int) -> None:
+    """Chebyshev rings: ``d = max(⌊|i − (h−1)/2|⌋, ⌊|j − (w−1)/2|⌋)``, value ``Σ_{r=d}^{max(h,w)+1} 1/(r+1)²``."""
+    top = max(h, w) + 1
+    want = torch.tensor([[tail(max(math.floor(abs(i - (h - 1) / 2)), math.floor(abs(j - (w - 1) / 2))), top)
+                          for j in range(w)] for i in range(h)], dtype=D)
+    got = _bump_2d(h, w, D)
+    assert got.shape == (h, w) and got.dtype == D
+    torch.testing.assert_close(got, unit(want), rtol=1e-14, atol=0)
+    assert _bump_2d(h, w, torch.float32).dtype == torch.float32
+
+
+def test_two_lobe_bump() -> None:
+    """Two pseudo-Gaussians of opposite signs side by side (left ``⌊s/2⌋``), unit norm; one pixel: ``+1``."""
+    for spatial in (1, 2):
+        for dt in (D, torch.float32):
+            one = two_lobe_bump(1, spatial, transpose=False, dtype=dt)
+            assert one.shape == (1,) * spatial and one.dtype == dt and float(one.flatten()[0]) == 1.0
+    r = 1 / math.sqrt(2)
+    torch.testing.assert_close(two_lobe_bump(2, 1, transpose=False, dtype=D), torch.tensor([r, -r], dtype=D))
+    got = two_lobe_bump(5, 1, transpose=False, dtype=D)
+    torch.testing.assert_close(got, torch.cat([_bump_1d(2, D), -_bump_1d(3, D)]) * r, rtol=1e-14, atol=0)
+    assert two_lobe_bump(5, 1, transpose=False, dtype=torch.float32).dtype == torch.float32
+    sq = two_lobe_bump(5, 2, transpose=False, dtype=D)
+    torch.testing.assert_close(sq, torch.cat([_bump_2d(5, 2, D), -_bump_2d(5, 3, D)], dim=1) * r, rtol=1e-14, atol=0)
+    torch.testing.assert_close(two_lobe_bump(5, 2, transpose=True, dtype=D), sq.t(), rtol=0, atol=0)
+    assert two_lobe_bump(4, 2, transpose=True, dtype=torch.float32).dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------ windows
+@pytest.mark.parametrize(("p", "sp", "side"), [
+    (0.001, (100,), 1), (0.1, (100,), 10), (0.5, (7,), 4), (1.0, (50,), 50), (0.26, (10,), 3),
+    (0.1, (10, 40), 6), (0.0001, (10, 40), 1), (1.0, (10, 40), 10), (0.3, (40, 10), 10), (0.3, (40, 20), 15),
+])
+def test_window_side_from_p(p: float, sp: tuple[int, ...], side: int) -> None:
+    """Signals: ``round(p·L)``; images: ``round(sqrt(p·H·W))``; at least 1, at most the shortest axis."""
+    assert Square._side(p, sp) == side
+
+
+def test_window_offsets_cover_every_position() -> None:
+    """L2 offsets are uniform on ``[0, size − s]``: over many samples the window touches both ends."""
+    x = torch.zeros(300, 1, 6, dtype=D)
+    atk = Square(linear(6), eps=1.0, norm="l2")
+    ctx = context(atk, x)
+    (o,) = atk._offsets(ctx, ctx.active(only_unsuccessful=False), 4, (6,))
+    assert set(o.tolist()) == {0, 1, 2}
+
+
+def test_window_offsets_and_signs_from_one_uniform_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``offset = ⌊u·(size − s + 1)⌋`` per spatial axis, sign ``−1`` if ``u < 0.5`` else ``+1`` per channel."""
+    x = torch.zeros(4, 2, 10, 12, dtype=D)
+    atk = Square(linear(240), eps=1.0)
+    ctx = context(atk, x)
+    u = torch.tensor([[0.0, 0.0, 0.5, 0.49],
+                      [0.999999, 0.999999, 0.0, 1.0 - 1e-16],
+                      [0.3, 0.7, 0.51, 0.2],
+                      [0.5, 0.15, 0.99, 0.5]], dtype=D)
+    monkeypatch.setattr(ctx, "rand", lambda act, *shape: u[: len(act)].view(len(act), *shape).clone())
+    lay = _Layout(x)
+    offs, signs = Square._window_and_signs(ctx, ctx.active(only_unsuccessful=False), 4, lay)
+    assert offs[0].tolist() == [0, 6, 2, 3] and offs[1].tolist() == [0, 8, 6, 1]  # 7 and 9 positions
+    assert signs.shape == (4, 2, 1, 1) and signs.dtype == D
+    assert signs.view(4, 2).tolist() == [[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]
+
+
+def test_profile_is_placed_at_the_window_offset() -> None:
+    prof = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=D)
+    offs = [torch.tensor([0, 5])]
+    got = Square._place(prof, offs, (8,), window(offs, 3, (8,)))
+    want = torch.tensor([[[1, 2, 3, 0, 0, 0, 0, 0]], [[0, 0, 0, 0, 0, 4, 5, 6]]], dtype=D)
+    assert torch.equal(got, want)
+    prof2 = torch.arange(1.0, 9.0, dtype=D).view(2, 2, 2)
+    offs2 = [torch.tensor([1, 3]), torch.tensor([4, 0])]
+    got = Square._place(prof2, offs2, (5, 7), window(offs2, 2, (5, 7)))
+    want = torch.zeros(2, 1, 5, 7, dtype=D)
+    want[0, 0, 1:3, 4:6] = prof2[0]
+    want[1, 0, 3:5, 0:2] = prof2[1]
+    assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------ L∞
+def test_linf_initialisation_is_vertical_stripes_on_images_and_signs_on_signals() -> None:
+    """Algorithm 2's start: on images each column is ``±ε`` over the whole height (per channel); on
+    signals every coordinate is ``±ε``. ε = 2 (no bounds), so ε·sign and sign/ε differ."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 6, 7, generator=g, dtype=D)
+    rec = Recorder(linear(84))
+    Square(rec, eps=2.0, norm="linf", steps=1, early_stop=False)(x, torch.zeros(3, dtype=torch.long))
+    d = rec.inputs[1] - x
+    torch.testing.assert_close(d.abs(), torch.full_like(d, 2.0), rtol=0, atol=1e-15)
+    torch.testing.assert_close(d, d[:, :, :1, :].expand_as(d), rtol=0, atol=1e-15)  # constant along the height
+    assert bool((d[:, :, 0, :] > 0).any()) and bool((d[:, :, 0, :] < 0).any())
+    xs = torch.rand(3, 2, 9, generator=g, dtype=D)
+    rec = Recorder(linear(18))
+    Square(rec, eps=2.0, norm="linf", steps=1, early_stop=False)(xs, torch.zeros(3, dtype=torch.long))
+    d = rec.inputs[1] - xs
+    torch.testing.assert_close(d.abs(), torch.full_like(d, 2.0), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("redraws", [0, 3])
+def test_linf_redraws_are_bounded_by_max_redraws(redraws: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample whose every coordinate is frozen can never change: its proposal is drawn exactly
+    ``max_redraws + 1`` times; a free sample is drawn once and gets ``±ε`` (ε = 2) in its window."""
+    x = torch.zeros(2, 1, 8, dtype=D)
+    mask = torch.ones(2, 1, 8, dtype=D)
+    mask[1] = 0
+    atk = Square(linear(8), eps=2.0, norm="linf", max_redraws=redraws)
+    ctx = context(atk, x, mask=mask)
+    calls: list[int] = []
+    orig = ctx.rand
+
+    def rand(act: Any, *shape: int) -> torch.Tensor:
+        calls.append(len(act))
+        return orig(act, *shape)
+
+    monkeypatch.setattr(ctx, "rand", rand)
+    act = ctx.active(only_unsuccessful=False)
+    x_best = x.clone()
+    new = atk._linf_proposal(ctx, act, _Layout(x), x_best, 3)
+    assert calls == [2] + [1] * redraws
+    assert torch.equal(new[1], x[1])
+    changed = new[0, 0] != 0
+    assert int(changed.sum()) == 3 and bool((new[0, 0][changed].abs() == 2.0).all())
+
+
+# ------------------------------------------------------------------------------------------ L2
+def reference_l2(x: torch.Tensor, xb: torch.Tensor, eps: float, s: int, offs1: list[torch.Tensor],
+                 offs2: list[torch.Tensor], transpose: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """Algorithm 3 for one sample at a time: the window-1 content becomes the normalised old content plus
+    the signed two-lobe bump, rescaled per channel to hold the mass of windows 1 ∪ 2 plus the unused budget
+    (shared equally by the channels); window 2 (outside window 1) is emptied; then ``‖δ‖₂ = ε``."""
+    n, c = x.shape[:2]
+    sp = tuple(x.shape[2:])
+    out = torch.empty_like(x)
+    for i in range(n):
+        delta = (xb[i] - x[i]).clone()
+        w1 = torch.zeros(sp, dtype=torch.bool)
+        w2 = torch.zeros(sp, dtype=torch.bool)
+        sl1 = tuple(slice(int(o[i]), int(o[i]) + s) for o in offs1)
+        sl2 = tuple(slice(int(o[i]), int(o[i]) + s) for o in offs2)
+        w1[sl1] = True
+        w2[sl2] = True
+        prof = two_lobe_bump(s, len(sp), transpose=bool(transpose[i]), dtype=D)
+        unused = max(eps**2 - float(delta.pow(2).sum()), 0.0)
+        new = delta.clone()
+        for ch in range(c):
+            d = delta[ch]
+            nu2 = float(d[w1 | w2].pow(2).sum())
+            old = torch.where(w1, d, torch.zeros_like(d))
+            bump = torch.zeros(sp, dtype=D)
+            bump[sl1] = prof * float(signs[i, ch])
+            u = bump + old / (float(old.norm()) + 1e-10)
+            u = u / float(u.norm()) * math.sqrt(unused / c + nu2)
+            new[ch] = torch.where(w1, u, torch.where(w2, torch.zeros_like(d), d))
+        out[i] = x[i] + new / float(new.norm()) * eps
+    return out
+
+
+@pytest.mark.parametrize("case", ["signal", "image"])
+def test_l2_proposal_matches_algorithm_3(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three samples, two channels, ε = 2.5: a zero perturbation (all budget unused), a partial one, and
+    one whose window-1 content nearly cancels the bump (the new window content is short, ‖u‖ < 1)."""
+    g = torch.Generator().manual_seed(3)
+    sp = (20,) if case == "signal" else (6, 7)
+    s = 5 if case == "signal" else 3
+    n, c, eps = 3, 2, 2.5
+    x = torch.rand(n, c, *sp, generator=g, dtype=D)
+    if case == "signal":
+        offs1, offs2 = [torch.tensor([0, 7, 15])], [torch.tensor([3, 12, 15])]
+    else:
+        offs1, offs2 = [torch.tensor([0, 2, 3]), torch.tensor([4, 0, 1])], [torch.tensor([1, 3, 0]), torch.tensor([4, 1, 4])]
+    transpose_u = torch.tensor([0.5, 0.2, 0.9], dtype=D)  # 0.5 is not < 0.5: no transpose
+    sign_u = torch.tensor([[0.1, 0.7], [0.5, 0.3], [0.8, 0.2]], dtype=D)
+    transpose = transpose_u < 0.5
+    signs = torch.where(sign_u < 0.5, -1.0, 1.0).to(D)
+    delta = torch.randn(n, c, *sp, generator=g, dtype=D)
+    delta[0] = 0
+    delta[1] *= 0.5 * eps / float(delta[1].norm())
+    # sample 2: channel 0 of window 1 holds minus the bump (plus a little), the rest is small
+    delta[2] *= 0.01
+    prof = two_lobe_bump(s, len(sp), transpose=bool(transpose[2]), dtype=D)
+    sl = tuple(slice(int(o[2]), int(o[2]) + s) for o in offs1)
+    delta[2, 0][sl] = -0.3 * prof * float(signs[2, 0]) + 0.01 * delta[2, 0][sl]
+    x_best = x + delta
+    atk = Square(linear(c * math.prod(sp)), eps=eps, norm="l2")
+    ctx = context(atk, x)
+    ints = [*offs1, *offs2]
+    highs: list[int] = []
+
+    def randint(act: Any, high: int, *shape: int) -> torch.Tensor:
+        highs.append(high)
+        return ints.pop(0).clone()
+
+    floats = [transpose_u, sign_u.view(n, c, *([1] * len(sp)))]
+    monkeypatch.setattr(ctx, "randint", randint)
+    monkeypatch.setattr(ctx, "rand", lambda act, *shape: floats.pop(0).clone())
+    got = atk._l2_proposal(ctx, ctx.active(only_unsuccessful=False), _Layout(x), x_best, s)
+    assert highs == [size - s + 1 for size in sp] * 2
+    want = reference_l2(x, x_best, eps, s, offs1, offs2, transpose, signs)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((got - x).flatten(1).norm(dim=1), torch.full((n,), eps, dtype=D), rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"steps": 0}, "steps must be an integer >= 1, got 0."),
+    ({"p_init": 0.0}, "p_init must be > 0.0, got 0.0."),
+    ({"p_init": 1.5}, "p_init must be <= 1.0, got 1.5."),
+    ({"early_stop": 1}, "early_stop must be true or false, got 1."),
+    ({"max_redraws": -1}, "max_redraws must be an integer >= 0, got -1."),
+])
+def test_bad_arguments_name_the_argument(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        Square(linear(4), eps=0.1, **kw)
+
+
+def test_smallest_settings_and_the_papers_p_init() -> None:
+    model = linear(4)
+    atk = Square(model, eps=0.1, steps=1, p_init=1.0, max_redraws=0, early_stop=False)
+    hp = atk.hyperparameters()
+    assert (hp["steps"], hp["p_init"], hp["max_redraws"], hp["early_stop"]) == (1, 1.0, 0, False)
+    assert Square(model, eps=0.1).p_init == 0.05 and Square(model, eps=0.1, norm="l2").p_init == 0.1
+    d = Square(model, eps=0.1).hyperparameters()
+    assert (d["steps"], d["early_stop"], d["max_redraws"]) == (5000, True, 100)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (2,)])
+def test_layouts_other_than_signals_and_images_are_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(DataError, match=re.escape(f"got {shape[1:] and shape or shape}")):
+        from medrobust.attacks.square import _Layout as L
+        L(torch.zeros(shape))
+
+
+def test_layouts() -> None:
+    for shape, c, sp in [((2, 9), 1, (9,)), ((2, 3, 9), 3, (9,)), ((2, 3, 5, 6), 3, (5, 6))]:
+        x = torch.arange(math.prod(shape), dtype=D).view(shape)
+        lay = _Layout(x)
+        assert (lay.c, lay.sp, lay.feat, lay.dims, lay.ones) == (c, sp, shape[1:], tuple(range(2, 2 + len(sp))),
+                                                                 [1] * len(sp))
+        can = lay.canon(x)
+        assert can.shape == (2, c, *sp) and torch.equal(lay.orig(can), x)
