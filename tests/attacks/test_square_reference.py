@@ -302,3 +302,85 @@ def test_layouts() -> None:
                                                                  [1] * len(sp))
         can = lay.canon(x)
         assert can.shape == (2, c, *sp) and torch.equal(lay.orig(can), x)
+
+
+def reference_l2_init(n: int, c: int, sp: tuple[int, ...], eps: torch.Tensor, sign_u: torch.Tensor) -> torch.Tensor:
+    """Algorithm 3's start: blocks of side ``b = max(1, ⌊min(sp)/5⌋)`` tiling the input (the last ones cut),
+    each a pseudo-Gaussian with its own sign per channel, scaled to ``‖δ‖₂ = ε``."""
+    b = max(1, min(sp) // 5)
+    out = torch.zeros(n, c, *sp, dtype=D)
+    for i in range(n):
+        for ch in range(c):
+            if len(sp) == 1:
+                for q in range(math.ceil(sp[0] / b)):
+                    seg = _bump_1d(b, D)[: sp[0] - q * b]
+                    out[i, ch, q * b: q * b + len(seg)] = seg * (-1.0 if sign_u[i, ch, q] < 0.5 else 1.0)
+            else:
+                for q in range(math.ceil(sp[0] / b)):
+                    for r in range(math.ceil(sp[1] / b)):
+                        blk = _bump_2d(b, b, D)[: sp[0] - q * b, : sp[1] - r * b]
+                        sgn = -1.0 if sign_u[i, ch, q, r] < 0.5 else 1.0
+                        out[i, ch, q * b: q * b + blk.shape[0], r * b: r * b + blk.shape[1]] = blk * sgn
+        out[i] *= float(eps[i]) / float(out[i].norm())
+    return out
+
+
+@pytest.mark.parametrize(("shape", "reps"), [((3, 2, 23), (6,)), ((2, 3, 11, 14), (6, 7)), ((2, 4), (4,)),
+                                             ((2, 1, 4, 9), (4, 9))])
+def test_l2_initialisation_is_a_signed_grid_of_bumps(shape: tuple[int, ...], reps: tuple[int, ...],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(*shape, generator=g, dtype=D)
+    lay = _Layout(x)
+    n, c = shape[0], lay.c
+    eps = torch.linspace(0.5, 3.0, n, dtype=D)
+    atk = Square(linear(math.prod(shape[1:])), eps=1.0, norm="l2")
+    ctx = context(atk, x)
+    sign_u = torch.rand(n, c, *reps, generator=g, dtype=D)
+    sign_u.view(-1)[0] = 0.5  # exactly 0.5: a plus sign
+    seen: list[tuple[int, ...]] = []
+
+    def rand(act: Any, *shp: int) -> torch.Tensor:
+        seen.append(shp)
+        return sign_u.clone()
+
+    monkeypatch.setattr(ctx, "rand", rand)
+    act = ctx.active(only_unsuccessful=False)
+    act.eps = eps
+    got = atk._init_delta(ctx, act, lay)
+    assert seen == [(c, *reps)]
+    want = reference_l2_init(n, c, lay.sp, eps, sign_u)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    assert float(got.view(n, -1)[0, 0]) > 0
+
+
+def test_linf_initialisation_signs_come_from_the_samples_uniform_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(2, 2, 3, 4, dtype=D)
+    atk = Square(linear(24), eps=1.0)
+    ctx = context(atk, x)
+    act = ctx.active(only_unsuccessful=False)
+    act.eps = torch.tensor([0.5, 2.0], dtype=D)
+    u = torch.tensor([[[[0.1, 0.5, 0.9, 0.49]], [[0.6, 0.2, 0.51, 0.0]]],
+                      [[[0.5, 0.5, 0.1, 0.1]], [[0.3, 0.8, 0.8, 0.3]]]], dtype=D)
+    seen: list[tuple[int, ...]] = []
+
+    def rand(a: Any, *shp: int) -> torch.Tensor:
+        seen.append(shp)
+        return u.reshape(len(a), *shp).clone()
+
+    monkeypatch.setattr(ctx, "rand", rand)
+    got = atk._init_delta(ctx, act, _Layout(x))
+    assert seen == [(2, 1, 4)]
+    want = torch.where(u < 0.5, -1.0, 1.0).to(D).expand(2, 2, 3, 4) * act.eps.view(2, 1, 1, 1)
+    assert torch.equal(got, want)
+    xs = torch.zeros(2, 2, 4, dtype=D)
+    atk = Square(linear(8), eps=1.0)
+    ctx = context(atk, xs)
+    act = ctx.active(only_unsuccessful=False)
+    act.eps = torch.tensor([0.5, 2.0], dtype=D)
+    seen.clear()
+    monkeypatch.setattr(ctx, "rand", rand)
+    got = atk._init_delta(ctx, act, _Layout(xs))
+    assert seen == [(2, 4)]
+    assert torch.equal(got, torch.where(u[:, :, 0] < 0.5, -1.0, 1.0).to(D) * act.eps.view(2, 1, 1))
