@@ -688,3 +688,24 @@ def test_run_with_everything_already_misclassified_queries_nothing() -> None:
     res = Boundary(spy, eps=0.1, norm="l2", steps=3)(x, torch.zeros(2, dtype=torch.long))
     assert spy.rows == 2 and res.success.tolist() == [True, True] and torch.equal(res.x_adv, x)
     assert math.isclose(float(res.norms.max()), 0.0)
+
+
+def test_float32_distances_are_accumulated_in_float64() -> None:
+    """The radius test uses the exact (float64-accumulated) L2 norm: a float32 walk point whose float64 norm
+    is the radius is inside, although the float32 accumulation rounds one ulp above it."""
+    g = torch.Generator().manual_seed(0)
+    torch.randn(1, 1, 20, generator=g)
+    v = torch.randn(1, 1, 20, generator=g)  # a vector where the two accumulations differ
+    exact = v.flatten(1).double().norm(dim=1).float()
+    assert float(v.flatten(1).norm(dim=1)) > float(exact)
+    w = torch.zeros(20)
+    w[0] = float(v[0, 0, 0].sign())
+    model = BinaryLogitWrapper(Linear(w, 0.0))
+    x = torch.zeros(1, 1, 20)
+    atk = Boundary(model, eps=float(exact), norm="l2")
+    ctx = context(atk, x, torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        z = model(x + v)
+    assert int(z.argmax(1)) == 1
+    inside = atk._try_record(ctx, ctx.active(only_unsuccessful=False), x + v, z)
+    assert inside.tolist() == [True]
