@@ -495,7 +495,7 @@ def test_noise_starts_follow_the_documented_law_until_adversarial(bounded: bool,
     rec = Recorder(model)
     trials = 20
     atk = Boundary(rec, eps=1e-3, norm="l2", steps=1, candidates=1, init_trials=trials, bisection_steps=0,
-                   bounds=(0.0, 1.0) if bounded else None, generator=torch.Generator().manual_seed(1))
+                   bounds=(-0.5, 1.0) if bounded else None, generator=torch.Generator().manual_seed(1))
     atk(x, y, mask=mask)
     scale = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp_min(1e-6)
     need = torch.arange(5)
@@ -509,7 +509,7 @@ def test_noise_starts_follow_the_documented_law_until_adversarial(bounded: bool,
         r = noise[t]
         assert r.shape == (len(need), 1, 6)
         if bounded:
-            cand = 0.0 + (1.0 - 0.0) * r
+            cand = -0.5 + (1.0 - (-0.5)) * r
         else:
             cand = x[need] + r * (scale[need] * 2.0 ** (t / 5.0)).view(-1, 1, 1)
         cand = x[need] + (cand - x[need]) * mask[need]
