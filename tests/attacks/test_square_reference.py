@@ -384,3 +384,16 @@ def test_linf_initialisation_signs_come_from_the_samples_uniform_draws(monkeypat
     got = atk._init_delta(ctx, act, _Layout(xs))
     assert seen == [(2, 4)]
     assert torch.equal(got, torch.where(u[:, :, 0] < 0.5, -1.0, 1.0).to(D) * act.eps.view(2, 1, 1))
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("shape", [(3, 2, 20), (2, 1, 6, 7)])
+def test_float32_batches_stay_float32(norm: str, shape: tuple[int, ...]) -> None:
+    """Profiles, signs and windows are cast to the batch's dtype: a float32 model gets float32 queries."""
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape[1:]), 3))
+    rec = Recorder(model)
+    res = Square(rec, eps=0.5, norm=norm, steps=3, early_stop=False, p_init=0.3)(x, torch.zeros(len(x), dtype=torch.long))
+    assert res.x_adv.dtype == torch.float32 and all(t.dtype == torch.float32 for t in rec.inputs)
+    assert len(rec.inputs) == 1 + 1 + 3
