@@ -136,8 +136,10 @@ def test_smallest_admissible_values_and_paper_defaults() -> None:
         "steps": 8000, "candidates": 25, "spherical_step": 0.01, "source_step": 0.01, "step_adaptation": 1.5,
         "spherical_window": 100, "source_window": 30, "smooth_window": 41, "init": "random", "init_trials": 50,
         "bisection_steps": 10, "max_batch_size": None, "starting_points": None}
-    pool = torch.rand(5, 1, 4, dtype=D)
-    assert Boundary(model, eps=1.0, starting_points=pool).hyperparameters()["starting_points"] == "tensor(5, 1, 4)"
+    for pool in (torch.rand(5, 1, 4, dtype=D), torch.rand(2, 1, 4, dtype=D)):  # large and small pools
+        hp = Boundary(model, eps=1.0, starting_points=pool).hyperparameters()
+        assert hp["starting_points"] == f"tensor{tuple(pool.shape)}"  # the shape, never the values
+        assert set(hp) == {*Boundary.own_parameters(), "loss"}
 
 
 def test_bad_starting_points_at_call_time() -> None:
@@ -527,10 +529,12 @@ def test_noise_starts_follow_the_documented_law_until_adversarial(bounded: bool,
 
 def test_init_trials_one_tries_one_noise_start_and_targeted_attacks_none() -> None:
     model, x, y, _ = _noise_problem(True)
+    rec = Recorder(model)
+    Boundary(rec, eps=0.01, norm="l2", steps=1, candidates=1, init_trials=1, bisection_steps=0,
+             bounds=(0.0, 1.0), generator=torch.Generator().manual_seed(1))(x, y)
+    noise = rec.inputs[1]  # after the clean batch (the pool is the batch: no pool query)
+    assert noise.shape == x.shape and bool(((noise - x).flatten(1).abs().amax(1) > 0.1).all())  # not the ε-ball
     spy = Spy(model)
-    res = Boundary(spy, eps=10.0, norm="l2", steps=1, candidates=1, init_trials=1, bisection_steps=0,
-                   bounds=(0.0, 1.0), generator=torch.Generator().manual_seed(1))(x, y)
-    assert bool(res.success.any())  # one uniform draw is adversarial for some samples
     with pytest.warns(RuntimeWarning):
         res = Boundary(spy, eps=0.01, norm="l2", steps=1, candidates=1, init_trials=5, bisection_steps=0,
                        bounds=(0.0, 1.0))(x, y, target=torch.ones(5, dtype=torch.long))
