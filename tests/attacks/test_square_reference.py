@@ -397,3 +397,42 @@ def test_float32_batches_stay_float32(norm: str, shape: tuple[int, ...]) -> None
     res = Square(rec, eps=0.5, norm=norm, steps=3, early_stop=False, p_init=0.3)(x, torch.zeros(len(x), dtype=torch.long))
     assert res.x_adv.dtype == torch.float32 and all(t.dtype == torch.float32 for t in rec.inputs)
     assert len(rec.inputs) == 1 + 1 + 3
+
+
+def test_early_stop_leaves_samples_already_misclassified_alone() -> None:
+    """With early stop, a sample the model already gets wrong is a success as it is: never queried again;
+    without early stop every sample is searched (the clean forward, the start, one query per iteration)."""
+    x = torch.rand(4, 1, 12, generator=torch.Generator().manual_seed(2), dtype=D)
+    model = linear(12)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[0] = (y[0] + 1) % 3  # sample 0 is misclassified
+    res = Square(model, eps=0.01, norm="linf", steps=5)(x, y)
+    assert res.queries_per_sample.tolist()[0] == 1 and torch.equal(res.x_adv[0], x[0])
+    assert res.queries_per_sample.tolist()[1:] == [1 + 1 + 5] * 3
+    res = Square(model, eps=0.01, norm="linf", steps=5, early_stop=False)(x, y)
+    assert res.queries_per_sample.tolist() == [1 + 1 + 5] * 4 and not torch.equal(res.x_adv[0], x[0])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_targeted_search_keeps_the_best_targeted_loss(norm: str) -> None:
+    """Targeted, without early stop: the output is the first query of highest targeted margin
+    ``z_t − max_{j≠t} z_j`` (the start included), as in Algorithm 1 with the targeted loss."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(4, 1, 16, generator=g, dtype=D)
+    model = linear(16)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    target = (y + 1) % 3
+    rec = Recorder(model)
+    res = Square(rec, eps=0.3, norm=norm, steps=25, early_stop=False, generator=torch.Generator().manual_seed(1))(
+        x, y, target=target)
+    queries = torch.stack(rec.inputs[1:], 1)  # (n, 1 + steps, ...)
+    with torch.no_grad():
+        z = model(queries.flatten(0, 1)).view(4, 26, 3)
+    zt = z.gather(2, target.view(4, 1, 1).expand(4, 26, 1)).squeeze(2)
+    others = z.scatter(2, target.view(4, 1, 1).expand(4, 26, 1), -float("inf")).amax(2)
+    best = (zt - others).argmax(1)
+    assert bool((best > 0).any())  # the search improves on the start
+    for i in range(4):
+        assert torch.equal(res.x_adv[i], queries[i, int(best[i])])
