@@ -436,3 +436,44 @@ def test_targeted_search_keeps_the_best_targeted_loss(norm: str) -> None:
     assert bool((best > 0).any())  # the search improves on the start
     for i in range(4):
         assert torch.equal(res.x_adv[i], queries[i, int(best[i])])
+
+
+class Centred(torch.nn.Module):
+    """``model(x − mean(x))``: blind to a constant offset, so samples can be told apart by one."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.model(t - t.mean(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_early_stop_returns_the_first_adversarial_query_and_stops(norm: str) -> None:
+    """With early stop every sample is queried until its first adversarial input (the start included),
+    which is its output; it is never queried again."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(8, 1, 16, generator=g, dtype=D) + torch.arange(8, dtype=D).view(8, 1, 1)  # far apart
+    model = Centred(linear(16))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    steps = 30
+    rec = Recorder(model)
+    res = Square(rec, eps=0.2 if norm == "linf" else 0.6, norm=norm, steps=steps,
+                 generator=torch.Generator().manual_seed(0))(x, y)
+    per: list[list[torch.Tensor]] = [[] for _ in range(8)]
+    for batch in rec.inputs[1:]:
+        for q in batch:
+            per[int((q - x).flatten(1).abs().amax(1).argmin())].append(q)
+    stopped = 0
+    for i, qs in enumerate(per):
+        assert int(res.queries_per_sample[i]) == 1 + len(qs)
+        with torch.no_grad():
+            adv = model(torch.stack(qs)).argmax(1) != y[i]
+        if bool(res.success[i]):
+            assert bool(adv[-1]) and not bool(adv[:-1].any()) and torch.equal(res.x_adv[i], qs[-1])
+            stopped += len(qs) < 1 + steps
+        else:
+            assert len(qs) == 1 + steps and not bool(adv.any())
+    assert stopped >= 2 and not bool(res.success.all())
