@@ -69,6 +69,10 @@ def test_subclass_signatures_with_and_without_threat_kwargs() -> None:
     assert list(inspect.signature(Deeper.__init__).parameters) == ["self", "model", "k", "j", *SHARED]
     assert inspect.signature(Deeper.__init__).parameters["k"].default == 2
     assert inspect.signature(Deeper.__init__).parameters["loss"].default == "margin"
+    base = inspect.signature(Attack.__init__).parameters
+    for cls in (Open, Deeper):
+        params = inspect.signature(cls.__init__).parameters
+        assert all(params[n].default is base[n].default for n in SHARED if n != "loss")  # only loss is replaced
     assert Deeper.own_parameters() == ["k", "j"]
     hp = Deeper(torch.nn.Identity(), eps=1.0).hyperparameters()
     assert hp == {"k": 2, "j": 3, "loss": "margin"}
@@ -112,6 +116,21 @@ def test_randint_draws_each_samples_integers_from_its_own_stream() -> None:
     assert int(got.min()) == 0 and int(got.max()) == 5
     one = ctx.randint(act, 3)
     assert one.shape == (3,) and set(one.tolist()) <= {0, 1, 2}
+
+
+def test_randn_draws_each_samples_normals_from_its_own_stream() -> None:
+    for dtype in (torch.float64, torch.float32):
+        x = torch.zeros(4, 1, 3, dtype=dtype)
+        ids = torch.tensor([9, 1, 5, 3])
+        ctx = _ctx(MaskModel(), x, sample_ids=ids)
+        act = ctx.active().select(torch.tensor([1, 3]))
+        got = ctx.randn(act, 2, 30)
+        assert got.shape == (2, 2, 30) and got.dtype == dtype
+        keys = stream_keys(ctx.seed, ids[[1, 3]], torch.zeros(2, dtype=torch.int64)).tolist()
+        for row, key in zip(got, keys):
+            want = torch.empty(2, 30, dtype=dtype).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(key & _MASK63))
+            assert torch.equal(row, want)
+        assert abs(float(got.mean())) < 0.5 and 0.5 < float(got.std()) < 1.5
 
 
 def test_forward_hands_each_row_its_owners_padding_mask() -> None:
