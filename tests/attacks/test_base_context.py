@@ -159,3 +159,55 @@ def test_clip_to_the_bounds() -> None:
     assert torch.equal(ctx.clip(t), torch.tensor([[[-1.0, 0.5, 1.0]], [[0.9, -0.1, 1.0]]]))
     ctx = _ctx(MaskModel(), x, bounds=(torch.tensor(0.0), torch.tensor(2.0)))
     assert torch.equal(ctx.clip(t), torch.tensor([[[0.0, 0.5, 2.0]], [[0.9, 0.0, 1.2]]]))
+
+
+def test_active_select_keeps_every_per_sample_field_aligned() -> None:
+    from medrobust.attacks.base import Active
+
+    n = 3
+    x = torch.arange(n * 4, dtype=torch.float64).view(n, 1, 4)
+    y_soft = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=torch.float64)
+    label = y_soft.argmax(1)
+    mask = (torch.arange(n * 4).view(n, 1, 4) % 2).double()
+    mm = torch.ones(n, 1, 4)
+    mm[1, 0, 3] = 0
+    act = Active(torch.tensor([4, 5, 6]), x, y_soft, torch.tensor([1, 0, 1]), torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
+                 torch.tensor([1.0, 2.0, 3.0]), mask, True, label=label, model_mask=mm)
+    sub = act.select(torch.tensor([2, 1]))
+    assert sub.idx.tolist() == [6, 5] and torch.equal(sub.x, x[[2, 1]]) and torch.equal(sub.y, y_soft[[2, 1]])
+    assert sub.label.tolist() == [0, 1] and sub.target.tolist() == [1, 0] and sub.eps.tolist() == [0.3, 0.2]
+    assert sub.step.tolist() == [3.0, 2.0] and torch.equal(sub.mask, mask[[2, 1]]) and sub.mask_per_sample is True
+    assert torch.equal(sub.model_mask, mm[[2, 1]])
+    again = sub.select(torch.tensor([False, True]))
+    assert again.idx.tolist() == [5] and torch.equal(again.mask, mask[[1]]) and torch.equal(again.model_mask, mm[[1]])
+    shared = Active(torch.arange(2), x[:2], label[:2], None, torch.ones(2), None, mask[:1], False,
+                    model_mask=mm[:1])
+    s2 = shared.select(torch.tensor([1]))
+    assert s2.target is None and s2.step is None and s2.label.tolist() == [label[1].item()]
+    assert torch.equal(s2.mask, mask[:1]) and torch.equal(s2.model_mask, mm[:1])  # shared masks stay whole
+    two = Active(torch.arange(2), x[:2], label[:2], None, torch.ones(2), None, None, False, model_mask=mm[:2])
+    assert torch.equal(two.select(torch.tensor([1])).model_mask, mm[[1]])
+
+
+def test_result_summary_and_attack_repr() -> None:
+    from medrobust.attacks import AttackResult
+
+    def result(norms: torch.Tensor) -> AttackResult:
+        n = len(norms)
+        return AttackResult(
+            x_adv=torch.zeros(n, 1, 2), success=torch.tensor([True, False, True][:n]), norms=norms,
+            eps=torch.full((n,), 0.5), clean_pred=torch.tensor([0, 1, 1][:n]), adv_pred=torch.tensor([1, 1, 0][:n]),
+            y=torch.tensor([0, 1, 0][:n]), target=None, grad_evals=7, queries=11,
+            grad_evals_per_sample=torch.zeros(n), queries_per_sample=torch.zeros(n), attack="pgd", norm="l2",
+            targeted=False, config={"steps": 3})
+
+    s = result(torch.tensor([0.25, 0.0, 0.5])).summary()
+    assert s == {"attack": "pgd", "norm": "l2", "targeted": False, "n": 3, "clean_accuracy": 2 / 3,
+                 "robust_accuracy": 2 / 3, "attack_success_rate": 0.5, "success_rate": 2 / 3, "max_norm": 0.5,
+                 "grad_evals": 7, "queries": 11, "config": {"steps": 3}}
+    empty = result(torch.zeros(0)).summary()
+    assert empty["max_norm"] == 0.0 and empty["n"] == 0
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    r = repr(Square(model, eps=0.1, steps=7))
+    assert r.startswith("Square(eps=0.1, norm='linf', ") and r.endswith(")") and "attack=" not in r
+    assert ", steps=7, p_init=0.05, early_stop=True, max_redraws=100, loss='margin')" in r
