@@ -209,5 +209,5 @@ def test_result_summary_and_attack_repr() -> None:
     assert empty["max_norm"] == 0.0 and empty["n"] == 0
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     r = repr(Square(model, eps=0.1, steps=7))
-    assert r.startswith("Square(eps=0.1, norm='linf', ") and r.endswith(")") and "attack=" not in r
+    assert r.startswith("Square(norm='linf', eps=0.1, ") and r.endswith(")") and "attack=" not in r
     assert ", steps=7, p_init=0.05, early_stop=True, max_redraws=100, loss='margin')" in r
