@@ -713,3 +713,18 @@ def test_float32_distances_are_accumulated_in_float64() -> None:
     assert int(z.argmax(1)) == 1
     inside = atk._try_record(ctx, ctx.active(only_unsuccessful=False), x + v, z)
     assert inside.tolist() == [True]
+
+
+@pytest.mark.xfail(strict=True, reason="bug: Boundary._adapt clamps the source step to <= 0.5 (and the spherical step "
+                   "to <= 1) on every call, even when no window is full, while __init__ accepts source_step up to "
+                   "1 - 1e-12 (and any spherical_step): the step sizes given are silently replaced after one iteration")
+def test_step_sizes_given_are_used_until_a_window_adapts() -> None:
+    model = first_coordinate_model(4)
+    try:
+        atk = Boundary(model, eps=1.0, source_step=0.9, spherical_step=1.5, spherical_window=100, source_window=100)
+    except ConfigError:
+        return  # also a fix: refuse values outside the ranges the walk keeps
+    st = _Steps.start(1, atk.spherical_step, atk.source_step, torch.device("cpu"))
+    none = torch.zeros(1, 1, dtype=torch.bool)
+    atk._adapt(st, none, none)  # one trial of each window: nothing to adapt yet
+    assert st.src.tolist() == [0.9] and st.sph.tolist() == [1.5]
