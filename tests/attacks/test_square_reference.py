@@ -18,7 +18,7 @@ import torch
 from medrobust.attacks import Square
 from medrobust.attacks.base import AttackContext
 from medrobust.attacks.losses import get_loss
-from medrobust.attacks.square import _bump_1d, _bump_2d, _Layout, two_lobe_bump, window
+from medrobust.attacks.square import _bump_1d, _bump_2d, _Layout, p_schedule, two_lobe_bump, window
 from medrobust.errors import ConfigError, DataError
 
 from ._blackbox import Recorder
@@ -477,3 +477,36 @@ def test_early_stop_returns_the_first_adversarial_query_and_stops(norm: str) -> 
         else:
             assert len(qs) == 1 + steps and not bool(adv.any())
     assert stopped >= 2 and not bool(res.success.all())
+
+
+def test_p_schedule_thresholds_are_fractions_of_the_budget() -> None:
+    """The halving points are ``it/steps·10,000 > 10, 50, ...`` (Andriushchenko et al.'s schedule for 10,000
+    iterations): iteration 10,999 of 10,000,000 sits at 10.999 and is not yet past the first one."""
+    assert p_schedule(0.8, 10_999, 10_000_000) == 0.8
+    assert p_schedule(0.8, 11_000, 10_000_000) == 0.4
+    assert p_schedule(0.8, 50_999, 10_000_000) == 0.4 and p_schedule(0.8, 51_000, 10_000_000) == 0.2
+
+
+def test_a_proposal_of_equal_loss_does_not_replace_the_best() -> None:
+    """Random search keeps a proposal only if it is strictly better: the model ignores half the coordinates,
+    so L∞ proposals there tie exactly, and the output must stay the first query of highest loss."""
+    norm = "linf"
+    x = torch.rand(4, 1, 20, generator=torch.Generator().manual_seed(3), dtype=D)
+    model = linear(20)
+    with torch.no_grad():
+        model[1].weight[:, 10:] = 0.0
+        y = model(x).argmax(1)
+    rec = Recorder(model)
+    res = Square(rec, eps=0.05, norm=norm, steps=40, early_stop=False, p_init=0.1,
+                 generator=torch.Generator().manual_seed(2))(x, y)
+    queries = torch.stack(rec.inputs[1:], 1)
+    with torch.no_grad():
+        z = model(queries.flatten(0, 1)).view(4, 41, 3)
+    margin = z.scatter(2, y.view(4, 1, 1).expand(4, 41, 1), -float("inf")).amax(2) - z.gather(
+        2, y.view(4, 1, 1).expand(4, 41, 1)).squeeze(2)
+    ties = 0
+    for i in range(4):
+        best = int(margin[i].argmax())  # the first index of the highest margin
+        ties += int((margin[i, best + 1:] == margin[i, best]).sum())
+        assert torch.equal(res.x_adv[i], queries[i, best])
+    assert ties > 0  # later queries tie with the best one
