@@ -289,9 +289,10 @@ def test_smallest_settings_and_the_papers_p_init() -> None:
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (2,)])
 def test_layouts_other_than_signals_and_images_are_refused(shape: tuple[int, ...]) -> None:
-    with pytest.raises(DataError, match=re.escape(f"got {shape[1:] and shape or shape}")):
-        from medrobust.attacks.square import _Layout as L
-        L(torch.zeros(shape))
+    with pytest.raises(DataError, match="^" + re.escape(
+            f"Square works on (N, samples), (N, leads, samples) or (N, C, H, W) inputs, got {shape}; "
+            "reshape the batch to one of these layouts.") + "$"):
+        _Layout(torch.zeros(shape))
 
 
 def test_layouts() -> None:
