@@ -128,7 +128,8 @@ def test_randn_draws_each_samples_normals_from_its_own_stream() -> None:
         assert got.shape == (2, 2, 30) and got.dtype == dtype
         keys = stream_keys(ctx.seed, ids[[1, 3]], torch.zeros(2, dtype=torch.int64)).tolist()
         for row, key in zip(got, keys):
-            want = torch.empty(2, 30, dtype=dtype).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(key & _MASK63))
+            g = torch.Generator().manual_seed(key & _MASK63)
+            want = torch.empty(2, 30, dtype=dtype).normal_(0.0, 1.0, generator=g)
             assert torch.equal(row, want)
         assert abs(float(got.mean())) < 0.5 and 0.5 < float(got.std()) < 1.5
 
@@ -171,7 +172,8 @@ def test_active_select_keeps_every_per_sample_field_aligned() -> None:
     mask = (torch.arange(n * 4).view(n, 1, 4) % 2).double()
     mm = torch.ones(n, 1, 4)
     mm[1, 0, 3] = 0
-    act = Active(torch.tensor([4, 5, 6]), x, y_soft, torch.tensor([1, 0, 1]), torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
+    act = Active(torch.tensor([4, 5, 6]), x, y_soft, torch.tensor([1, 0, 1]),
+                 torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
                  torch.tensor([1.0, 2.0, 3.0]), mask, True, label=label, model_mask=mm)
     sub = act.select(torch.tensor([2, 1]))
     assert sub.idx.tolist() == [6, 5] and torch.equal(sub.x, x[[2, 1]]) and torch.equal(sub.y, y_soft[[2, 1]])

@@ -555,7 +555,8 @@ def test_pool_starts_that_masking_makes_clean_are_not_used(targeted: bool) -> No
     kw = dict(eps=10.0, norm="l2", steps=2, candidates=2, starting_points=pool, init_trials=3, bounds=(0.0, 1.0))
     if targeted:
         with pytest.warns(RuntimeWarning, match=r"^boundary attack: 1 sample\(s\) have no starting point"):
-            res = Boundary(model, **kw)(x, y, target=torch.ones(3, dtype=torch.long), mask=mask)  # type: ignore[arg-type]
+            res = Boundary(model, **kw)(  # type: ignore[arg-type]
+                x, y, target=torch.ones(3, dtype=torch.long), mask=mask)
         assert res.success.tolist() == [True, False, True]
     else:
         rec = Recorder(model)

@@ -231,7 +231,8 @@ def test_l2_proposal_matches_algorithm_3(case: str, monkeypatch: pytest.MonkeyPa
     if case == "signal":
         offs1, offs2 = [torch.tensor([0, 7, 15])], [torch.tensor([3, 12, 15])]
     else:
-        offs1, offs2 = [torch.tensor([0, 2, 3]), torch.tensor([4, 0, 1])], [torch.tensor([1, 3, 0]), torch.tensor([4, 1, 4])]
+        offs1 = [torch.tensor([0, 2, 3]), torch.tensor([4, 0, 1])]
+        offs2 = [torch.tensor([1, 3, 0]), torch.tensor([4, 1, 4])]
     transpose_u = torch.tensor([0.5, 0.2, 0.9], dtype=D)  # 0.5 is not < 0.5: no transpose
     sign_u = torch.tensor([[0.1, 0.7], [0.5, 0.3], [0.8, 0.2]], dtype=D)
     transpose = transpose_u < 0.5
@@ -395,7 +396,8 @@ def test_float32_batches_stay_float32(norm: str, shape: tuple[int, ...]) -> None
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape[1:]), 3))
     rec = Recorder(model)
-    res = Square(rec, eps=0.5, norm=norm, steps=3, early_stop=False, p_init=0.3)(x, torch.zeros(len(x), dtype=torch.long))
+    res = Square(rec, eps=0.5, norm=norm, steps=3, early_stop=False, p_init=0.3)(
+        x, torch.zeros(len(x), dtype=torch.long))
     assert res.x_adv.dtype == torch.float32 and all(t.dtype == torch.float32 for t in rec.inputs)
     assert len(rec.inputs) == 1 + 1 + 3
 

@@ -99,7 +99,8 @@ def test_the_attacks_random_control_is_a_result_in_its_ball() -> None:
     assert torch.equal(res.delta, random_control((1, 6), xi=xi, norm="linf", generator=gen(8)))
     assert res.delta.shape == (1, 6)
     r = repr(UniversalPerturbation(model, norm="l2", eps=0.25))
-    assert r.startswith("UniversalPerturbation(norm='l2', zeta=None, eps=0.25, method='batched', ") and r.endswith(", units=None)")
+    assert r.startswith("UniversalPerturbation(norm='l2', zeta=None, eps=0.25, method='batched', ")
+    assert r.endswith(", units=None)")
 
 
 def _result() -> UAPResult:
