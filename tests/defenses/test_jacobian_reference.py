@@ -293,6 +293,17 @@ def test_trainer_loss_with_mask_class_weights_and_projections() -> None:
     assert loss.item() == pytest.approx(ce + 2.5 * r, rel=1e-12)
 
 
+def test_trainer_masks_the_jacobian_of_a_model_without_masked_pooling() -> None:
+    # the model sees the padded samples, but padded positions must not enter the regulariser
+    t = JacobianTrainer(_model(), recipe="icmla2020")
+    x, y = _x(seed=10), torch.tensor([1, 1, 0, 2])
+    loss, z = t.compute_loss(x, y, MASK)
+    r = _hand_exact(W0, "frobenius", MASK, N).item()
+    assert t.last_terms["regularizer"] == pytest.approx(r, rel=1e-12)
+    assert r < 0.9 * _hand_exact(W0, "frobenius", None, N).item()
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(z, y).item() + 44.0 * r, rel=1e-12)
+
+
 def test_trainer_regulariser_is_off_for_zero_weight_and_on_for_small_weights() -> None:
     x, y = _x(seed=9), torch.tensor([2, 0, 1, 1])
     off = JacobianTrainer(_model(), weight=0.0)
