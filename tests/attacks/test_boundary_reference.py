@@ -207,7 +207,8 @@ def reference_adapt(s: dict[str, list[Any]], a1: list[list[bool]], a2: list[list
                     f: float) -> None:
     """Brendel et al. §3.1 per sample, in Python floats: after ``sw`` spherical trials, both steps ×f if
     more than half succeeded, ÷f if fewer than 20 %; after ``rw`` source trials the source step alone;
-    then the source step is kept in [1e-6, 0.5] and the spherical one in [1e-6, 1]."""
+    a step that adapts is then kept in [1e-6, 0.5] (source) or [1e-6, 1] (spherical); the steps the user gave
+    are used unchanged until their window first fills."""
     for i in range(len(a1)):
         s["sph_t"][i] += len(a1[i])
         s["sph_s"][i] += sum(a1[i])
@@ -221,6 +222,8 @@ def reference_adapt(s: dict[str, list[Any]], a1: list[list[bool]], a2: list[list
             elif rate < 0.2:
                 s["sph"][i] /= f
                 s["src"][i] /= f
+            s["sph"][i] = min(max(s["sph"][i], 1e-6), 1.0)
+            s["src"][i] = min(max(s["src"][i], 1e-6), 0.5)
             s["sph_t"][i] = s["sph_s"][i] = 0
         if s["src_t"][i] >= rw:
             rate = s["src_s"][i] / s["src_t"][i]
@@ -228,9 +231,8 @@ def reference_adapt(s: dict[str, list[Any]], a1: list[list[bool]], a2: list[list
                 s["src"][i] *= f
             elif rate < 0.2:
                 s["src"][i] /= f
+            s["src"][i] = min(max(s["src"][i], 1e-6), 0.5)
             s["src_t"][i] = s["src_s"][i] = 0
-        s["src"][i] = min(max(s["src"][i], 1e-6), 0.5)
-        s["sph"][i] = min(max(s["sph"][i], 1e-6), 1.0)
 
 
 def _check_adapt(atk: Boundary, st: _Steps, seq1: torch.Tensor, seq2: torch.Tensor) -> None:
@@ -716,9 +718,6 @@ def test_float32_distances_are_accumulated_in_float64() -> None:
     assert inside.tolist() == [True]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Boundary._adapt clamps the source step to <= 0.5 (and the spherical step "
-                   "to <= 1) on every call, even when no window is full, while __init__ accepts source_step up to "
-                   "1 - 1e-12 (and any spherical_step): the step sizes given are silently replaced after one iteration")
 def test_step_sizes_given_are_used_until_a_window_adapts() -> None:
     model = first_coordinate_model(4)
     try:

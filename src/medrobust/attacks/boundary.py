@@ -335,19 +335,20 @@ class Boundary(Attack):
         if bool(full.any()):
             rate = st.sph_s.double() / st.sph_t.double().clamp_min(1)
             up, down = full & (rate > 0.5), full & (rate < 0.2)
-            st.sph = torch.where(up, st.sph * a, torch.where(down, st.sph / a, st.sph))
-            st.src = torch.where(up, st.src * a, torch.where(down, st.src / a, st.src))
+            st.sph = torch.where(full, torch.where(up, st.sph * a, torch.where(down, st.sph / a, st.sph))
+                                 .clamp(1e-6, 1.0), st.sph)
+            st.src = torch.where(full, torch.where(up, st.src * a, torch.where(down, st.src / a, st.src))
+                                 .clamp(1e-6, 0.5), st.src)
             st.sph_t = torch.where(full, 0, st.sph_t)
             st.sph_s = torch.where(full, 0, st.sph_s)
         full = st.src_t >= self.source_window
         if bool(full.any()):
             rate = st.src_s.double() / st.src_t.double().clamp_min(1)
             up, down = full & (rate > 0.5), full & (rate < 0.2)
-            st.src = torch.where(up, st.src * a, torch.where(down, st.src / a, st.src))
+            st.src = torch.where(full, torch.where(up, st.src * a, torch.where(down, st.src / a, st.src))
+                                 .clamp(1e-6, 0.5), st.src)
             st.src_t = torch.where(full, 0, st.src_t)
             st.src_s = torch.where(full, 0, st.src_s)
-        st.src = st.src.clamp(1e-6, 0.5)
-        st.sph = st.sph.clamp(1e-6, 1.0)
 
     def _step(self, ctx: AttackContext, act: Active, cur: torch.Tensor, cur_logits: torch.Tensor,
               st: _Steps) -> tuple[torch.Tensor, torch.Tensor]:
