@@ -74,7 +74,7 @@ class AscentRule:
         out = self._direction(grad, rows)
         if scale is None:
             return out
-        return out * bview(scale, out)
+        return out * bview(scale.to(out.dtype), out)
 
     def _direction(self, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
