@@ -16,6 +16,8 @@ with the protocol's black-box members only and without the large-ε PGD check; t
 from __future__ import annotations
 
 import os
+import sys
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -164,3 +166,13 @@ def benchmark(
 
         write_report(Path(out), progress=progress)
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """``medrobust.benchmark(model, ...)``: the module itself is callable and runs :func:`benchmark`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return benchmark(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -87,3 +87,19 @@ def test_benchmark_python_api_plain_module_and_bad_threat_model(helpers: Any, tm
         from medrobust.models.sources import probe
 
         probe(model, {"input_shape": [1, 187], "classes": ["a", "b", "c"]}, what="m")
+
+
+def test_medrobust_benchmark_is_callable_after_a_plain_import() -> None:
+    """``import medrobust; medrobust.benchmark(model, ...)`` (issue 17): the module is callable and delegates."""
+    import subprocess
+    import sys
+
+    code = ("import medrobust, torch\n"
+            "assert callable(medrobust.benchmark)\n"
+            "from medrobust.errors import ConfigError\n"
+            "try:\n"
+            "    medrobust.benchmark(torch.nn.Linear(2, 2), dataset='nope')\n"
+            "except ConfigError as e:\n"
+            "    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("refused:") and "nope" in out
