@@ -230,25 +230,16 @@ def test_loss_gradient_flows_through_both_terms(noise) -> None:
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
-
-class _MaskDtypes(MaskedLinear):
-    """Records the dtype of every mask it is given."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__(weight)
-        self.dtypes: list[torch.dtype] = []
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        self.dtypes.append(None if mask is None else mask.dtype)
-        return super().forward(x, mask)
-
-
-def test_attack_hands_the_mask_to_pgd_in_the_input_dtype(noise) -> None:
-    """A float32 mask with float64 inputs: PGD (and the model inside it) get the mask as float64, as
-    DefenseTrainer.run_attack does; the result is Algorithm 1's."""
-    model = _MaskDtypes(W)
-    got = TRADES(model, _cfg(), eps=0.5, steps=3, step_size=0.07, init_std=0.2, bounds=None).attack(X, MASK.float())
-    ref = _algorithm_1(MaskedLinear(W), X, MASK, eps=0.5, step=0.07, steps=3, std=0.2, bounds=None)
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
-    assert model.dtypes[0] == torch.float32  # the clean forward (soft labels) gets the mask as given
-    assert len(model.dtypes) > 3 and set(model.dtypes[1:]) == {torch.float64}
+def test_loss_attacks_with_the_mask(noise) -> None:
+    """Large values on the padding: f(x) without the mask would give other soft labels and another x'."""
+    xp = X + 4.0 * (1 - MASK) * torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64)
+    y = torch.tensor([1, 2, 0])
+    kw = dict(eps=0.3, step=0.1, steps=2, std=0.05, bounds=None)
+    t = TRADES(MaskedLinear(W), _cfg(), beta=1.0, eps=0.3, steps=2, step_size=0.1, init_std=0.05, bounds=None)
+    ref = _algorithm_1(t.model, xp, MASK, **kw)
+    unmasked = _algorithm_1(lambda v, m: t.model(v), xp, None, **kw)
+    zc, za = (xp * MASK).flatten(1) @ W.T, (ref * MASK).flatten(1) @ W.T
+    assert not torch.allclose(za, (unmasked * MASK).flatten(1) @ W.T)
+    loss, _ = t.compute_loss(xp, y, MASK)
+    kl = sum(_hand_kl(zc[i].tolist(), za[i].tolist()) for i in range(3)) / 3
+    assert loss.item() == pytest.approx(F.cross_entropy(zc, y).item() + kl, rel=1e-12)
