@@ -134,9 +134,6 @@ def test_fresh_initialisation_reseeds_every_child_layer_and_not_the_root() -> No
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.xfail(strict=True, reason="bug: torch.manual_seed inside fork_rng(devices=[]) re-seeds the CUDA "
-                   "generators and nothing restores them; fork_rng(devices=None) (or seeding only the CPU "
-                   "generator) would leave them alone")
 def test_fresh_initialisation_leaves_the_cuda_rng_alone() -> None:
     torch.cuda.manual_seed(123)
     torch.rand(8, device="cuda")

@@ -62,8 +62,8 @@ def fresh_initialisation(model: nn.Module, seed: int) -> tuple[nn.Module, bool]:
     """
     fresh = copy.deepcopy(model)
     reset = False
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
+        torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that would re-seed every CUDA generator
         for m in fresh.modules():
             if hasattr(m, "reset_parameters") and m is not fresh:
                 m.reset_parameters()  # type: ignore[operator]
