@@ -202,3 +202,22 @@ def test_random_start_names_and_init_std_errors(beat_model) -> None:
         PGD(model, eps=0.1, init_std=0.01)
     with pytest.raises(ConfigError, match="init_std"):
         PGD(model, eps=0.1, random_start="gaussian", init_std=-1.0)
+
+
+@pytest.mark.parametrize("start", [True, False, "gaussian"])
+def test_the_first_iterate_is_the_chosen_start(start) -> None:
+    """One step of 1e-9: the output is (almost) the start. Uniform: somewhere in the box, not x; none: x itself;
+    Gaussian (init_std 0.02, the real per-sample normal draws): every coordinate moved, inside the ball."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 2, 6, generator=g, dtype=torch.float64) * 0.5 + 0.25
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3).double())
+    y = model(x).argmax(1)
+    kw = {"init_std": 0.02} if start == "gaussian" else {}
+    res = PGD(model, eps=0.05, steps=1, step_size=1e-9, random_start=start, early_stop=False,
+              generator=torch.Generator().manual_seed(1), **kw)(x, y)
+    d = (res.x_adv - x).abs()
+    assert float(d.max()) <= 0.05 + 1e-9
+    if start is False:
+        assert float(d.max()) <= 2e-9
+    else:
+        assert float(d.max()) > 0.01 and bool((d > 1e-6).all())
