@@ -198,9 +198,10 @@ def test_random_start_names_and_init_std_errors(beat_model) -> None:
     assert PGD(model, eps=0.1).hyperparameters()["init_std"] is None  # a number only where it is used
     with pytest.raises(ConfigError, match=r"random_start must be .*'gaussian', got 'normal'"):
         PGD(model, eps=0.1, random_start="normal")
-    with pytest.raises(ConfigError, match=r"init_std=0.01 .*random_start='gaussian'"):
+    with pytest.raises(ConfigError, match=r"^init_std=0.01 is the Gaussian start's scale; pass "
+                                          r"random_start='gaussian' with it, or drop it\.$"):
         PGD(model, eps=0.1, init_std=0.01)
-    with pytest.raises(ConfigError, match="init_std"):
+    with pytest.raises(ConfigError, match=r"^init_std must be >= 0.0, got -1.0\.$"):
         PGD(model, eps=0.1, random_start="gaussian", init_std=-1.0)
 
 
