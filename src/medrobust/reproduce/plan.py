@@ -43,6 +43,16 @@ class Step:
         return f"{self.kind} {self.model_id}"
 
 
+def config_path(budget_dir: Path, kind: str, model_id: str) -> Path:
+    """Where a step's ``medrobust train``/``evaluate`` YAML is written (and read back by the README)."""
+    return budget_dir / "configs" / f"{kind}-{model_id}.yaml"
+
+
+def command(kind: str, config: Path) -> str:
+    """The command line that reruns one step by hand."""
+    return f"medrobust {kind} --config {config}"
+
+
 def available() -> list[str]:
     """The reproductions shipped with medrobust (one YAML each)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

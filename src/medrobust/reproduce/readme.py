@@ -13,7 +13,7 @@ from typing import Any
 
 from medrobust.atomic import atomic_write_text
 from medrobust.evaluation.metrics import difference_interval, wilson_interval
-from medrobust.reproduce.plan import BUDGETS
+from medrobust.reproduce.plan import BUDGETS, command, config_path
 
 
 def _ratio(r: dict[str, Any]) -> str:
@@ -66,8 +66,7 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
 
 def _claims_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     cards = {mid: _card(root, budget, mid) for mid in plan["models"]}
-    commands = {f"evaluate {m}": f"medrobust evaluate --config {root / budget / 'configs' / f'evaluate-{m}.yaml'}"
-                for m in plan["models"]}
+    commands = {f"evaluate {m}": command("evaluate", config_path(root / budget, "evaluate", m)) for m in plan["models"]}
     lines = ["| claim | paper | ours (ε = claim's ε, 95 % CI) | command | result file |", "|---|---|---|---|---|"]
     for c in plan.get("claims", []):
         cmds = "<br>".join(f"`{commands.get(f'evaluate {m}', '')}`" for m in c["models"])

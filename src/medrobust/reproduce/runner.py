@@ -11,19 +11,14 @@ import yaml
 from medrobust.atomic import atomic_write_text
 from medrobust.errors import ConfigError
 from medrobust.outdir import claim_out_dir
-from medrobust.reproduce.plan import Step, load_plan, resolve_steps
+from medrobust.reproduce.plan import Step, command, config_path, load_plan, resolve_steps
 from medrobust.reproduce.readme import write_readme
 
 DONE_FILE = {"train": "summary.json", "evaluate": "card.json"}
 
 
-def command_of(step: Step, config_path: Path) -> str:
-    """The command line that reruns ``step`` by hand."""
-    return f"medrobust {step.kind} --config {config_path}"
-
-
-def _write_config(step: Step, folder: Path) -> Path:
-    path = folder / f"{step.kind}-{step.model_id}.yaml"
+def _write_config(step: Step, budget_dir: Path) -> Path:
+    path = config_path(budget_dir, step.kind, step.model_id)
     text = yaml.safe_dump(step.config, sort_keys=False)
     if not path.exists() or path.read_text("utf-8") != text:
         atomic_write_text(path, text)
@@ -33,7 +28,7 @@ def _write_config(step: Step, folder: Path) -> Path:
 def _done(step: Step) -> bool:
     """A train step is done once its summary is written (the last thing ``train`` writes); an evaluation resumes
     itself, so it is rerun until its card holds results (a finished one returns at once)."""
-    return (step.out / DONE_FILE[step.kind]).is_file() and step.kind == "train"
+    return step.kind == "train" and (step.out / DONE_FILE["train"]).is_file()
 
 
 def _run_step(step: Step, config: Path) -> None:
@@ -47,7 +42,7 @@ def _run_step(step: Step, config: Path) -> None:
     code = cli_main(argv)
     if code != 0:
         raise ConfigError(f"reproduction step '{step.name}' failed (exit {code}); rerun it alone with "
-                          f"`{command_of(step, config)}` to see why, then rerun the reproduction to continue.")
+                          f"`{command(step.kind, config)}` to see why, then rerun the reproduction to continue.")
 
 
 def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data_dir: str | Path | None = None,
@@ -62,9 +57,8 @@ def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data
     root = Path(out) if out is not None else Path("reproductions") / plan["name"]
     folder = claim_out_dir(root / budget, command="reproduce", resume=True, what="--out")
     steps = resolve_steps(plan, budget=budget, out=folder, data_dir=None if data_dir is None else str(data_dir))
-    configs = folder / "configs"
-    configs.mkdir(exist_ok=True)
-    paths = {s.name: _write_config(s, configs) for s in steps}
+    (folder / "configs").mkdir(exist_ok=True)
+    paths = {s.name: _write_config(s, folder) for s in steps}
     started, spent = time.monotonic(), []
     for k, step in enumerate(steps, 1):
         if _done(step):
