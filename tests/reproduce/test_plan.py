@@ -22,17 +22,20 @@ def test_steps_order_init_and_budget_overrides(tmp_path: Path) -> None:
     cpu = resolve_steps(plan, budget="cpu", out=tmp_path, data_dir="/data")
     names = [s.name for s in cpu]
     assert names[0] == "train ce" and names.index("train nsr") < names.index("evaluate ce")
-    assert all(n.startswith("train") for n in names[:4]) and all(n.startswith("evaluate") for n in names[4:])
+    assert all(n.startswith("train") for n in names[:5]) and all(n.startswith("evaluate") for n in names[5:])
     nsr = next(s for s in cpu if s.name == "train nsr")
     assert nsr.config["init_from"] == str(tmp_path / "models" / "ce" / "checkpoint") and nsr.after == ("ce",)
-    assert nsr.config["train"]["epochs"] == 3 and nsr.config["recipe"] == "ma2020"
+    assert nsr.config["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "progress": False} and nsr.config["recipe"] == "ma2020"
     assert nsr.config["dataset"]["root"] == "/data"
     ce = next(s for s in cpu if s.name == "train ce")
     assert "init_from" not in ce.config and ce.config["train"]["epochs"] == 20
     ev = next(s for s in cpu if s.name == "evaluate nsr")
     spsa = next(a for a in ev.config["protocol"]["attacks"] if a["name"] == "spsa")
-    assert spsa["nb_samples"] == 256 and ev.config["dataset"]["limit"] == 2000
-    assert ev.config["dataset"]["split"] == "test" and ev.config["protocol"]["mode"] == "individual"
+    assert (spsa["nb_samples"], spsa["steps"]) == (32, 10) and ev.config["dataset"]["limit"] == 2000
+    assert ev.config["dataset"]["split"] == "test" and ev.config["protocol"]["mode"] == "sequential"
+    assert ev.config["protocol"]["eps"] == [0.01, 0.05, 0.1]
+    smoke = resolve_steps(plan, budget="smoke", out=tmp_path)
+    assert smoke[-1].config["protocol"]["mode"] == "individual"      # the plan's default unless a budget says
     paper = resolve_steps(plan, budget="paper", out=tmp_path)
     assert not any("init_from" in s.config for s in paper if s.kind == "train")  # the paper trains from scratch
     assert next(a for a in paper[-1].config["protocol"]["attacks"] if a["name"] == "spsa")["nb_samples"] == 2048
