@@ -89,3 +89,61 @@ def test_han2020_claims_read_the_success_rate_of_one_attack(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match=r"metric must be .*one of \['pgd', 'sap'\], got 'success_rate fgsm'"):
         load_plan(str(path))
+
+
+def test_a_model_on_another_dataset_gets_that_dataset_its_recipe_and_the_budgets_per_dataset_values(
+        tmp_path: Path) -> None:
+    plan = load_plan("ma2022")
+    steps = {s.name: s for s in resolve_steps(plan, budget="cpu", out=tmp_path, data_dir="/d")}
+    cpsc, mit = steps["train nsr"].config, steps["train mitdb_nsr"].config
+    assert cpsc["dataset"] == {"name": "cpsc2018", "root": "/d", "options": {
+        "leads": "8", "scale": "maxabs", "drop_multilabel": True, "pad": "left", "fs": 125,
+        "test_fraction": 0.3, "val_fraction": 0.3}}
+    assert mit["dataset"] == {"name": "mitdb", "root": "/d", "options": {"format": "kachuee", "scheme": "intra"}}
+    assert (cpsc["recipe"], mit["recipe"]) == ("ma2022-cpsc", "ma2020")
+    assert cpsc["model"] == {"name": "resnet18_12lead", "kwargs": {"width_scale": 0.25}}
+    assert mit["model"] == {"name": "cnn1"}                       # the budget's model_kwargs are CPSC's only
+    assert "init_from" not in cpsc and cpsc["train"]["epochs"] == 12
+    assert mit["init_from"] == str(tmp_path / "models" / "mitdb_ce" / "checkpoint")
+    assert mit["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "progress": False}   # per_dataset finetune
+    ev_c, ev_m = steps["evaluate ce"].config, steps["evaluate mitdb_ce"].config
+    assert ev_c["protocol"]["eps"] == [0.001, 0.005, 0.01, 0.05] and ev_m["protocol"]["eps"] == [0.01, 0.05, 0.1]
+    assert (ev_c["dataset"]["limit"], ev_m["dataset"]["limit"]) == (None, 2000)
+    pgd_c, pgd_m = ev_c["protocol"]["attacks"][0], ev_m["protocol"]["attacks"][0]
+    assert (pgd_c["rel_step_size"], pgd_c["restarts"]) == (0.1, 2) and (pgd_m["rel_step_size"], pgd_m["restarts"]) == (0.025, 1)
+    assert ev_m["protocol"]["mode"] == ev_c["protocol"]["mode"] == "sequential"   # protocol is budget-wide
+
+
+def test_defense_options_of_a_budget_reach_the_defense_block(tmp_path: Path) -> None:
+    smoke = {s.name: s.config for s in resolve_steps(load_plan("shao2022"), budget="smoke", out=tmp_path)}
+    assert smoke["train nsr"]["defense"] == {"name": "nsr", "warmup_epochs": 0}
+    assert smoke["train adt"]["defense"] == {"name": "adt", "pgd_steps": 1, "smooth_steps": 1}
+    assert smoke["train ce"]["defense"] == {"name": "ce"}
+    paper = {s.name: s.config for s in resolve_steps(load_plan("shao2022"), budget="paper", out=tmp_path)}
+    assert paper["train nsr"]["defense"] == {"name": "nsr"} and paper["train nsr"]["dataset"]["options"]["units"] == "adc"
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"models": {"a": {"model": "cnn1", "defense": "ce", "dataset": "x"}}},
+     r"models.a.dataset='x' names no entry of the plan's `datasets` \(none\)"),
+    ({"datasets": {"m": {"name": "mitdb"}}, "claims": [],
+      "models": {"a": {"model": "cnn1", "defense": "ce"}, "b": {"model": "cnn1", "defense": "ce", "init": "a",
+                                                                "dataset": "m"}}},
+     "models.b starts from 'a', which is trained on another dataset"),
+    ({"budgets": {"smoke": {"note": "x", "per_dataset": {"q": {}}}}},
+     r"budgets.smoke.per_dataset.q names no entry of the plan's `datasets` \(none\)"),
+    ({"datasets": {"m": {"name": "mitdb"}}, "budgets": {"smoke": {"note": "x", "per_dataset": {"m": {"note": "y"}}}}},
+     r"budgets.smoke.per_dataset.m: unknown keys \['note'\]"),
+])
+def test_bad_dataset_references_are_refused_naming_the_key(tmp_path: Path, change: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_plan(_plan_file(tmp_path, **change))
+
+
+def test_every_shipped_plan_resolves_for_every_budget(tmp_path: Path) -> None:
+    assert available() == ["han2020", "ma2020", "ma2022", "shao2022"]
+    for name in available():
+        plan = load_plan(name)
+        for budget in plan["budgets"]:
+            steps = resolve_steps(plan, budget=budget, out=tmp_path)
+            assert {s.model_id for s in steps if s.kind == "train"} == set(plan["models"])

@@ -33,7 +33,7 @@ def test_success_rate_claim_and_model_rows(tmp_path: Path) -> None:
     assert f"`medrobust evaluate --config {tmp_path / 'cpu' / 'configs' / 'evaluate-ce.yaml'}`" in text
     assert "## Budget `cpu`" in text and "## Budget `smoke`" not in text  # only budgets that ran
     lo, hi = wilson_interval(4, 60)
-    assert f"| ce | ce | from scratch — **degenerate: predicts one class** | 0.821 " in text
+    assert f"| ce | cinc2017 | ce | from scratch — **degenerate: predicts one class** | 0.821 " in text
     assert f"| 0.067 [{lo:.3f}, {hi:.3f}] |" in text  # worst case at ε 0.01 in the model table
 
 

@@ -133,10 +133,14 @@ RECIPES: dict[str, Recipe] = {
             "distillation": DefenseRecipe(options={"temperature": 1.0}),
             "jacobian": DefenseRecipe(options={"recipe": "cardiodefense"}),
             "nsr": DefenseRecipe(options={"recipe": "cardiodefense"}),
+            "pgd_at": DefenseRecipe(options={"eps": 10.0, "steps": 10, "step_size": 1.0, "random_start": False,
+                                             "clean_weight": 0.5, "adv_weight": 0.5, "bounds": None}),
         },
         notes="Adam lr 1e-3, batch 16, 100 epochs, best validation accuracy; the paper duplicates Noisy ×6 and "
               "AF ×2 (we tile every class to the majority count). ADT: SAP adversary ε = 10, α = 1 ADC units, "
-              "5 + 5 steps, T = 1, teacher and student from independent initialisations.",
+              "5 + 5 steps, T = 1, teacher and student from independent initialisations. AT: Shao et al.'s baseline "
+              "is ADT's first stage (SAP adversary, 5 + 5 steps); ours runs 10 PGD steps of 1 ADC unit at the same "
+              "ε = 10 with the same ½ clean + ½ adversarial loss.",
     ),
     "han2020": Recipe(
         name="han2020",

@@ -20,10 +20,12 @@ from medrobust.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
-PLAN_KEYS = {"name", "paper", "recipe", "dataset", "models", "evaluation", "budgets", "claims"}
+PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-               "protocol"}
-MODEL_KEYS = {"model", "defense", "init"}
+               "protocol", "per_dataset", "defense_options"}
+PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
+                    "defense_options"}
+MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
 CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
 
@@ -66,14 +68,25 @@ def load_plan(name: str) -> dict[str, Any]:
                           "plan .yaml).")
     plan = yaml.safe_load(path.read_text("utf-8"))
     _check_keys(plan, PLAN_KEYS, f"{path}")
+    datasets = plan.get("datasets") or {}
     for mid, m in plan["models"].items():
         _check_keys(m, MODEL_KEYS, f"{path}: models.{mid}", required={"model", "defense"})
         if m.get("init") not in (None, *plan["models"]):
             raise ConfigError(f"{path}: models.{mid}.init={m['init']!r} names no model of this plan.")
+        if m.get("dataset") not in (None, *datasets):
+            raise ConfigError(f"{path}: models.{mid}.dataset={m['dataset']!r} names no entry of the plan's "
+                              f"`datasets` ({sorted(datasets) or 'none'}).")
+        if m.get("init") is not None and plan["models"][m["init"]].get("dataset") != m.get("dataset"):
+            raise ConfigError(f"{path}: models.{mid} starts from {m['init']!r}, which is trained on another dataset.")
     for b, spec in plan["budgets"].items():
         if b not in BUDGETS:
             raise ConfigError(f"{path}: unknown budget {b!r}; budgets are {', '.join(BUDGETS)}.")
         _check_keys(spec, BUDGET_KEYS, f"{path}: budgets.{b}", required={"note"})
+        for d, over in (spec.get("per_dataset") or {}).items():
+            if d not in datasets:
+                raise ConfigError(f"{path}: budgets.{b}.per_dataset.{d} names no entry of the plan's `datasets` "
+                                  f"({sorted(datasets) or 'none'}).")
+            _check_keys(over, PER_DATASET_KEYS, f"{path}: budgets.{b}.per_dataset.{d}")
     for c in plan.get("claims", []):
         _check_keys(c, CLAIM_KEYS | {"metric"}, f"{path}: claims", required=CLAIM_KEYS)
         metric = str(c.get("metric", "worst_case")).split()
@@ -103,14 +116,27 @@ def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str
     if budget not in plan["budgets"]:
         raise ConfigError(f"reproduction {plan['name']!r} has no budget {budget!r}; it has "
                           f"{', '.join(plan['budgets'])}.")
-    spec = plan["budgets"][budget]
-    ds = copy.deepcopy(plan["dataset"])
-    ds["options"] = {**(ds.get("options") or {}), **(spec.get("dataset_options") or {})}
+    contexts = {mid: _model_context(plan, plan["budgets"][budget], mid, data_dir) for mid in plan["models"]}
+    steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])]
+    steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
+    return steps
+
+
+def _model_context(plan: dict[str, Any], spec: dict[str, Any], mid: str,
+                   data_dir: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(budget settings, dataset block)`` of one model: a model on one of the plan's other ``datasets`` gets
+    that dataset and the budget's ``per_dataset`` overrides for it instead of the budget's own values."""
+    key = plan["models"][mid].get("dataset")
+    if key is None:
+        ds, merged = copy.deepcopy(plan["dataset"]), dict(spec)
+    else:
+        ds = copy.deepcopy(plan["datasets"][key])
+        merged = {k: v for k, v in spec.items() if k not in PER_DATASET_KEYS}
+        merged.update((spec.get("per_dataset") or {}).get(key) or {})
+    ds["options"] = {**(ds.get("options") or {}), **(merged.get("dataset_options") or {})}
     if data_dir is not None:
         ds["root"] = str(data_dir)
-    steps = [_train_step(plan, spec, mid, ds, out) for mid in _train_order(plan["models"])]
-    steps += [_eval_step(plan, spec, mid, ds, out) for mid in plan["models"]]
-    return steps
+    return merged, ds
 
 
 def _train_order(models: dict[str, Any]) -> list[str]:
@@ -123,12 +149,12 @@ def _train_order(models: dict[str, Any]) -> list[str]:
     return order
 
 
-def _train_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[str, Any], out: Path) -> Step:
+def _train_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:
     m = plan["models"][mid]
     finetune = m.get("init") is not None and spec.get("finetune") is not None
     model = {"name": m["model"], **({"kwargs": dict(spec["model_kwargs"])} if spec.get("model_kwargs") else {})}
-    cfg: dict[str, Any] = {"dataset": ds, "model": model, "recipe": plan["recipe"],
-                           "defense": {"name": m["defense"]},
+    cfg: dict[str, Any] = {"dataset": ds, "model": model, "recipe": m.get("recipe", plan["recipe"]),
+                           "defense": {"name": m["defense"], **((spec.get("defense_options") or {}).get(m["defense"]) or {})},
                            "train": dict((spec.get("finetune") if finetune else spec.get("train")) or {}),
                            "out": str(out / "models" / mid), "evaluate_test": True}
     after: tuple[str, ...] = ()
@@ -138,7 +164,7 @@ def _train_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[s
     return Step("train", mid, cfg, out / "models" / mid, after)
 
 
-def _eval_step(plan: dict[str, Any], spec: dict[str, Any], mid: str, ds: dict[str, Any], out: Path) -> Step:
+def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:
     ev = plan["evaluation"]
     options = spec.get("attack_options") or {}
     attacks = []

@@ -77,7 +77,7 @@ def _claims_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
 
 def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     eps = sorted({float(r["eps"]) for mid in plan["models"] for r in ((_card(root, budget, mid) or {}).get("results") or [])})
-    head = ["model", "defence", "training", "test accuracy (train)", "clean (eval subset)"] + [f"ε {e:g}" for e in eps]
+    head = ["model", "data", "defence", "training", "test accuracy (train)", "clean (eval subset)"] + [f"ε {e:g}" for e in eps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mid, m in plan["models"].items():
         summary_path = root / budget / "models" / mid / "summary.json"
@@ -88,7 +88,8 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
         if summary.get("degenerate"):
             how += f" — **degenerate: {summary['degenerate']}**"
         card = _card(root, budget, mid)
-        row = [mid, m["defense"], how,
+        data = (plan.get("datasets") or {}).get(m.get("dataset"), plan["dataset"])["name"]
+        row = [mid, data, m["defense"], how,
                _ratio({"numerator": test["correct"], "denominator": test["n"], "value": test["accuracy"]}) if test else "–",
                _ratio(card["clean"]["accuracy"]) if card else "–"]
         for e in eps:
