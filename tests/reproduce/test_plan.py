@@ -22,7 +22,8 @@ def test_steps_order_init_and_budget_overrides(tmp_path: Path) -> None:
     cpu = resolve_steps(plan, budget="cpu", out=tmp_path, data_dir="/data")
     names = [s.name for s in cpu]
     assert names[0] == "train ce" and names.index("train nsr") < names.index("evaluate ce")
-    assert all(n.startswith("train") for n in names[:5]) and all(n.startswith("evaluate") for n in names[5:])
+    assert all(n.startswith("train") for n in names[:5]) and all(n.startswith("evaluate") for n in names[5:10])
+    assert names[10:] == ["masking nsr", "masking jacobian", "masking pgd_at"]
     nsr = next(s for s in cpu if s.name == "train nsr")
     assert nsr.config["init_from"] == str(tmp_path / "models" / "ce" / "checkpoint") and nsr.after == ("ce",)
     assert nsr.config["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "progress": False} and nsr.config["recipe"] == "ma2020"
@@ -35,10 +36,11 @@ def test_steps_order_init_and_budget_overrides(tmp_path: Path) -> None:
     assert ev.config["dataset"]["split"] == "test" and ev.config["protocol"]["mode"] == "sequential"
     assert ev.config["protocol"]["eps"] == [0.01, 0.05, 0.1]
     smoke = resolve_steps(plan, budget="smoke", out=tmp_path)
-    assert smoke[-1].config["protocol"]["mode"] == "individual"      # the plan's default unless a budget says
+    assert [s for s in smoke if s.kind == "evaluate"][-1].config["protocol"]["mode"] == "individual"      # the plan's default unless a budget says
     paper = resolve_steps(plan, budget="paper", out=tmp_path)
     assert not any("init_from" in s.config for s in paper if s.kind == "train")  # the paper trains from scratch
-    assert next(a for a in paper[-1].config["protocol"]["attacks"] if a["name"] == "spsa")["nb_samples"] == 2048
+    last_eval = [s for s in paper if s.kind == "evaluate"][-1]
+    assert next(a for a in last_eval.config["protocol"]["attacks"] if a["name"] == "spsa")["nb_samples"] == 2048
 
 
 def _plan_file(tmp_path: Path, **change: object) -> str:
@@ -147,3 +149,29 @@ def test_every_shipped_plan_resolves_for_every_budget(tmp_path: Path) -> None:
         for budget in plan["budgets"]:
             steps = resolve_steps(plan, budget=budget, out=tmp_path)
             assert {s.model_id for s in steps if s.kind == "train"} == set(plan["models"])
+
+
+def test_masking_steps_check_every_defended_model_with_the_budgets_settings(tmp_path: Path) -> None:
+    from medrobust.reproduce.plan import command
+
+    steps = resolve_steps(load_plan("ma2022"), budget="cpu", out=tmp_path)
+    masking = {s.model_id: s for s in steps if s.kind == "masking"}
+    assert set(masking) == {"nsr", "jacobian", "pgd_at", "mitdb_nsr", "mitdb_jacobian", "mitdb_pgd_at"}  # not CE
+    assert [s.kind for s in steps][-6:] == ["masking"] * 6 and masking["nsr"].after == ("nsr",)
+    cpsc, mit = masking["nsr"].config, masking["mitdb_nsr"].config
+    assert (cpsc["eps"], cpsc["large_eps"], cpsc["samples"], cpsc["black_box"]) == (0.01, 0.5, 256, "square")
+    assert (mit["eps"], mit["dataset"]["name"], mit["dataset"]["split"]) == (0.05, "mitdb", "test")
+    assert mit["checkpoint"] == str(tmp_path / "models" / "mitdb_nsr" / "checkpoint")
+    assert mit["out"] == str(tmp_path / "masking" / "mitdb_nsr") and masking["nsr"].out == tmp_path / "masking" / "nsr"
+    assert command("masking", Path("c.yaml")) == "python -m medrobust.reproduce.masking c.yaml"
+    assert not any(s.kind == "masking" for s in resolve_steps(load_plan("han2020"), budget="cpu", out=tmp_path))
+
+
+@pytest.mark.parametrize("masking,match", [
+    ({"eps": 0.05}, r"budgets.smoke.masking: missing keys \['large_eps'\]"),
+    ({"eps": 0.05, "large_eps": 0.5, "directions": 3}, r"budgets.smoke.masking: unknown keys \['directions'\]"),
+])
+def test_bad_masking_blocks_are_refused_naming_the_key(tmp_path: Path, masking: dict, match: str) -> None:
+    plan = load_plan(_plan_file(tmp_path, budgets={"smoke": {"note": "x", "masking": masking}}))
+    with pytest.raises(ConfigError, match=match):
+        resolve_steps(plan, budget="smoke", out=tmp_path)

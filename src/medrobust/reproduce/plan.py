@@ -22,9 +22,9 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
 PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-               "protocol", "per_dataset", "defense_options"}
+               "protocol", "per_dataset", "defense_options", "masking"}
 PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-                    "defense_options"}
+                    "defense_options", "masking"}
 MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
 CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
@@ -52,6 +52,8 @@ def config_path(budget_dir: Path, kind: str, model_id: str) -> Path:
 
 def command(kind: str, config: Path) -> str:
     """The command line that reruns one step by hand."""
+    if kind == "masking":
+        return f"python -m medrobust.reproduce.masking {config}"
     return f"medrobust {kind} --config {config}"
 
 
@@ -119,6 +121,8 @@ def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str
     contexts = {mid: _model_context(plan, plan["budgets"][budget], mid, data_dir) for mid in plan["models"]}
     steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])]
     steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
+    steps += [_masking_step(plan, *contexts[mid], mid, out, budget) for mid in plan["models"]
+              if plan["models"][mid]["defense"] != "ce" and contexts[mid][0].get("masking")]
     return steps
 
 
@@ -162,6 +166,15 @@ def _train_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], 
         cfg["init_from"] = str(out / "models" / m["init"] / "checkpoint")
         after = (m["init"],)
     return Step("train", mid, cfg, out / "models" / mid, after)
+
+
+def _masking_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path,
+                  budget: str) -> Step:
+    from medrobust.reproduce.masking import masking_step_config
+
+    cfg = masking_step_config(spec["masking"], checkpoint=out / "models" / mid / "checkpoint", dataset=ds,
+                              out=out / "masking" / mid, where=f"{plan['source']}: budgets.{budget}.masking")
+    return Step("masking", mid, cfg, out / "masking" / mid, (mid,))
 
 
 def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:

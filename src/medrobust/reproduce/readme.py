@@ -99,6 +99,29 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     return lines
 
 
+def _masking_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
+    """Gradient-masking checks (``<budget>/masking/<model>/masking.json``): empty when none ran."""
+    rows = []
+    for mid in plan["models"]:
+        path = root / budget / "masking" / mid / "masking.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text("utf-8"))
+        verdict = "; ".join(r["flags"]) if r["flags"] else "no sign of masking"
+        rows.append(f"| {mid} | {r['n']} | {r['eps']:g} | {r['pgd_accuracy']:.3f} | {r['black_box']} "
+                    f"{r['black_box_steps']}: {r['black_box_accuracy']:.3f} | {r['large_eps']:g}: "
+                    f"{r['large_eps_accuracy']:.3f} | {verdict} | `{budget}/masking/{mid}/masking.json` |")
+    if not rows:
+        return []
+    return ["### Gradient-masking check", "",
+            "Robust accuracy of each defended model on a stratified test subset: PGD (random start) against a "
+            "gradient-free attack at the same ε, PGD at a radius far beyond the data's scale, and the loss along "
+            "the gradient sign against random sign directions (Athalye et al., ICML 2018; Carlini et al., "
+            "arXiv 1902.06705).", "",
+            "| model | n | ε | PGD | black box | large ε | verdict | result file |", "|---|---|---|---|---|---|---|---|",
+            *rows, ""]
+
+
 def write_readme(plan: dict[str, Any], root: Path) -> Path:
     """Write ``root/README.md`` from every budget folder present under ``root`` (largest budget first)."""
     present = [b for b in reversed(BUDGETS) if (root / b / "eval").is_dir()]
@@ -112,6 +135,7 @@ def write_readme(plan: dict[str, Any], root: Path) -> Path:
         lines += [f"## Budget `{budget}`", "", f"*{note}*", "", "### Paper vs ours", ""]
         lines += _claims_table(plan, root, budget) + [""]
         lines += ["### Every model", ""] + _models_table(plan, root, budget) + [""]
+        lines += _masking_table(plan, root, budget)
     path = root / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path

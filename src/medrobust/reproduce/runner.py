@@ -14,7 +14,7 @@ from medrobust.outdir import claim_out_dir
 from medrobust.reproduce.plan import Step, command, config_path, load_plan, resolve_steps
 from medrobust.reproduce.readme import write_readme
 
-DONE_FILE = {"train": "summary.json", "evaluate": "card.json"}
+DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json"}
 
 
 def _write_config(step: Step, budget_dir: Path) -> Path:
@@ -28,12 +28,18 @@ def _write_config(step: Step, budget_dir: Path) -> Path:
 def _done(step: Step) -> bool:
     """A train step is done once its summary is written (the last thing ``train`` writes); an evaluation resumes
     itself, so it is rerun until its card holds results (a finished one returns at once)."""
-    return step.kind == "train" and (step.out / DONE_FILE["train"]).is_file()
+    return step.kind in ("train", "masking") and (step.out / DONE_FILE[step.kind]).is_file()
 
 
 def _run_step(step: Step, config: Path) -> None:
     from medrobust.cli.main import main as cli_main
 
+    if step.kind == "masking":
+        from medrobust.reproduce.masking import run_masking_step
+
+        report = run_masking_step(step.config)
+        print(f"gradient-masking check of {step.model_id}: " + ("; ".join(report["flags"]) or "no sign of masking"))
+        return
     argv = [step.kind, "--config", str(config)]
     if step.kind == "train" and step.out.exists():
         argv.append("--overwrite")      # a killed training restarts; --overwrite removes only what train writes
