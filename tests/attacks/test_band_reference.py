@@ -654,3 +654,29 @@ def test_concatenation_bad_arguments() -> None:
                     ({"tol": float("inf")}, "tol must be a positive finite number, got inf.")]:
         with pytest.raises(ConfigError, match=_msg(msg)):
             concatenation_check(Constant(1), band, **kw)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"bounds": (1.0, 0.0)}, "bounds needs lo < hi, got (1.0, 0.0)."),
+    ({"bounds": 5}, "bounds must be None, 'auto' or a pair (lo, hi), got 5."),
+    ({"bounds": (0.0,)}, "bounds must be None, 'auto' or a pair (lo, hi), got (0.0,)."),
+    ({"bounds": "auto"}, "bounds must be None or a pair (lo, hi) here, got 'auto' (the band knows no data units); "
+                         "pass e.g. bounds=(0.0, 1.0)."),
+    ({"kernel": [1.0, 2.0, 1.0]}, "kernel must be a 1-D tensor with an odd number of taps, got list; "
+                                  "e.g. medrobust.attacks.sap_filter.sap_kernel(fs=...)."),
+    ({"kernel": torch.ones(4)}, "kernel must be a 1-D tensor with an odd number of taps, got (4,); "
+                                "e.g. medrobust.attacks.sap_filter.sap_kernel(fs=...)."),
+    ({"kernel": torch.ones(1, 3)}, "kernel must be a 1-D tensor with an odd number of taps, got (1, 3); "
+                                   "e.g. medrobust.attacks.sap_filter.sap_kernel(fs=...)."),
+])
+def test_bad_bounds_and_kernels_get_one_line_errors(kwargs: dict, message: str) -> None:
+    x = torch.zeros(1, 8, dtype=torch.float64)
+    with pytest.raises(ConfigError) as info:
+        adversarial_band(Constant(), x, x + 0.01, eps=0.1, trials=1, **kwargs)
+    assert str(info.value) == message
+
+
+def test_list_bounds_become_a_checked_pair() -> None:
+    x = torch.zeros(1, 8, dtype=torch.float64)
+    band = adversarial_band(Constant(), x, x + 0.01, eps=0.1, trials=1, bounds=[0, 1])
+    assert band.bounds == (0.0, 1.0) and isinstance(band.bounds, tuple)

@@ -38,8 +38,8 @@ from torch import nn
 
 from medrobust.attacks.base import frozen_eval
 from medrobust.attacks.sap_filter import sap_kernel, smooth
-from medrobust.checks import check_int, check_positive
-from medrobust.errors import DataError
+from medrobust.checks import check_bounds, check_int, check_positive
+from medrobust.errors import ConfigError, DataError
 from medrobust.models.inference import predict
 
 
@@ -203,7 +203,8 @@ def adversarial_band(
     trials = check_int(trials, "trials", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     std = eps / 2 if noise_std is None else float(check_positive(noise_std, "noise_std", allow_none=False))
-    k = kernel if kernel is not None else sap_kernel(fs=fs, reference_fs=reference_fs)
+    bounds = None if bounds is None else _pair_bounds(bounds)
+    k = _kernel(kernel) if kernel is not None else sap_kernel(fs=fs, reference_fs=reference_fs)
     k = k.to(dtype=x.dtype, device=x.device)
     m = _band_mask(mask, x)
     if m is not None:  # the padding of x_adv is x's too, so the band is zero-width there
@@ -224,6 +225,23 @@ def adversarial_band(
                 true_label=None if y is None else int(y), trials=trials, kept=len(sig) - 1, eps=eps, noise_std=std,
                 kernel=k, mask=m, bounds=bounds,
                 config={"fs": fs, "reference_fs": reference_fs, "kernel_taps": int(k.numel())})
+
+
+def _pair_bounds(bounds: Any) -> tuple[float, float]:
+    """``bounds`` as a checked ``(lo, hi)`` pair; ``"auto"`` is refused (a band has no units to resolve it)."""
+    if isinstance(bounds, str):
+        raise ConfigError(f"bounds must be None or a pair (lo, hi) here, got {bounds!r} (the band knows no data units); "
+                          "pass e.g. bounds=(0.0, 1.0).")
+    return check_bounds(bounds)  # type: ignore[return-value]
+
+
+def _kernel(kernel: Any) -> torch.Tensor:
+    """An explicit smoothing filter: a 1-D tensor with an odd number of taps."""
+    if not isinstance(kernel, torch.Tensor) or kernel.ndim != 1 or kernel.numel() % 2 == 0:
+        shape = tuple(kernel.shape) if isinstance(kernel, torch.Tensor) else type(kernel).__name__
+        raise ConfigError(f"kernel must be a 1-D tensor with an odd number of taps, got {shape}; "
+                          "e.g. medrobust.attacks.sap_filter.sap_kernel(fs=...).")
+    return kernel
 
 
 def uniform_band_check(
