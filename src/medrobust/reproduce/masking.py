@@ -62,29 +62,13 @@ def run_masking_step(config: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m medrobust.reproduce.masking CONFIG.yaml``: rerun one masking step by hand."""
-    import sys
+    from medrobust.reproduce._entry import step_main
 
-    import yaml
-
-    from medrobust.errors import MedrobustError
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m medrobust.reproduce.masking CONFIG.yaml (a reproduction's configs/masking-*.yaml)",
-              file=sys.stderr)
-        return 2
-    try:
-        path = Path(args[0])
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such file; pass a reproduction's configs/masking-<model>.yaml.")
-        report = run_masking_step(yaml.safe_load(path.read_text("utf-8")))
-    except MedrobustError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("; ".join(report["flags"]) or "no sign of gradient masking")
-    return 0
+    return step_main(argv, run_masking_step, module="masking", config="masking-<model>.yaml",
+                     summary=lambda r: "; ".join(r["flags"]) or "no sign of gradient masking")
 
 
 if __name__ == "__main__":

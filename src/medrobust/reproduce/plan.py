@@ -22,7 +22,7 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
 PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-               "protocol", "per_dataset", "defense_options", "masking"}
+               "protocol", "per_dataset", "defense_options", "masking", "band"}
 PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
                     "defense_options", "masking"}
 MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe"}
@@ -52,8 +52,8 @@ def config_path(budget_dir: Path, kind: str, model_id: str) -> Path:
 
 def command(kind: str, config: Path) -> str:
     """The command line that reruns one step by hand."""
-    if kind == "masking":
-        return f"python -m medrobust.reproduce.masking {config}"
+    if kind in ("masking", "band"):
+        return f"python -m medrobust.reproduce.{'masking' if kind == 'masking' else 'han_band'} {config}"
     return f"medrobust {kind} --config {config}"
 
 
@@ -121,8 +121,11 @@ def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str
     contexts = {mid: _model_context(plan, plan["budgets"][budget], mid, data_dir) for mid in plan["models"]}
     steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])]
     steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
+    evals = {s.model_id: s for s in steps if s.kind == "evaluate"}
     steps += [_masking_step(plan, *contexts[mid], mid, out, budget) for mid in plan["models"]
               if plan["models"][mid]["defense"] != "ce" and contexts[mid][0].get("masking")]
+    steps += [_band_step(plan, contexts[mid][0], evals[mid], mid, out, budget) for mid in plan["models"]
+              if contexts[mid][0].get("band")]
     return steps
 
 
@@ -175,6 +178,15 @@ def _masking_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any]
     cfg = masking_step_config(spec["masking"], checkpoint=out / "models" / mid / "checkpoint", dataset=ds,
                               out=out / "masking" / mid, where=f"{plan['source']}: budgets.{budget}.masking")
     return Step("masking", mid, cfg, out / "masking" / mid, (mid,))
+
+
+def _band_step(plan: dict[str, Any], spec: dict[str, Any], ev: Step, mid: str, out: Path, budget: str) -> Step:
+    from medrobust.reproduce.han_band import band_step_config
+
+    cfg = band_step_config(spec["band"], attacks=ev.config["protocol"]["attacks"], checkpoint=out / "models" / mid /
+                           "checkpoint", dataset={k: v for k, v in ev.config["dataset"].items() if k != "limit"},
+                           out=out / "band" / mid, where=f"{plan['source']}: budgets.{budget}.band")
+    return Step("band", mid, cfg, out / "band" / mid, (mid,))
 
 
 def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:

@@ -122,6 +122,34 @@ def _masking_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
             *rows, ""]
 
 
+def _band_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
+    """Han et al.'s band, uniform and concatenation experiments (``<budget>/band/<model>/band.json``)."""
+    lines = []
+    for mid in plan["models"]:
+        path = root / budget / "band" / mid / "band.json"
+        if not path.is_file():
+            continue
+        r, f = json.loads(path.read_text("utf-8")), f"`{budget}/band/{mid}/band.json`"
+        n = r["n_attacked"]
+        rows = [("SAP misclassifies (stratified subset of the correctly classified records)", "74 %",
+                 _ratio({"numerator": r["sap_success"], "denominator": n, "value": r["sap_success"] / n if n else 0})),
+                ("PGD misclassifies (same records)", "–",
+                 _ratio({"numerator": r["pgd_success"], "denominator": n, "value": r["pgd_success"] / n if n else 0}))]
+        b = r.get("band")
+        if b and b["n_examples"]:
+            rows += [(f"Gaussian-noise re-smoothed trials still adversarial (mean over {b['n_examples']} SAP examples, "
+                      f"{b['examples'][0]['trials']} trials each)", "87.6 %", f"{b['kept_fraction']:.3f}"),
+                     ("uniform samples inside the band misclassified", "all", f"{b['uniform_misclassified']:.3f}"),
+                     (f"concatenations still adversarial ({b['concatenations']})", "all",
+                      "–" if b["concat_adv_class"] is None else f"{b['concat_adv_class']:.3f}")]
+        lines += [f"### Han et al.'s experiments on SAP examples: `{mid}` at ε = {r['eps']:g} {r['units']}", "",
+                  f"{n} correctly classified test records attacked; the SAP and PGD pairs are exported for an expert "
+                  f"study in `{budget}/band/{mid}/pairs_sap.npz` and `pairs_pgd.npz`.", "",
+                  "| experiment | paper | ours | result file |", "|---|---|---|---|",
+                  *[f"| {a} | {p} | {o} | {f} |" for a, p, o in rows], ""]
+    return lines
+
+
 def write_readme(plan: dict[str, Any], root: Path) -> Path:
     """Write ``root/README.md`` from every budget folder present under ``root`` (largest budget first)."""
     present = [b for b in reversed(BUDGETS) if (root / b / "eval").is_dir()]
@@ -136,6 +164,7 @@ def write_readme(plan: dict[str, Any], root: Path) -> Path:
         lines += _claims_table(plan, root, budget) + [""]
         lines += ["### Every model", ""] + _models_table(plan, root, budget) + [""]
         lines += _masking_table(plan, root, budget)
+        lines += _band_table(plan, root, budget)
     path = root / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -14,7 +14,7 @@ from medrobust.outdir import claim_out_dir
 from medrobust.reproduce.plan import Step, command, config_path, load_plan, resolve_steps
 from medrobust.reproduce.readme import write_readme
 
-DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json"}
+DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json"}
 
 
 def _write_config(step: Step, budget_dir: Path) -> Path:
@@ -28,7 +28,7 @@ def _write_config(step: Step, budget_dir: Path) -> Path:
 def _done(step: Step) -> bool:
     """A train step is done once its summary is written (the last thing ``train`` writes); an evaluation resumes
     itself, so it is rerun until its card holds results (a finished one returns at once)."""
-    return step.kind in ("train", "masking") and (step.out / DONE_FILE[step.kind]).is_file()
+    return step.kind in ("train", "masking", "band") and (step.out / DONE_FILE[step.kind]).is_file()
 
 
 def _run_step(step: Step, config: Path) -> None:
@@ -39,6 +39,13 @@ def _run_step(step: Step, config: Path) -> None:
 
         report = run_masking_step(step.config)
         print(f"gradient-masking check of {step.model_id}: " + ("; ".join(report["flags"]) or "no sign of masking"))
+        return
+    if step.kind == "band":
+        from medrobust.reproduce.han_band import run_band_step
+
+        summary = run_band_step(step.config)
+        print(f"band experiments on {step.model_id}: SAP {summary['sap_success']} / PGD {summary['pgd_success']} "
+              f"of {summary['n_attacked']} correctly classified records flipped, pairs exported")
         return
     argv = [step.kind, "--config", str(config)]
     if step.kind == "train" and step.out.exists():
