@@ -319,7 +319,10 @@ def run(args: argparse.Namespace) -> int:
     from medrobust.evaluation import evaluate, select_indices
     from medrobust.evaluation.protocol import stratified_selection
 
+    from medrobust.evaluation.distributed import init_from_env
+
     cfg = resolve(args)
+    rank, world = init_from_env()  # under torchrun: join the process group and evaluate this rank's shard
     out = ensure_writable_dir(cfg["out"])
     model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"], source=source_options(args))
     protocol = black_box_protocol(model, mcard, build_protocol(cfg["protocol"], ds.meta))
@@ -327,12 +330,15 @@ def run(args: argparse.Namespace) -> int:
     idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())
     selection = stratified_selection(limit, protocol.seed, len(ds))
     command = "medrobust " + " ".join(shlex.quote(a) for a in (args._argv if hasattr(args, "_argv") else sys.argv[1:]))
-    print(f"evaluating {cfg['checkpoint']} on {ds!r}\nprotocol {protocol.name}: "
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"evaluating {cfg['checkpoint']} on {ds!r}" + (f" in {world} ranks" if world > 1 else "") + f"\nprotocol {protocol.name}: "
           f"{', '.join(s.label + ('*' if s.optional else '') for s in protocol.attacks)} at ε = {list(protocol.eps)} "
           f"({protocol.mode}{'; * = optional, run when registered' if any(s.optional for s in protocol.attacks) else ''})")
     card = evaluate(model, ds, protocol, out_dir=out, indices=idx, model_card=mcard, checkpoint=str(cfg["checkpoint"]),
                     selection=selection, device=cfg["device"], progress=not args.no_progress,
                     overwrite=args.overwrite, command=command)
+    if rank != 0:
+        return 0  # rank 0 merged every shard into the card and writes the report
     print_summary(card, out)
     if cfg["report"]:
         from medrobust.report import write_report

@@ -57,7 +57,8 @@ EXAMPLES_NAME = "examples.npz"
 PER_SAMPLE_NAME = "per_sample.npz"
 TIMINGS_KEY = "timings"
 REPORT_FILES = ("report.md", "report.html", "figures")
-EVALUATION_FILES = (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME, UNITS_DIR, *REPORT_FILES)
+SHARDS_DIR = "shards"
+EVALUATION_FILES = (STATE_NAME, CARD_NAME, EXAMPLES_NAME, PER_SAMPLE_NAME, UNITS_DIR, SHARDS_DIR, *REPORT_FILES)
 """Everything an evaluation and its report write into the run folder (what ``overwrite`` removes)."""
 """What ``medrobust report`` (and ``evaluate --report``) writes into a run folder."""
 

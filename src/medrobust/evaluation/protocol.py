@@ -98,6 +98,8 @@ from medrobust.evaluation.work import (  # noqa: F401
     preflight_unit,
     sweep_unit,
 )
+from medrobust.evaluation.distributed import barrier, owner, owns, shard, shard_dir
+from medrobust.outdir import claim_out_dir
 from medrobust.units import Units, resolve_bounds
 
 
@@ -231,6 +233,62 @@ def _open_state(out: Path | None, *, config: ProtocolConfig, members: Sequence[A
                             components=components)
 
 
+def _run_units(run: UnitRunner, w: WorkContext, raw_model: nn.Module, meta: Any, idx: np.ndarray, *, rank: int,
+               world: int) -> tuple[Any, list[list[Any]], list[Any] | None, Any, Any]:
+    """Run (or read back) this rank's work units; another rank's are ``None``."""
+    config = w.config
+
+    def mine(key: str, fn: Any, *args: Any) -> Any:
+        return run(key, fn, *args) if owns(key, rank, world) else None
+
+    pre = run("preflight", preflight_unit, w)
+    w.ens.model = model_for_attacks(raw_model, str(pre["probability_kind"]))
+    w.clean_pred = run("clean", clean_unit, w)["clean_pred"]
+    sweep_units = [[mine(f"sweep/e{e}/b{b}", sweep_unit, w, e, b) for b in range(len(w.batches))]
+                   for e in range(len(config.eps))]
+    mineps = ([mine(f"mineps/b{b}", mineps_unit, w, b) for b in range(len(w.batches))]
+              if config.minimal_eps else None)
+    large = mine("large-eps", large_eps_unit, w) if config.large_eps_check else None
+    examples = mine("examples", examples_unit, w, meta, idx) if config.n_examples else None
+    return pre, sweep_units, mineps, large, examples
+
+
+def _rank_state(out: Path | None, *, rank: int, world: int, overwrite: bool, **kw: Any) -> cardmod.RunState:
+    """This rank's resumable state: the run folder itself, or its shard under a process group of ``world`` ranks
+    (rank 0 claims the run folder first; ``overwrite`` removes every shard)."""
+    if world == 1:
+        return _open_state(out, overwrite=overwrite, **kw)
+    if out is None:
+        raise ConfigError(f"a sharded evaluation ({world} ranks) needs an output folder (--out / out_dir): the ranks "
+                          "exchange their work units through it.")
+    if rank == 0:
+        claim_out_dir(out, command="evaluate", overwrite=overwrite, produced=cardmod.EVALUATION_FILES, resume=True,
+                      adopt=(cardmod.STATE_NAME, cardmod.UNITS_DIR, cardmod.SHARDS_DIR))
+    barrier()
+    return _open_state(shard_dir(out, rank, world), overwrite=False, **kw)
+
+
+def _gather(out: Path, world: int, kw: dict[str, Any], sweep_units: list[list[Any]], mineps: list[Any] | None,
+            timings: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0 fills the other ranks' units in from their shards (in place); returns the merged timings."""
+    states = {r: _open_state(shard_dir(out, r, world), overwrite=False, **kw) for r in range(1, world)}
+
+    def fetch(key: str) -> Any:
+        who = owner(key, world)
+        return states[who].get(key) if who else None
+
+    for e, row in enumerate(sweep_units):
+        for b, unit in enumerate(row):
+            row[b] = unit if unit is not None else fetch(f"sweep/e{e}/b{b}")
+    for b, unit in enumerate(mineps or []):
+        mineps[b] = unit if unit is not None else fetch(f"mineps/b{b}")  # type: ignore[index]
+    per_unit = dict(timings["seconds_per_unit"])
+    for r, st in states.items():
+        per_unit.update({f"rank{r}:{k}": v for k, v in st.timings()["seconds_per_unit"].items()})
+    return {**timings, "seconds_per_unit": per_unit, "seconds_compute": float(sum(per_unit.values())),
+            "ranks": world}
+
+
 def _write_outputs(out: Path, card: dict[str, Any], *, idx: np.ndarray, meta: Any, y: np.ndarray,
                    clean_pred: np.ndarray, sweep: Any, min_lo: np.ndarray | None, min_hi: np.ndarray | None) -> None:
     per_sample = {"index": idx, "y": y, "clean_pred": clean_pred, "adv_pred": sweep.adv_pred,
@@ -296,26 +354,26 @@ def _evaluate(
     weights_id = (model_card or {}).get("weights_sha256") or _state_dict_hash(raw_model)
     idx_hash = hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()
     out = None if out_dir is None else Path(out_dir)
-    state = _open_state(out, config=config, members=members, meta=meta, bounds=w.ens.bounds, weights_id=weights_id,
-                        idx_hash=idx_hash, n=n, checkpoint=checkpoint, overwrite=overwrite)
-    plan = _plan(config, len(w.batches))
-    bar = tqdm(total=len(plan), desc=f"evaluate {meta.name}/{meta.split} (n={n})", unit="unit", disable=not progress,
+    rank, world = shard()
+    state_kw = dict(config=config, members=members, meta=meta, bounds=w.ens.bounds, weights_id=weights_id,
+                    idx_hash=idx_hash, n=n, checkpoint=checkpoint)
+    state = _rank_state(out, rank=rank, world=world, overwrite=overwrite, **state_kw)
+    plan = [k for k in _plan(config, len(w.batches)) if owns(k, rank, world)]
+    bar = tqdm(total=len(plan), desc=f"evaluate {meta.name}/{meta.split} (n={n})"
+               + (f" rank {rank}/{world}" if world > 1 else ""), unit="unit", disable=not progress,
                initial=sum(state.has(k) for k in plan), leave=True)
-    run = UnitRunner(state, bar)
-
-    pre = run("preflight", preflight_unit, w)
+    pre, sweep_units, mineps, large, examples = _run_units(UnitRunner(state, bar), w, raw_model, meta, idx,
+                                                           rank=rank, world=world)
     kind = str(pre["probability_kind"])
-    w.ens.model = model_for_attacks(raw_model, kind)
-    w.clean_pred = run("clean", clean_unit, w)["clean_pred"]
-    sweep_units = [[run(f"sweep/e{e}/b{b}", sweep_unit, w, e, b) for b in range(len(w.batches))]
-                   for e in range(len(config.eps))]
-    mineps = ([run(f"mineps/b{b}", mineps_unit, w, b) for b in range(len(w.batches))]
-              if config.minimal_eps else None)
-    large = run("large-eps", large_eps_unit, w) if config.large_eps_check else None
-    examples = run("examples", examples_unit, w, meta, idx) if config.n_examples else None
     if examples is not None and out is not None:
         cardmod.atomic_write_bytes(out / cardmod.EXAMPLES_NAME, cardmod.npz_bytes(examples))
     bar.close()
+    timings = state.timings()
+    if world > 1:
+        barrier()
+        if rank != 0:
+            return {"shard": {"rank": rank, "world": world, "units": len(plan), "out": str(out)}}
+        timings = _gather(out, world, state_kw, sweep_units, mineps, timings)  # type: ignore[arg-type]
 
     y = w.y.numpy().astype(np.int64)
     sweep = stack_sweep(sweep_units)
@@ -333,7 +391,7 @@ def _evaluate(
     card = build_card(record, res=res, flags=flags,
                       degenerate=flagmod.degenerate_model(y, w.clean_pred, list(meta.classes), model_card=model_card),
                       minimal=None if min_hi is None else _minimal_section(min_lo, min_hi, w.correct, config, res),
-                      large=large, y=y, has_examples=examples is not None, timings=state.timings())
+                      large=large, y=y, has_examples=examples is not None, timings=timings)
     if out is not None:
         _write_outputs(out, card, idx=idx, meta=meta, y=y, clean_pred=w.clean_pred, sweep=sweep, min_lo=min_lo,
                        min_hi=min_hi)
