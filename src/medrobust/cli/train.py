@@ -194,9 +194,15 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "list_defenses", False):
         print(list_defenses())
         return 0
+    from medrobust.distributed import barrier, init_from_env
+
     cfg = resolve_config(args)
-    out = claim_out_dir(cfg["out"], command="train", overwrite=bool(getattr(args, "overwrite", False)),
-                        produced=TRAIN_PRODUCES)
+    rank, world = init_from_env()  # under torchrun: each rank trains on its slice of every global batch
+    if rank == 0:
+        out = claim_out_dir(cfg["out"], command="train", overwrite=bool(getattr(args, "overwrite", False)),
+                            produced=TRAIN_PRODUCES)
+    barrier()
+    out = Path(cfg["out"])
     ds = cfg["dataset"]
     load = lambda split: load_dataset(ds["name"], root=ds.get("root"), split=split, **ds["options"])  # noqa: E731
     train, val = load("train"), load("val")
@@ -217,9 +223,13 @@ def run(args: argparse.Namespace) -> int:
                               f"{cfg['model']['name']!r} with {kwargs} ({str(exc).splitlines()[0]}).") from None
     defense = dict(cfg["defense"])
     dname = defense.pop("name")
-    print(f"training {cfg['model']['name']} with defence {dname!r} on {train!r}")
+    if rank == 0:
+        print(f"training {cfg['model']['name']} with defence {dname!r} on {train!r}"
+              + (f" in {world} ranks (global batch {tcfg.batch_size})" if world > 1 else ""))
     trainer = get_defense(dname, model, tcfg, out_dir=out, **defense)
     result = trainer.fit(train, val)
+    if rank != 0:
+        return 0  # rank 0 wrote the checkpoint; it writes the summary too
     if result.degenerate:
         print(f"warning: degenerate model: {result.degenerate}")
     summary: dict[str, Any] = {"config": cfg, "best_epoch": result.best_epoch, "seconds": result.seconds,

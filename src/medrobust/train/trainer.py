@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medrobust.data.balance import class_weights, oversample_indices
+from medrobust.distributed import all_reduce_sum, average_gradients, shard
 from medrobust.data.base import ECGDataset
 from medrobust.errors import ConfigError
 from medrobust.evaluation.metrics import classification_metrics
@@ -261,10 +262,15 @@ class Trainer:
             self._dead_reset += int(self.model.reinit_dead_units(self._grad_abs, generator=gen))  # type: ignore[operator]
         self._grad_abs = {}
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, loss: torch.Tensor | None, share: float | None = None) -> None:
+        """One optimiser step; under a process group ``share`` is this rank's slice of the global batch and the
+        gradients are combined over the ranks first (``loss=None``: an empty slice, no gradient of its own)."""
         cfg = self.config
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+        if share is not None:
+            average_gradients(self.model.parameters(), share)
         if cfg.reinit_dead_units:
             self._accumulate_grad_abs()
         if cfg.decoupled_decay > 0:
@@ -283,22 +289,28 @@ class Trainer:
         total, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         normalize = getattr(self.model, "normalize_kernels", None)
+        rank, world = shard()
         for b in bar:
-            x, y = train.x[b].to(cfg.device), train.y[b].to(cfg.device)
-            mask = batch_mask(train, b, cfg.device)
+            share = None
+            if world > 1:  # this rank's slice of the global batch; the gradients are averaged over the ranks
+                share, b = len(b[rank::world]) / len(b), b[rank::world]
             if normalize is not None:
                 normalize()
-            loss, logits = self.compute_loss(x, y, mask)
+            if len(b) == 0:
+                self._step(None, share)
+                continue
+            x, y = train.x[b].to(cfg.device), train.y[b].to(cfg.device)
+            loss, logits = self.compute_loss(x, y, batch_mask(train, b, cfg.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate (lr={cfg.lr})."
                 )
-            self._step(loss)
-            n = len(b)
-            total += n
-            loss_sum += float(loss.detach()) * n
+            self._step(loss, share)
+            total += len(b)
+            loss_sum += float(loss.detach()) * len(b)
             correct += int((logits.detach().argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / total:.4f}", acc=f"{correct / total:.3f}")
+        total, correct, loss_sum = all_reduce_sum([total, correct, loss_sum])
         return {"train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
 
     @torch.no_grad()
@@ -329,15 +341,19 @@ class Trainer:
             raise ConfigError(f"train inputs {train.input_shape} and val inputs {val.input_shape} differ.")
         if cfg.class_balance == "weights":
             self.loss_weights = class_weights(train.y.numpy(), train.num_classes).to(cfg.device)
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "history.jsonl").write_text("")
+        if self._writes():
+            self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            (self.out_dir / "history.jsonl").write_text("")  # type: ignore[operator]
+
+    def _writes(self) -> bool:
+        """Whether this process writes the history and checkpoints (rank 0 of a process group)."""
+        return self.out_dir is not None and shard()[0] == 0
 
     def _log(self, row: dict[str, Any], val_m: dict[str, Any]) -> None:
-        if self.out_dir is not None:
+        if self._writes():
             with open(self.out_dir / "history.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-        if self.config.progress:
+        if self.config.progress and shard()[0] == 0:
             tqdm.write(
                 f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  val acc {val_m['accuracy']:.4f}  "
                 f"bal-acc {val_m['balanced_accuracy']:.4f}  F1 {val_m['macro_f1']:.4f}  "
@@ -372,8 +388,8 @@ class Trainer:
                 result.degenerate = degenerate_reason(val_m)
                 best_state = copy.deepcopy(self.model.state_dict())
                 stale = 0
-                if self.out_dir is not None:
-                    result.checkpoint = str(self.save(self.out_dir / "checkpoint", train, result))
+                if self._writes():
+                    result.checkpoint = str(self.save(self.out_dir / "checkpoint", train, result))  # type: ignore[operator]
             else:
                 stale += 1
             self._log(row, val_m)
