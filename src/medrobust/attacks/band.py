@@ -203,7 +203,7 @@ def adversarial_band(
     trials = check_int(trials, "trials", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     std = eps / 2 if noise_std is None else float(check_positive(noise_std, "noise_std", allow_none=False))
-    bounds = None if bounds is None else _pair_bounds(bounds)
+    bounds = _pair_bounds(bounds)
     k = _kernel(kernel) if kernel is not None else sap_kernel(fs=fs, reference_fs=reference_fs)
     k = k.to(dtype=x.dtype, device=x.device)
     m = _band_mask(mask, x)
@@ -227,8 +227,8 @@ def adversarial_band(
                 config={"fs": fs, "reference_fs": reference_fs, "kernel_taps": int(k.numel())})
 
 
-def _pair_bounds(bounds: Any) -> tuple[float, float]:
-    """``bounds`` as a checked ``(lo, hi)`` pair; ``"auto"`` is refused (a band has no units to resolve it)."""
+def _pair_bounds(bounds: Any) -> tuple[float, float] | None:
+    """``None`` or a checked ``(lo, hi)`` pair; ``"auto"`` is refused (a band has no units to resolve it)."""
     if isinstance(bounds, str):
         raise ConfigError(f"bounds must be None or a pair (lo, hi) here, got {bounds!r} (the band knows no data units); "
                           "pass e.g. bounds=(0.0, 1.0).")
