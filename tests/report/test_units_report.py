@@ -53,7 +53,7 @@ def test_headline_first_eps_below_half_with_uv_snr_and_minimal_eps() -> None:
 def test_headline_without_a_crossing_names_the_largest_eps() -> None:
     # exactly 50 % is not below 50 %
     text = headline(_card([0.8, 0.6, 0.5]))
-    assert text.startswith("Accuracy stays at or above 50 % up to the strongest radius, ε = 0.05 (≈ 71.7 µV median "
+    assert text.startswith("Accuracy stays at or above 50 % up to the strongest radius, ε = 0.05 (≈ 72 µV median "
                            "over the beats, median SNR 15 dB): 50.0 % there, 90.0 % clean;")
 
 

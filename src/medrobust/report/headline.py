@@ -29,6 +29,14 @@ def _num(v: float, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def fmt_uv(v: Any) -> str:
+    """A µV value with the precision that matters: ``43``, ``4.2``, ``0.53``; ``–`` for none."""
+    if v is None or v != v:
+        return "–"
+    v = float(v)
+    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2g}"
+
+
 def _pct(v: float) -> str:
     return f"{100.0 * v:.1f} %"
 
@@ -63,9 +71,9 @@ def describe_uv(uv: dict[str, Any] | None, *, with_range: bool = False) -> str:
     if not uv:
         return ""
     if not uv["per_sample"]:
-        return f"= {_num(uv['median'])} µV"
-    rng = f" ({_num(uv['min'])}–{_num(uv['max'])} µV)" if with_range else ""
-    return f"≈ {_num(uv['median'])} µV median over the beats{rng}"
+        return f"= {fmt_uv(uv['median'])} µV"
+    rng = f" ({fmt_uv(uv['min'])}–{fmt_uv(uv['max'])} µV)" if with_range else ""
+    return f"≈ {fmt_uv(uv['median'])} µV median over the beats{rng}"
 
 
 def snr_at(card: dict[str, Any], e: int) -> float | None:
@@ -102,11 +110,11 @@ def _minimal_clause(card: dict[str, Any]) -> str:
     quv = me.get("quantiles_of_broken_uv")
     uv = ""
     if quv:
-        uv = f" (≈ {_num(quv['median'])} µV median over those beats)"
+        uv = f" (≈ {fmt_uv(quv['median'])} µV median over those beats)"
     else:
         tm = card["threat_model"]
         if tm.get("eps_uv") and tm["eps_uv"][-1] is not None:
-            uv = f" (= {_num(q['median'] * tm['eps_uv'][-1] / tm['eps'][-1])} µV)"
+            uv = f" (= {fmt_uv(q['median'] * tm['eps_uv'][-1] / tm['eps'][-1])} µV)"
     return (f"; median minimal adversarial ε {_num(q['median'])}{uv} over the {me['n_broken_within_eps_max']} of "
             f"{me['n_clean_correct']} clean-correct samples broken within ε ≤ {_num(me['eps_max'])}")
 

@@ -13,7 +13,7 @@ import html
 import json
 from typing import Any, Sequence
 
-from medrobust.report.headline import THRESHOLD, headline, uv_of_eps
+from medrobust.report.headline import THRESHOLD, fmt_uv, headline, uv_of_eps
 
 Block = tuple
 
@@ -38,14 +38,6 @@ def fmt(v: Any, digits: int = 4) -> str:
 def _stat(p: dict[str, Any], key: str, which: str = "median") -> Any:
     s = p.get(key)
     return None if not s else s.get(which)
-
-
-def fmt_uv(v: Any) -> str:
-    """A µV value with the precision that matters: ``43``, ``4.2``, ``0.53``; ``–`` for none."""
-    if v is None or v != v:
-        return "–"
-    v = float(v)
-    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2g}"
 
 
 def fmt_db(v: Any) -> str:
@@ -142,7 +134,6 @@ def _clean_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b
 
 
 def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
-    data = card["data"]
     tm = card["threat_model"]
     b.append(("h2", "Robustness (ensemble, pointwise worst case)"
               + (" — degenerate model: not a measure of robustness" if card.get("degenerate_model") else "")))
@@ -183,6 +174,12 @@ def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes
     b.append(("table", ["ε", "attack", "successes / samples attacked", "broke first", "robust accuracy alone",
                         "robust accuracy after it (cumulative)", "gradient evaluations", "forward evaluations"], rows))
 
+    _perturbation_blocks(card, b)
+    _minimal_blocks(card, b)
+
+
+def _perturbation_blocks(card: dict[str, Any], b: list[Block]) -> None:
+    data = card["data"]
     b.append(("h3", "Perturbations of the successful adversarial examples (medians)"))
     uv = any(r["perturbation"].get("linf_uv") for r in card["results"])
     beat_uv = any(r["perturbation"].get("linf_uv_per_sample") for r in card["results"])
@@ -204,6 +201,8 @@ def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes
     header += ["SNR (dB)", f"energy above {fmt(cutoff)} Hz", "total variation"]
     b.append(("table", header, rows))
 
+
+def _minimal_blocks(card: dict[str, Any], b: list[Block]) -> None:
     me = card.get("minimal_eps")
     if me:
         b.append(("h2", "Minimal adversarial ε (one run)"))
