@@ -222,3 +222,13 @@ def test_card_copy_without_new_keys_renders_the_same_headline_minus_uv(scaled_re
         old["threat_model"].pop(k)
     old["minimal_eps"].pop("quantiles_of_broken_uv")
     assert "µV" in headline(card) and "µV" not in headline(old)
+
+
+def test_unscaled_beats_get_plain_axes_captions_and_no_uv(ecg_run: Path) -> None:
+    # synthetic beats in "normalized [0, 1]" without a recorded scale: nothing in µV, no ECG paper claimed
+    md = (ecg_run / "report.md").read_text()
+    captions = [line for line in md.splitlines() if line.startswith("*Record") or line.startswith("*PGD versus SAP")]
+    assert len(captions) == 3
+    assert all("plain axes in the data's units (normalized [0, 1]), not mv" in c.lower() for c in captions)
+    assert "10 mm/mV" not in md and "ε (µV" not in md and "µV per beat" not in md and "µV median" not in md
+    assert md.count("> **") == 1
