@@ -232,3 +232,40 @@ def test_unscaled_beats_get_plain_axes_captions_and_no_uv(ecg_run: Path) -> None
     assert all("plain axes in the data's units (normalized [0, 1]), not mv" in c.lower() for c in captions)
     assert "10 mm/mV" not in md and "ε (µV" not in md and "µV per beat" not in md and "µV median" not in md
     assert md.count("> **") == 1
+
+
+def test_sap_vs_pgd_panel_in_mv_without_the_padding() -> None:
+    from medrobust.report.figures import sap_vs_pgd_caption, sap_vs_pgd_figure
+
+    x, xa = _kachuee_beat()
+    ex = _examples(x, xa, units="normalized [0, 1]", fs=125.0, uv_scale=np.array([1500.0]),
+                   uv_offset=np.array([0.0]))
+    ex.update(labels=np.array(["pgd", "sap"]), x_adv=np.stack([xa, x + 0.02])[:, None, None],
+              adv_pred=np.array([[[1]], [[1]]]), success=np.array([[[True]], [[True]]]))
+    card = {"protocol": {"members": [{"label": "pgd", "name": "pgd"}, {"label": "sap", "name": "sap"}],
+                         "hf_cutoff_hz": 40.0}}
+    fig = sap_vs_pgd_figure(card, ex)
+    for ax in fig.axes[:2]:
+        assert sum(isinstance(c, LineCollection) for c in ax.collections) == 2 and "mV" in ax.get_ylabel()
+        for ln in ax.lines:
+            t, v = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
+            assert np.isfinite(v).sum() == 120 and t[np.isfinite(v)].max() == pytest.approx(119 / 125.0)
+        assert np.asarray(ax.lines[0].get_ydata(), float)[:120] == pytest.approx(x[0, :120] * 1.5, abs=1e-6)
+    assert "converted back to mV" in sap_vs_pgd_caption(card, ex)
+
+
+def test_uv_axis_uses_the_median_beat_scale() -> None:
+    card = _card([0.8, 0.4, 0.1])
+    card["curves"] = {"eps": [0.0, 0.01, 0.03, 0.05], "kind": "standalone", "ensemble": {"accuracy": [0.9, 0.8, 0.4,
+                      0.1], "auc": 0.4}, "attacks": {"pgd": {"accuracy": [0.9, 0.8, 0.4, 0.1], "auc": 0.4}}}
+    card["minimal_eps"] = None
+    fig = robustness_curves_figure(card)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()   # the secondary axis takes its limits when drawn
+    ax = fig.axes[0]
+    (top,) = ax.child_axes
+    lo, hi = ax.get_xlim()
+    factor = 71.7 / 0.05   # eps_uv_per_sample[-1].median / largest ε = the median beat's µV per unit
+    assert top.get_xlim() == (pytest.approx(lo * factor), pytest.approx(hi * factor))
+    assert f"scale {factor:.0f} µV per unit" in top.get_xlabel()
