@@ -124,3 +124,22 @@ def test_examples_carry_the_dataset_mask(helpers: Any, tmp_path: Path) -> None:
     ex = read_npz(tmp_path / "run" / "examples.npz")
     assert len(ex["index"]) > 0 and "uv_scale" not in ex
     assert np.array_equal(ex["mask"], mask[torch.as_tensor(ex["index"])].numpy())
+
+
+def test_threat_section_per_sample_only_for_absolute_radii_and_scaled_data() -> None:
+    from medrobust.evaluation.results import _threat_section
+
+    meta = SimpleNamespace(units=NORM, fs=125.0, uv_scale=np.array([1000.0, 4000.0, np.nan, 2000.0]))
+    rec = SimpleNamespace(config=ProtocolConfig(attacks=["fgsm"], eps=(0.01, 0.1)), meta=meta,
+                          idx=np.array([0, 1, 2, 3]), bounds=(0.0, 1.0), has_mask=False)
+    tm = _threat_section(rec)
+    # the flat-window beat (nan scale) is left out: 1000, 2000, 4000 µV per unit
+    assert tm["eps_uv_per_sample"][1] == pytest.approx({"median": 200.0, "min": 100.0, "max": 400.0})
+    assert tm["uv_scale_per_sample"]["n"] == 3 and tm["eps_uv"] is None
+    rec.config = ProtocolConfig(attacks=["fgsm"], eps=(0.01, 0.1), eps_mode="ptp")
+    ptp = _threat_section(rec)
+    assert ptp["eps_uv_per_sample"] is None and ptp["uv_scale_per_sample"]["median"] == pytest.approx(2000.0)
+    rec.meta = SimpleNamespace(units="mV", fs=360.0, uv_scale=meta.uv_scale)
+    rec.config = ProtocolConfig(attacks=["fgsm"], eps=(0.01, 0.1))
+    mv = _threat_section(rec)
+    assert mv["eps_uv"] == pytest.approx([10.0, 100.0]) and mv["eps_uv_per_sample"] is None
