@@ -1,11 +1,12 @@
-"""Perturbation metrics in signal units: L2/L∞ (µV when the data is in mV), SNR, smoothness.
+"""Perturbation metrics in signal units: L2/L∞ (µV when the data is in mV or scaled per sample), SNR, smoothness.
 
 For a clean sample ``x`` and its adversarial version ``x_adv`` (any shape ``(N, ...)``, time on
 the last axis for signals) with perturbation ``δ = x_adv − x``:
 
 * ``l2`` = ``‖δ‖₂`` and ``linf`` = ``‖δ‖∞`` in the data's units; :func:`unit_scale` converts
   them to µV when the data is in mV (or V, µV, ADC counts) — ECG papers quote perturbations in µV (Han et al.,
-  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV);
+  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV); for data min-max scaled per sample (Kachuee beats),
+  :func:`summarize` converts each sample with its own scale (``uv_scale``);
 * ``snr_db`` = ``10·log10(Σx² / Σδ²)``, the signal-to-noise ratio of the perturbed signal (the
   inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134);
   ``+inf`` when ``δ = 0``;
