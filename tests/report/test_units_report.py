@@ -80,7 +80,7 @@ def test_ecg_paper_only_for_mv_or_convertible() -> None:
     assert adc.paper and adc.unit == "mV" and adc.scale == pytest.approx(1e-3)
     beat = ecg_view("normalized [0, 1]", 125.0, uv_scale=2500.0, uv_offset=-400.0)
     assert beat.paper and (beat.scale, beat.offset) == (pytest.approx(2.5), pytest.approx(-0.4))
-    assert "converted back to mV" in beat.note
+    assert "converted back to mV with its recorded scale (value × 2500 µV − 400 µV)" in beat.note
     for plain in (ecg_view("normalized [0, 1]", 125.0), ecg_view("max-abs scaled [-1, 1]", 500.0),
                   ecg_view("normalized [0, 1]", 125.0, uv_scale=float("nan"))):
         assert not plain.paper and plain.scale == 1.0 and "not mV" in plain.note

@@ -104,8 +104,8 @@ def ecg_view(units: str, fs: float | None, *, uv_scale: float | None = None, uv_
     if uv_scale is not None and math.isfinite(uv_scale) and uv_scale > 0:
         off = uv_offset if uv_offset is not None and math.isfinite(uv_offset) else None
         how = (f"the {u.name or 'scaled'} beat converted back to mV with its recorded scale "
-               f"(value × {uv_scale:.0f} µV" + (f" + {off:.0f} µV)" if off is not None else
-                                                  "; baseline: the scaled window's minimum)"))
+               f"(value × {uv_scale:.0f} µV" + (f" {'+' if off >= 0 else '−'} {abs(off):.0f} µV)" if off is not None
+                                                  else "; baseline: the scaled window's minimum)"))
         return EcgView(uv_scale / 1e3, (off or 0.0) / 1e3, "mV", True, f"{paper}; {how}")
     name = u.name or "data units"
     return EcgView(1.0, 0.0, name, False, f"plain axes in the data's units ({name}), not mV, so no ECG paper")
