@@ -48,6 +48,10 @@ class DatasetMeta:
         ``True`` when ``y`` is an ``(N, K)`` multi-hot float tensor.
     class_resampled
         ``True`` when samples were repeated to balance classes (metrics then are not plain accuracy).
+    uv_scale, uv_offset
+        Optional per-sample affine map to µV for data without one physical scale (min-max scaled beats):
+        sample ``i``'s value ``v`` was ``v · uv_scale[i] + uv_offset[i]`` µV before scaling (``uv_scale`` is
+        the scaled segment's max − min in µV, ``uv_offset`` its min). ``None`` when unknown.
     """
 
     name: str
@@ -62,6 +66,8 @@ class DatasetMeta:
     positions: np.ndarray | None = None
     multilabel: bool = False
     class_resampled: bool = False
+    uv_scale: np.ndarray | None = None
+    uv_offset: np.ndarray | None = None
 
     def card(self) -> dict[str, Any]:
         """A JSON-serialisable summary (no per-sample arrays)."""
@@ -111,6 +117,11 @@ class ECGDataset(Dataset):
             raise DataError(
                 f"dataset '{meta.name}': meta.ids has {len(meta.ids)} entries for {x.shape[0]} samples."
             )
+        for name in ("uv_scale", "uv_offset"):
+            arr = getattr(meta, name)
+            if arr is not None and len(arr) != x.shape[0]:
+                raise DataError(f"dataset '{meta.name}': meta.{name} has {len(arr)} entries for {x.shape[0]} "
+                                "samples; give one value per sample or None.")
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
             raise DataError(
@@ -151,6 +162,8 @@ class ECGDataset(Dataset):
             self.meta,
             ids=self.meta.ids[idx_np],
             positions=None if self.meta.positions is None else self.meta.positions[idx_np],
+            uv_scale=None if self.meta.uv_scale is None else self.meta.uv_scale[idx_np],
+            uv_offset=None if self.meta.uv_offset is None else self.meta.uv_offset[idx_np],
             split=split or self.meta.split,
         )
         mask = None if self.mask is None else self.mask[idx]

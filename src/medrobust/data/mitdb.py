@@ -34,6 +34,7 @@ from medrobust.data.beats import (
     AAMI_CLASSES,
     AAMI_MAP,
     KACHUEE_FS,
+    KACHUEE_WINDOW_S,
     NON_BEAT_SYMBOLS,
     kachuee_windows,
     native_windows,
@@ -211,8 +212,35 @@ def read_beats(folder: Path, record: str, *, unknown_symbols: str = "error",
     return np.asarray(samples, dtype=np.int64), np.asarray(labels, dtype=np.int64), skipped
 
 
+BUILD_VERSION = 2
+"""Version of the built arrays (part of the cache key): 2 added ``uv_scale``/``uv_offset`` of Kachuee beats."""
+
+
+def kachuee_scales(signal: np.ndarray, r_peaks: np.ndarray, fs: float = KACHUEE_FS, *,
+                   window_s: float = KACHUEE_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+    """Each Kachuee beat's min-max scaling, ``(scale, offset)`` in the signal's units.
+
+    :func:`medrobust.data.beats.kachuee_windows` scales every ``window_s`` segment of the record to [0, 1]
+    (Kachuee et al., IEEE ICHI 2018, step 2: ``(x − min) / (max − min)`` over the 10-s window); a beat's value
+    ``v`` was therefore ``v · (max − min) + min`` of its window. ``scale`` is that ``max − min`` and ``offset``
+    the ``min``; a flat window (``max == min``, the beat is all zeros) gives ``nan`` for both.
+    """
+    signal = np.asarray(signal, dtype=np.float64)
+    r_peaks = np.asarray(r_peaks, dtype=np.int64)
+    win = int(round(window_s * fs))
+    scale = np.full(len(r_peaks), np.nan)
+    offset = np.full(len(r_peaks), np.nan)
+    for w in np.unique(r_peaks // win):
+        sel = r_peaks // win == w
+        seg = signal[int(w) * win: min(int(w + 1) * win, len(signal))]
+        lo, hi = float(seg.min()), float(seg.max())
+        if hi > lo:
+            scale[sel], offset[sel] = hi - lo, lo
+    return scale, offset
+
+
 def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[str, np.ndarray]:
-    xs, ys, ids, pos, leads, skipped = [], [], [], [], [], []
+    xs, ys, ids, pos, leads, skipped, scales, offsets = [], [], [], [], [], [], [], []
     for rec in records:
         signal, fs, lead_used = read_record(
             folder, rec, lead=opts["lead"], missing_lead=opts["missing_lead"], source_fs=opts["source_fs"]
@@ -224,6 +252,9 @@ def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[s
             p = rescale_positions(peaks, fs, KACHUEE_FS)
             keep = (p >= 0) & (p < len(sig))
             beats = kachuee_windows(sig, p[keep], KACHUEE_FS)[:, None, :]
+            scale, offset = kachuee_scales(sig, p[keep], KACHUEE_FS)
+            scales.append(scale * 1e3)   # the records are in mV: µV = 1000 · mV
+            offsets.append(offset * 1e3)
         else:
             out_fs = float(opts["fs"] or fs)
             sig = resample(signal, fs, out_fs)
@@ -236,7 +267,7 @@ def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[s
         ids.append(np.full(int(keep.sum()), rec))
         pos.append(peaks[keep])
         leads.append(lead_used)
-    return {
+    out = {
         "x": np.concatenate(xs).astype(np.float32),
         "y": np.concatenate(ys),
         "ids": np.concatenate(ids).astype("U8"),
@@ -245,6 +276,10 @@ def _build(folder: Path, records: Sequence[str], opts: dict[str, Any]) -> dict[s
         "leads_used": np.asarray(leads, dtype="U8"),
         "skipped": np.asarray(skipped, dtype=np.int64),
     }
+    if opts["format"] == "kachuee":
+        out["uv_scale"] = np.concatenate(scales)
+        out["uv_offset"] = np.concatenate(offsets)
+    return out
 
 
 def build_mitdb(
@@ -283,9 +318,10 @@ def build_mitdb(
     opts = {"format": format, "lead": lead, "missing_lead": missing_lead,
             "fs": KACHUEE_FS if format == "kachuee" else fs, "before_s": before_s, "after_s": after_s,
             "source_fs": source_fs, "unknown_symbols": unknown_symbols}
-    key = {"dataset": "mitdb", "records": recs, "files": file_stats(paths), **opts}
+    key = {"dataset": "mitdb", "build_version": BUILD_VERSION, "records": recs, "files": file_stats(paths), **opts}
     path = cache_path("mitdb", key, cache_dir)
-    arrays = load_cached(path) if use_cache else None
+    required = ("fingerprint", "uv_scale", "uv_offset") if format == "kachuee" else ("fingerprint",)
+    arrays = load_cached(path, required=required) if use_cache else None
     if arrays is None:
         arrays = _build(folder, recs, opts)
         arrays["fingerprint"] = np.asarray(file_fingerprint(paths))
@@ -385,5 +421,7 @@ def load_mitdb(
                  "seed": seed, "balance": balance, "leads_used": leads_used},
         positions=arrays["positions"][idx],
         class_resampled=resampled,
+        uv_scale=arrays["uv_scale"][idx] if "uv_scale" in arrays else None,
+        uv_offset=arrays["uv_offset"][idx] if "uv_offset" in arrays else None,
     )
     return ECGDataset(torch.from_numpy(arrays["x"][idx]), torch.from_numpy(y[idx]), meta)

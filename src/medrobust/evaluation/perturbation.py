@@ -1,11 +1,12 @@
-"""Perturbation metrics in signal units: L2/L∞ (µV when the data is in mV), SNR, smoothness.
+"""Perturbation metrics in signal units: L2/L∞ (µV when the data is in mV or scaled per sample), SNR, smoothness.
 
 For a clean sample ``x`` and its adversarial version ``x_adv`` (any shape ``(N, ...)``, time on
 the last axis for signals) with perturbation ``δ = x_adv − x``:
 
 * ``l2`` = ``‖δ‖₂`` and ``linf`` = ``‖δ‖∞`` in the data's units; :func:`unit_scale` converts
   them to µV when the data is in mV (or V, µV, ADC counts) — ECG papers quote perturbations in µV (Han et al.,
-  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV);
+  Nature Medicine 2020: ε = 10 ADC units ≈ 10 µV); for data min-max scaled per sample (Kachuee beats),
+  :func:`summarize` converts each sample with its own scale (``uv_scale``);
 * ``snr_db`` = ``10·log10(Σx² / Σδ²)``, the signal-to-noise ratio of the perturbed signal (the
   inverse of the noise-to-signal ratio of Ma & Liang, arXiv 2005.09134);
   ``+inf`` when ``δ = 0``;
@@ -167,12 +168,18 @@ def _stat(v: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def summarize(per_sample: dict[str, np.ndarray], *, units: str | None, cutoff_hz: float = DEFAULT_CUTOFF_HZ
-              ) -> dict[str, Any]:
+def summarize(per_sample: dict[str, np.ndarray], *, units: str | None, cutoff_hz: float = DEFAULT_CUTOFF_HZ,
+              uv_scale: np.ndarray | None = None) -> dict[str, Any]:
     """Mean / median / max of each metric over the given samples, plus µV versions of the norms.
 
     ``per_sample`` holds arrays of equal length (e.g. the successful adversarial examples only);
     ``n`` in the result is that length. Infinite SNRs (``δ = 0``) enter the median but not the mean.
+
+    ``l2_uv``/``linf_uv`` convert with the units' one factor (``None`` for non-physical units). For data
+    without one (min-max scaled beats) ``uv_scale`` gives each sample's own µV per data unit (same length as
+    the arrays; :attr:`medrobust.data.base.DatasetMeta.uv_scale`): then ``l2_uv_per_sample`` and
+    ``linf_uv_per_sample`` hold the statistics of ``norm_i · uv_scale_i`` over the samples (``nan`` scales
+    skipped). They are absent when ``uv_scale`` is ``None`` or the units are physical.
     """
     n = len(next(iter(per_sample.values()))) if per_sample else 0
     out: dict[str, Any] = {"n": int(n), "units": units, "hf_cutoff_hz": cutoff_hz}
@@ -184,4 +191,11 @@ def summarize(per_sample: dict[str, np.ndarray], *, units: str | None, cutoff_hz
         if key in per_sample:
             out[f"{key}_uv"] = None if scale is None else {
                 k: (None if v is None else v * scale) for k, v in out[key].items()}
+    if uv_scale is not None and scale is None:
+        per = np.asarray(uv_scale, dtype=np.float64)
+        if per.shape != (n,):
+            raise DataError(f"uv_scale must hold one µV scale per sample ({n}), got shape {per.shape}.")
+        for key in ("l2", "linf"):
+            if key in per_sample:
+                out[f"{key}_uv_per_sample"] = _stat(np.asarray(per_sample[key], dtype=np.float64) * per)
     return out

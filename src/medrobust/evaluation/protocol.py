@@ -75,6 +75,7 @@ from medrobust.evaluation.results import (  # noqa: F401
     collect_flags,
     minimal_section as _minimal_section,
     results as _results,
+    sample_uv_scale,
     stack_sweep,
 )
 from medrobust.evaluation.spec import (  # noqa: F401
@@ -379,8 +380,9 @@ def _evaluate(
     sweep = stack_sweep(sweep_units)
     min_lo = None if mineps is None else np.concatenate([u["lo"] for u in mineps])
     min_hi = None if mineps is None else np.concatenate([u["hi"] for u in mineps])
+    uv_scale = sample_uv_scale(meta, idx)
     res = _results(config=config, members=members, y=y, clean_pred=w.clean_pred, sweep=sweep,
-                   classes=list(meta.classes), units=meta.units)
+                   classes=list(meta.classes), units=meta.units, uv_scale=uv_scale)
     flags = collect_flags(preflight=pre, large=large, sweep=sweep, members=members, config=config,
                           classes=list(meta.classes), y=y, clean_pred=w.clean_pred, model_card=model_card)
     record = RunRecord(config=config, members=members, skipped=skipped, meta=meta, n_total=len(dataset), idx=idx,
@@ -390,7 +392,8 @@ def _evaluate(
                        command=command)
     card = build_card(record, res=res, flags=flags,
                       degenerate=flagmod.degenerate_model(y, w.clean_pred, list(meta.classes), model_card=model_card),
-                      minimal=None if min_hi is None else _minimal_section(min_lo, min_hi, w.correct, config, res),
+                      minimal=None if min_hi is None else _minimal_section(min_lo, min_hi, w.correct, config, res,
+                                                                        uv_scale=uv_scale),
                       large=large, y=y, has_examples=examples is not None, timings=timings)
     if out is not None:
         _write_outputs(out, card, idx=idx, meta=meta, y=y, clean_pred=w.clean_pred, sweep=sweep, min_lo=min_lo,

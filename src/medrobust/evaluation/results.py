@@ -27,6 +27,7 @@ from medrobust.evaluation.robustness import (
     robust_accuracy,
 )
 from medrobust.evaluation.spec import AttackSpec, ProtocolConfig
+from medrobust.units import Units
 
 
 @dataclass
@@ -62,8 +63,12 @@ def stack_sweep(units: Sequence[Sequence[Mapping[str, np.ndarray]]]) -> Sweep:
     )
 
 
+def _sel(a: np.ndarray | None, which: np.ndarray) -> np.ndarray | None:
+    return None if a is None else a[which]
+
+
 def _member_entry(config: ProtocolConfig, spec: AttackSpec, m: int, e: int, sw: Sweep, correct: np.ndarray,
-                  units: str) -> dict[str, Any]:
+                  units: str, uv_scale: np.ndarray | None = None) -> dict[str, Any]:
     st = sw.status[e, m]
     succ = st == 1
     n = len(correct)
@@ -75,7 +80,7 @@ def _member_entry(config: ProtocolConfig, spec: AttackSpec, m: int, e: int, sw: 
         "robust_accuracy_after": ratio(int((correct & ~((bb >= 0) & (bb <= m))).sum()), n),
         "grad_evals": int(sw.costs[e][0][m]), "queries": int(sw.costs[e][1][m]),
         "perturbation": summarize({kk: sw.mem_m[kk][e, m][succ] for kk in METRICS}, units=units,
-                                  cutoff_hz=config.hf_cutoff_hz),
+                                  cutoff_hz=config.hf_cutoff_hz, uv_scale=_sel(uv_scale, succ)),
     }
     if config.mode == "individual":
         entry["robust_accuracy_alone"] = ratio(int((correct & ~succ).sum()), n)
@@ -101,9 +106,33 @@ def _curves(config: ProtocolConfig, members: Sequence[AttackSpec], per_eps: list
     return curves
 
 
+def sample_uv_scale(meta: Any, idx: np.ndarray) -> np.ndarray | None:
+    """µV per data unit of each evaluated sample (``meta.uv_scale[idx]``, float64), or ``None``.
+
+    ``None`` when the dataset records no per-sample scale, or when its units already convert with one
+    physical factor (mV, ADC counts: :attr:`medrobust.units.Units.uv_per_unit`), which then wins.
+    """
+    scale = getattr(meta, "uv_scale", None)
+    if scale is None or Units.parse(meta.units, fs=meta.fs).physical:
+        return None
+    return np.asarray(scale, dtype=np.float64)[np.asarray(idx, dtype=np.int64)]
+
+
+def _range(v: np.ndarray) -> dict[str, float] | None:
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+
+
 def results(*, config: ProtocolConfig, members: Sequence[AttackSpec], y: np.ndarray, clean_pred: np.ndarray,
-            sweep: Sweep, classes: list[str], units: str) -> dict[str, Any]:
-    """``{"clean", "per_eps", "curves"}`` sections of the card."""
+            sweep: Sweep, classes: list[str], units: str, uv_scale: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"clean", "per_eps", "curves"}`` sections of the card.
+
+    ``uv_scale`` (one value per evaluated sample, :func:`sample_uv_scale`) adds each perturbation summary's
+    per-sample µV norms (``l2_uv_per_sample``, ``linf_uv_per_sample``; see
+    :func:`medrobust.evaluation.perturbation.summarize`).
+    """
     k, n = len(classes), len(y)
     correct = clean_pred == y
     clean = {"accuracy": ratio(int(correct.sum()), n),
@@ -118,17 +147,22 @@ def results(*, config: ProtocolConfig, members: Sequence[AttackSpec], y: np.ndar
             "attack_success_rate": attack_success_rate(y, clean_pred, adv),
             "fooling_rate": fooling_rate(clean_pred, adv),
             "metrics": metrics_from_confusion(confusion_matrix(y, adv, k), classes),
-            "attacks": [_member_entry(config, spec, m, e, sweep, correct, units) for m, spec in enumerate(members)],
+            "attacks": [_member_entry(config, spec, m, e, sweep, correct, units, uv_scale)
+                        for m, spec in enumerate(members)],
             "perturbation": summarize({kk: sweep.ens_m[kk][e][hit] for kk in METRICS}, units=units,
-                                      cutoff_hz=config.hf_cutoff_hz),
+                                      cutoff_hz=config.hf_cutoff_hz, uv_scale=_sel(uv_scale, hit)),
         })
     curves = _curves(config, members, per_eps, clean["accuracy"]["value"] or 0.0)
     return {"clean": clean, "per_eps": per_eps, "curves": curves}
 
 
 def minimal_section(lo: np.ndarray, hi: np.ndarray, correct: np.ndarray, config: ProtocolConfig,
-                    res: dict[str, Any]) -> dict[str, Any]:
-    """The card's ``minimal_eps`` section from the per-sample brackets ``lo < ε* <= hi``."""
+                    res: dict[str, Any], uv_scale: np.ndarray | None = None) -> dict[str, Any]:
+    """The card's ``minimal_eps`` section from the per-sample brackets ``lo < ε* <= hi``.
+
+    With ``uv_scale`` (µV per data unit of each sample) and absolute radii, ``quantiles_of_broken_uv`` holds the
+    quantiles of each broken sample's own ``ε*_i · uv_scale_i``.
+    """
     n = len(hi)
     eps_max = float(config.eps[-1])
     dense = np.linspace(0.0, eps_max, 101)
@@ -140,7 +174,13 @@ def minimal_section(lo: np.ndarray, hi: np.ndarray, correct: np.ndarray, config:
                  for e, g, p in zip(config.eps, at_grid, res["per_eps"])]
     broken = correct & np.isfinite(hi)
     width = (hi - lo)[broken]
-    q = np.quantile(hi[broken], [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if broken.any() else None
+    levels, names = [0.1, 0.25, 0.5, 0.75, 0.9], ["q10", "q25", "median", "q75", "q90"]
+    q = np.quantile(hi[broken], levels).tolist() if broken.any() else None
+    q_uv = None
+    if uv_scale is not None and config.eps_mode == "abs":
+        per = (hi * np.asarray(uv_scale, dtype=np.float64))[broken]
+        per = per[np.isfinite(per)]
+        q_uv = dict(zip(names, np.quantile(per, levels).tolist())) if per.size else None
     trapezoid = getattr(np, "trapezoid", None) or np.trapz
     return {
         "method": (f"binary search over the ε grid, then {config.refine_steps} bisection steps; ensemble in "
@@ -149,7 +189,8 @@ def minimal_section(lo: np.ndarray, hi: np.ndarray, correct: np.ndarray, config:
         "eps_max": eps_max,
         "n_clean_correct": int(correct.sum()),
         "n_broken_within_eps_max": int(broken.sum()),
-        "quantiles_of_broken": None if q is None else dict(zip(["q10", "q25", "median", "q75", "q90"], q)),
+        "quantiles_of_broken": None if q is None else dict(zip(names, q)),
+        "quantiles_of_broken_uv": q_uv,
         "max_bracket_width": float(width.max()) if width.size else None,
         "curve": {"eps": dense.tolist(), "accuracy": acc, "numerators": [c["numerator"] for c in curve],
                   "denominator": n},
@@ -211,12 +252,22 @@ def _data_section(r: RunRecord, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _threat_section(r: RunRecord) -> dict[str, Any]:
-    from medrobust.units import Units
+UV_SCALE_NOTE = ("µV per data unit of each evaluated sample, recorded by the loader (min-max scaled beats: the "
+                 "scaled window's max − min in µV before scaling)")
 
+
+def _threat_section(r: RunRecord) -> dict[str, Any]:
+    """The threat model; radii in µV with the units' one factor (``eps_uv``) or, for data scaled per sample, per
+    evaluated sample (``eps_uv_per_sample``: median, min and max of ``ε · uv_scale_i`` over the samples)."""
     cfg, units = r.config, Units.parse(r.meta.units, fs=r.meta.fs)
     eps_uv = [units.to_uv(e) for e in cfg.eps] if units.physical and cfg.eps_mode == "abs" else None
+    per = sample_uv_scale(r.meta, r.idx)
+    scale = None if per is None else _range(per)
+    per_eps = [_range(float(e) * per) for e in cfg.eps] if scale is not None and cfg.eps_mode == "abs" else None
     return {"norm": cfg.norm, "eps_mode": cfg.eps_mode, "eps": list(cfg.eps), "eps_uv": eps_uv,
+            "eps_uv_per_sample": per_eps,
+            "uv_scale_per_sample": None if scale is None else {
+                **scale, "n": int(np.isfinite(per).sum()), "what": UV_SCALE_NOTE},
             "bounds": list(r.bounds) if r.bounds else None, "units": r.meta.units,
             "mask": "dataset mask" if r.has_mask else None}
 

@@ -300,7 +300,12 @@ def examples_unit(w: WorkContext, meta: Any, idx: np.ndarray) -> Arrays:
                 x_adv[m, e] = r["x_member"][0].cpu().numpy()
                 adv_pred[m, e] = np.where(r["status"][0] >= 0, r["pred"][0], w.clean_pred[chosen])
                 success[m, e] = r["status"][0] == 1
+    extra = {} if w.mask is None else {"mask": w.mask[t].numpy().astype(np.float32)}
+    for key in ("uv_scale", "uv_offset"):  # per-sample µV map of scaled beats (the report draws them in mV)
+        if getattr(meta, key, None) is not None:
+            extra[key] = np.asarray(getattr(meta, key), dtype=np.float64)[idx[chosen]]
     return {
+        **extra,
         "index": idx[chosen].astype(np.int64), "position": np.asarray(chosen, dtype=np.int64),
         "x": xe.numpy().astype(np.float32), "y": ye.numpy().astype(np.int64),
         "clean_pred": w.clean_pred[chosen], "x_adv": x_adv, "adv_pred": adv_pred, "success": success,

@@ -67,8 +67,10 @@ def write_report(run_dir: str | os.PathLike[str], *, progress: bool = True, max_
     check_card(card, run / CARD_NAME if run.is_dir() else run)
     ex = _read_examples(run / EXAMPLES_NAME)
     jobs: list[tuple[str, str, Callable[[], bytes | None]]] = [
-        ("curves", "Accuracy under attack versus ε for each attack, the ensemble's pointwise worst case and, when "
-                   "computed, the curve read from each sample's minimal adversarial ε.",
+        ("curves", "Accuracy under attack versus ε for each attack (dashed, hollow markers), the ensemble's pointwise "
+                   "worst case (thick grey line) and, when computed, the curve read from each sample's minimal "
+                   "adversarial ε; point labels: median SNR (dB) of the ensemble's successful adversarial examples; "
+                   "top axis: ε in µV where the units or the beats' recorded scales give it.",
          lambda: F.robustness_curves(card)),
         ("sensitivity", "Per-class sensitivity (recall), clean and under attack (ensemble worst case) at each ε.",
          lambda: F.per_class_sensitivity(card)),
@@ -77,14 +79,9 @@ def write_report(run_dir: str | os.PathLike[str], *, progress: bool = True, max_
     ]
     if ex is not None:
         if ex["x"].ndim == 3:
-            jobs.append(("sap_vs_pgd", "PGD versus SAP on the same record and ε: sign-gradient PGD spreads the "
-                                       "perturbation over all frequencies, SAP's is smooth (Han et al. 2020). "
-                                       "Standard ECG paper: 1 mm = 0.04 s and 0.1 mV.",
-                         lambda: F.sap_vs_pgd(card, ex)))
+            jobs.append(("sap_vs_pgd", F.sap_vs_pgd_caption(card, ex), lambda: F.sap_vs_pgd(card, ex)))
             for i in range(min(len(ex["x"]), max_ecg_examples)):
-                jobs.append((f"ecg_{i}", f"Record {ex['ids'][i]} on standard ECG paper (25 mm/s, 10 mm/mV): clean "
-                                         "(black), adversarial (red) and the perturbation magnified (blue, offset).",
-                             (lambda i=i: F.ecg_example(card, ex, i))))
+                jobs.append((f"ecg_{i}", F.example_caption(ex, i), (lambda i=i: F.ecg_example(card, ex, i))))
         elif ex["x"].ndim == 4:
             jobs.append(("images", "Clean and adversarial images with the perturbation magnified around mid-grey.",
                          lambda: F.image_examples(card, ex)))

@@ -2,17 +2,21 @@
 
 At the standard paper speed and gain, 1 mm is 0.04 s horizontally and 0.1 mV vertically; a bold
 line every 5 mm marks 0.2 s and 0.5 mV (AHA recommendations for the standardisation of the ECG,
-Kligfield et al., Circulation 115:1306, 2007). The axes are drawn in seconds and signal units with
-an aspect ratio that keeps the squares square. For data that is not in mV (e.g. beats min-max
-scaled to [0, 1]) the same grid is drawn in the data's units and the axis label says so.
+Kligfield et al., Circulation 115:1306, 2007). The axes are drawn in seconds and mV with an aspect
+ratio that keeps the squares square. The paper is drawn only for signals in mV or convertible to mV
+(:func:`ecg_view`: physical units, or a min-max scaled beat whose scale the loader recorded); other
+data is drawn on plain axes in its own units. Padding (:func:`valid_samples`) is never drawn.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from medrobust.units import Units
 
 MINOR_S, MAJOR_S = 0.04, 0.2
 MINOR_AMP, MAJOR_AMP = 0.1, 0.5
@@ -73,9 +77,56 @@ def window(n_samples: int, fs: float, x: np.ndarray, max_seconds: float = 5.0) -
     return start, start + length
 
 
-def amplitude_label(units: str) -> str:
-    """Axis label for the amplitude: ``mV`` or the data's units with a note that the grid is not in mV."""
-    u = (units or "").strip()
-    if u.lower() == "mv":
-        return "amplitude (mV)"
-    return f"amplitude ({u or 'data units'}; grid 0.1 unit)"
+@dataclass(frozen=True)
+class EcgView:
+    """How one record is drawn: plotted value = data value · ``scale`` + ``offset`` in ``unit``; ECG paper or not.
+
+    ``note`` is the caption's sentence about the axes, true to what is drawn.
+    """
+
+    scale: float
+    offset: float
+    unit: str
+    paper: bool
+    note: str
+
+
+def ecg_view(units: str, fs: float | None, *, uv_scale: float | None = None, uv_offset: float | None = None
+             ) -> EcgView:
+    """The view of a record in ``units``: on ECG paper in mV when the units are physical (mV, V, µV, ADC counts
+    with their gain) or when the record's own µV scale is known (min-max scaled beats: ``value · uv_scale +
+    uv_offset`` µV, :attr:`medrobust.data.base.DatasetMeta.uv_scale`); otherwise plain axes in the data's units."""
+    u = Units.parse(units, fs=fs)
+    paper = "standard ECG paper (25 mm/s, 10 mm/mV: 1 mm = 0.04 s and 0.1 mV)"
+    if u.uv_per_unit is not None:
+        conv = "" if u.uv_per_unit == 1e3 else f", converted from {u.name} to mV"
+        return EcgView(u.uv_per_unit / 1e3, 0.0, "mV", True, f"{paper}{conv}")
+    if uv_scale is not None and math.isfinite(uv_scale) and uv_scale > 0:
+        off = uv_offset if uv_offset is not None and math.isfinite(uv_offset) else None
+        how = (f"the {u.name or 'scaled'} beat converted back to mV with its recorded scale "
+               f"(value × {uv_scale:.0f} µV" + (f" {'+' if off >= 0 else '−'} {abs(off):.0f} µV)" if off is not None
+                                                  else "; baseline: the scaled window's minimum)"))
+        return EcgView(uv_scale / 1e3, (off or 0.0) / 1e3, "mV", True, f"{paper}; {how}")
+    name = u.name or "data units"
+    return EcgView(1.0, 0.0, name, False, f"plain axes in the data's units ({name}), not mV, so no ECG paper")
+
+
+def valid_samples(x: np.ndarray, units: str, mask: np.ndarray | None = None) -> np.ndarray:
+    """Boolean ``(samples,)``: the samples of record ``x`` ``(leads, samples)`` that are signal, not padding.
+
+    With a dataset ``mask`` (1 on signal, 0 on padding, e.g. the left padding of CPSC 2018 records) a sample
+    is signal when any lead's mask is non-zero. Without one, min-max scaled beats (units ``"normalized …"``,
+    Kachuee et al., IEEE ICHI 2018) are zero-padded after the beat: the trailing zeros are padding. Anything
+    else is all signal.
+    """
+    n = x.shape[-1]
+    if mask is not None:
+        m = np.asarray(mask, dtype=np.float64)
+        m = np.broadcast_to(m, (*m.shape[:-1], n)) if m.shape[-1] != n else m
+        return m.reshape(-1, n).max(0) > 0
+    if Units.parse(units).kind == "ecg-normalized":
+        nz = np.nonzero(np.abs(np.asarray(x)).reshape(-1, n).max(0) > 0)[0]
+        out = np.zeros(n, dtype=bool)
+        out[: (int(nz[-1]) + 1 if len(nz) else n)] = True
+        return out
+    return np.ones(n, dtype=bool)

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medrobust.report.ecg_paper import amplitude_label, draw_paper, magnification, window
+from medrobust.report.ecg_paper import EcgView, draw_paper, ecg_view, magnification, valid_samples, window
 
 DPI = 110
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
@@ -37,35 +37,88 @@ def _eps_axis_label(card: dict[str, Any]) -> str:
     return f"ε ({tm['norm']}, {unit})"
 
 
-def robustness_curves(card: dict[str, Any]) -> bytes:
-    """Accuracy versus ε: the ensemble's worst case, each attack, and the minimal-ε curve."""
+_ATTACK_STYLES = [("--", "o"), ("-.", "^"), (":", "v"), ((0, (5, 1, 1, 1)), "D"), ((0, (1, 1)), "P"),
+                  ((0, (3, 1, 1, 1, 1, 1)), "X")]
+
+
+def robustness_curves_figure(card: dict[str, Any]) -> Figure:
+    """Accuracy versus ε: the ensemble's worst case, each attack, the minimal-ε curve, µV and SNR where known.
+
+    The ensemble is a thick translucent solid line under the attacks, each attack its own dash pattern and
+    (hollow) marker, so that the per-attack curves stay visible where they coincide with the ensemble (in
+    sequential mode the last attack's cumulative curve *is* the ensemble's). Each ensemble point is annotated
+    with the median SNR (dB) of the successful adversarial examples there; the top axis gives ε in µV (one
+    factor, or for data scaled per sample the median beat's scale).
+    """
     curves = card["curves"]
     eps = curves["eps"]
-    fig = Figure(figsize=(7.0, 4.2))
+    fig = Figure(figsize=(7.0, 4.4))
     ax = fig.add_subplot(1, 1, 1)
-    kind = curves.get("kind", "")
-    for i, (label, c) in enumerate(curves["attacks"].items()):
-        ax.plot(eps, c["accuracy"], marker="o", ms=4, lw=1.4, color=_COLORS[i % len(_COLORS)],
-                label=f"{label} (AUC {c['auc']:.3f})" if c.get("auc") is not None else label)
     ens = curves["ensemble"]
-    ax.plot(eps, ens["accuracy"], marker="s", ms=5, lw=2.6, color="black",
-            label=f"ensemble worst case (AUC {ens['auc']:.3f})" if ens.get("auc") is not None else "ensemble")
+    ax.plot(eps, ens["accuracy"], ls="-", marker="s", ms=7, lw=4.0, color="black", alpha=0.45, zorder=2,
+            label=f"ensemble worst case (AUC {ens['auc']:.3f})" if ens.get("auc") is not None else "ensemble worst case")
+    for i, (label, c) in enumerate(curves["attacks"].items()):
+        ls, mk = _ATTACK_STYLES[i % len(_ATTACK_STYLES)]
+        ax.plot(eps, c["accuracy"], ls=ls, marker=mk, ms=5, mfc="none", mew=1.2, lw=1.5,
+                color=_COLORS[i % len(_COLORS)], zorder=3,
+                label=f"{label} (AUC {c['auc']:.3f})" if c.get("auc") is not None else label)
     me = card.get("minimal_eps")
     if me:
-        ax.plot(me["curve"]["eps"], me["curve"]["accuracy"], ls="--", lw=1.4, color="crimson",
+        ax.plot(me["curve"]["eps"], me["curve"]["accuracy"], ls=(0, (6, 2)), lw=1.2, color="crimson", zorder=2.5,
                 label=f"from minimal ε, one run (AUC {me['auc']:.3f})")
+    _annotate_snr(ax, card)
     ax.set_xlabel(_eps_axis_label(card))
     ax.set_ylabel("accuracy under attack")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.08)
     ax.grid(alpha=0.3)
+    kind = curves.get("kind", "")
     ax.set_title("Robustness curves" + (f" — per-attack curves: {kind}" if kind else ""), fontsize=9)
-    uv = card["threat_model"].get("eps_uv")
-    if uv:
-        sec = ax.secondary_xaxis("top", functions=(lambda v: v * uv[-1] / card["threat_model"]["eps"][-1],
-                                                   lambda v: v * card["threat_model"]["eps"][-1] / uv[-1]))
-        sec.set_xlabel("ε (µV)")
+    _uv_axis(ax, card)
     ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return fig
+
+
+def robustness_curves(card: dict[str, Any]) -> bytes:
+    """:func:`robustness_curves_figure` as PNG bytes."""
+    return _png(robustness_curves_figure(card))
+
+
+def _annotate_snr(ax: Any, card: dict[str, Any]) -> None:
+    """Median SNR (dB) of the ensemble's successful adversarial examples beside each ensemble point."""
+    from medrobust.report.headline import snr_at
+
+    eps = [float(v) for v in card["curves"]["eps"]]
+    acc = card["curves"]["ensemble"]["accuracy"]
+    shown = False
+    for e, r in enumerate(card["results"]):
+        snr = snr_at(card, e)
+        if snr is None or float(r["eps"]) not in eps:
+            continue
+        j = eps.index(float(r["eps"]))
+        ax.annotate(f"{snr:.0f} dB", (eps[j], acc[j]), textcoords="offset points", xytext=(5, 7), fontsize=7,
+                    color="#444444")
+        shown = True
+    if shown:
+        ax.text(0.99, 0.985, "labels: median SNR of the successful adversarial examples", transform=ax.transAxes,
+                ha="right", va="top", fontsize=6.5, color="#444444")
+
+
+def _uv_axis(ax: Any, card: dict[str, Any]) -> None:
+    """A top axis in µV: the units' one factor, or the median beat's own scale (data scaled per sample)."""
+    tm = card["threat_model"]
+    if tm.get("eps_mode", "abs") != "abs":
+        return
+    uv, per = tm.get("eps_uv"), tm.get("eps_uv_per_sample")
+    if uv and uv[-1]:
+        factor, label = float(uv[-1]) / float(tm["eps"][-1]), "ε (µV)"
+    elif per and per[-1]:
+        factor = float(per[-1]["median"]) / float(tm["eps"][-1])
+        label = f"ε (µV) for the median beat (scale {factor:.0f} µV per unit; beats differ)"
+    else:
+        return
+    sec = ax.secondary_xaxis("top", functions=(lambda v: v * factor, lambda v: v / factor))
+    sec.set_xlabel(label, fontsize=8)
+    sec.tick_params(labelsize=7)
 
 
 def per_class_sensitivity(card: dict[str, Any]) -> bytes:
@@ -131,41 +184,83 @@ def _example_choice(ex: dict[str, np.ndarray], i: int) -> tuple[int, int]:
     return 0, succ.shape[1] - 1
 
 
-def _plot_overlay(ax: Any, t: np.ndarray, clean: np.ndarray, adv: np.ndarray, k: float, units: str,
-                  adv_label: str) -> None:
+def example_view(ex: dict[str, np.ndarray], i: int) -> EcgView:
+    """How example ``i`` is drawn (:func:`~medrobust.report.ecg_paper.ecg_view`: mV on ECG paper when possible)."""
+    def one(key: str) -> float | None:
+        return float(ex[key][i]) if key in ex and len(ex[key]) > i else None
+
+    return ecg_view(str(ex["units"]), float(ex["fs"]) or None, uv_scale=one("uv_scale"), uv_offset=one("uv_offset"))
+
+
+def example_span(ex: dict[str, np.ndarray], i: int, max_seconds: float = 5.0) -> tuple[int, int, np.ndarray]:
+    """``(a, b, valid)``: the sample range drawn for example ``i`` (inside its signal, at most ``max_seconds``)
+    and the boolean ``valid`` (signal, not padding; :func:`~medrobust.report.ecg_paper.valid_samples`) over it."""
+    x = ex["x"][i]
+    mask = ex["mask"][i] if "mask" in ex else None
+    valid = valid_samples(x, str(ex["units"]), mask)
+    if not valid.any():  # an all-padding record: draw it all rather than nothing
+        valid = np.ones_like(valid)
+    idx = np.nonzero(valid)[0]
+    lo, hi = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, x.shape[-1])
+    fs = float(ex["fs"]) or 1.0
+    a, b = window(hi - lo, fs, x[..., lo:hi], max_seconds)
+    return lo + a, lo + b, valid[lo + a: lo + b]
+
+
+def example_caption(ex: dict[str, np.ndarray], i: int) -> str:
+    """The caption of :func:`ecg_example` for example ``i``, true to the axes drawn."""
+    view = example_view(ex, i)
+    return (f"Record {ex['ids'][i]}: clean (black), adversarial (red) and the perturbation magnified (blue, offset); "
+            f"{view.note}; padding not drawn.")
+
+
+def _plot_overlay(ax: Any, t: np.ndarray, clean: np.ndarray, adv: np.ndarray, k: float, view: EcgView,
+                  adv_label: str, valid: np.ndarray) -> None:
+    """Clean, adversarial and magnified perturbation of one lead, in ``view``'s units; padding is ``nan``."""
+    clean = np.where(valid, clean * view.scale + view.offset, np.nan)
+    adv = np.where(valid, adv * view.scale + view.offset, np.nan)
     delta = adv - clean
-    offset = float(clean.min()) - 0.3 - float((delta * k).max())
-    lo = min(float(clean.min()), float(adv.min()), offset + float((delta * k).min()))
-    hi = max(float(clean.max()), float(adv.max()))
-    draw_paper(ax, t0=float(t[0]), t1=float(t[-1]), y0=lo - 0.05, y1=hi + 0.05)
+    gap = 0.3 if view.paper else 0.3 * float(np.nanmax(clean) - np.nanmin(clean) or 1.0)
+    offset = float(np.nanmin(clean)) - gap - float(np.nanmax(delta * k))
+    lo = min(float(np.nanmin(clean)), float(np.nanmin(adv)), offset + float(np.nanmin(delta * k)))
+    hi = max(float(np.nanmax(clean)), float(np.nanmax(adv)))
+    if view.paper:
+        draw_paper(ax, t0=float(t[0]), t1=float(t[-1]), y0=lo - 0.05, y1=hi + 0.05)
+    else:
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.set_xlim(float(t[0]), float(t[-1]))
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
     ax.plot(t, clean, color="black", lw=1.0, label="clean", zorder=3)
     ax.plot(t, adv, color="#d62728", lw=0.9, alpha=0.85, label=adv_label, zorder=4)
     ax.plot(t, offset + delta * k, color="#1f4e9c", lw=0.9, label=f"perturbation × {k:g} (offset)", zorder=3)
     ax.set_xlabel("time (s)", fontsize=8)
-    ax.set_ylabel(amplitude_label(units), fontsize=8)
+    ax.set_ylabel(f"amplitude ({view.unit})", fontsize=8)
     ax.legend(fontsize=6.5, loc="upper right", framealpha=0.85)
 
 
-def ecg_example(card: dict[str, Any], ex: dict[str, np.ndarray], i: int, *, max_leads: int = 3) -> bytes:
-    """One record on ECG paper: clean, adversarial and the magnified perturbation, per lead (up to ``max_leads``)."""
-    fs = float(ex["fs"])
-    units = str(ex["units"])
+def ecg_example_figure(card: dict[str, Any], ex: dict[str, np.ndarray], i: int, *, max_leads: int = 3) -> Figure:
+    """One record: clean, adversarial and the magnified perturbation, per lead (up to ``max_leads``), on ECG paper
+    in mV when the record converts to mV (:func:`example_view`), else on plain axes; padding is not drawn."""
+    fs = float(ex["fs"]) or 1.0
     classes = [str(c) for c in ex["classes"]]
     labels = [str(s) for s in ex["labels"]]
     m, e = _example_choice(ex, i)
     x = ex["x"][i]
     xa = ex["x_adv"][m, e, i]
     leads = [str(s) for s in ex["leads"]] if len(ex["leads"]) == x.shape[0] else [f"lead {j}" for j in range(x.shape[0])]
-    a, b = window(x.shape[-1], fs, x)
+    a, b, valid = example_span(ex, i)
+    view = example_view(ex, i)
     t = np.arange(a, b) / fs
     n_leads = min(x.shape[0], max_leads)
-    k = magnification(x[:, a:b], xa[:, a:b] - x[:, a:b])
+    k = magnification(x[:, a:b][:, valid], (xa[:, a:b] - x[:, a:b])[:, valid])
     dur = (b - a) / fs
     fig = Figure(figsize=(max(6.0, min(16.0, 3.2 * dur + 2.0)), 3.2 * n_leads + 0.3))
     y, cp, ap = int(ex["y"][i]), int(ex["clean_pred"][i]), int(ex["adv_pred"][m, e, i])
     for j in range(n_leads):
         ax = fig.add_subplot(n_leads, 1, j + 1)
-        _plot_overlay(ax, t, x[j, a:b], xa[j, a:b], k, units, f"adversarial ({labels[m]})")
+        _plot_overlay(ax, t, x[j, a:b], xa[j, a:b], k, view, f"adversarial ({labels[m]})", valid)
         ax.set_title(f"{leads[j]}", fontsize=8, loc="left")
     broke = bool(ex["success"][m, e, i])
     fig.suptitle(
@@ -173,11 +268,16 @@ def ecg_example(card: dict[str, Any], ex: dict[str, np.ndarray], i: int, *, max_
         f"{labels[m]} at ε = {float(ex['eps'][e]):g}: prediction {classes[ap]}"
         + ("" if broke else " (attack failed at every ε)"), fontsize=8.5)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def sap_vs_pgd(card: dict[str, Any], ex: dict[str, np.ndarray]) -> bytes | None:
-    """PGD and SAP on the same record and ε: adversarial signals and perturbations (same magnification)."""
+def ecg_example(card: dict[str, Any], ex: dict[str, np.ndarray], i: int, *, max_leads: int = 3) -> bytes:
+    """:func:`ecg_example_figure` as PNG bytes."""
+    return _png(ecg_example_figure(card, ex, i, max_leads=max_leads))
+
+
+def _sap_pgd_choice(card: dict[str, Any], ex: dict[str, np.ndarray]) -> tuple[int, int, int, int] | None:
+    """``(pgd member, sap member, ε index, example)`` for the SAP-versus-PGD panel, or ``None``."""
     labels = [str(s) for s in ex["labels"]]
     names = {m["label"]: m["name"] for m in card["protocol"]["members"]}
     pgd = next((j for j, lab in enumerate(labels) if names.get(lab) == "pgd"), None)
@@ -190,14 +290,35 @@ def sap_vs_pgd(card: dict[str, Any], ex: dict[str, np.ndarray]) -> bytes | None:
         e, i = (int(v[0]) for v in np.nonzero(both))
     else:
         e, i = succ.shape[1] - 1, 0
-    fs, units = float(ex["fs"]), str(ex["units"])
+    return pgd, sap, e, i
+
+
+def sap_vs_pgd_caption(card: dict[str, Any], ex: dict[str, np.ndarray]) -> str:
+    """The caption of :func:`sap_vs_pgd`, true to its axes."""
+    choice = _sap_pgd_choice(card, ex)
+    note = "" if choice is None else example_view(ex, choice[3]).note
+    return ("PGD versus SAP on the same record and ε: sign-gradient PGD spreads the perturbation over all frequencies, "
+            "SAP's is smooth (Han et al. 2020)." + (f" {note[0].upper()}{note[1:]}." if note else "")
+            + " Padding not drawn.")
+
+
+def sap_vs_pgd_figure(card: dict[str, Any], ex: dict[str, np.ndarray]) -> Figure | None:
+    """PGD and SAP on the same record and ε: adversarial signals and perturbations (same magnification)."""
+    choice = _sap_pgd_choice(card, ex)
+    if choice is None:
+        return None
+    pgd, sap, e, i = choice
+    labels = [str(s) for s in ex["labels"]]
+    succ = ex["success"]
+    fs = float(ex["fs"])
     classes = [str(c) for c in ex["classes"]]
     x = ex["x"][i, 0]
-    a, b = window(x.shape[-1], fs, ex["x"][i])
-    t = np.arange(a, b) / fs
-    deltas = [ex["x_adv"][j, e, i, 0, a:b] - x[a:b] for j in (pgd, sap)]
-    k = min(magnification(x[a:b], d) for d in deltas)
-    dur = (b - a) / fs
+    a, b, valid = example_span(ex, i)
+    view = example_view(ex, i)
+    t = np.arange(a, b) / (fs or 1.0)
+    deltas = [(ex["x_adv"][j, e, i, 0, a:b] - x[a:b])[valid] for j in (pgd, sap)]
+    k = min(magnification(x[a:b][valid], d) for d in deltas)
+    dur = (b - a) / (fs or 1.0)
     fig = Figure(figsize=(max(6.0, min(16.0, 3.2 * dur + 2.0)), 6.8))
     hf = {}
     from medrobust.evaluation.perturbation import DEFAULT_CUTOFF_HZ, high_frequency_fraction
@@ -208,7 +329,7 @@ def sap_vs_pgd(card: dict[str, Any], ex: dict[str, np.ndarray]) -> bytes | None:
         d_full = ex["x_adv"][j, e, i] - ex["x"][i]
         if fs and cutoff < fs / 2 and np.abs(d_full).max() > 0:
             hf[j] = float(high_frequency_fraction(d_full[None], fs=fs, cutoff_hz=cutoff)[0])
-        _plot_overlay(ax, t, x[a:b], ex["x_adv"][j, e, i, 0, a:b], k, units, f"adversarial ({labels[j]})")
+        _plot_overlay(ax, t, x[a:b], ex["x_adv"][j, e, i, 0, a:b], k, view, f"adversarial ({labels[j]})", valid)
         pred = classes[int(ex["adv_pred"][j, e, i])]
         extra = f", energy above {cutoff:g} Hz: {hf[j]:.1%}" if j in hf else ""
         ax.set_title(f"{labels[j]}: prediction {pred}{'' if succ[j, e, i] else ' (failed)'}{extra}", fontsize=8,
@@ -216,7 +337,13 @@ def sap_vs_pgd(card: dict[str, Any], ex: dict[str, np.ndarray]) -> bytes | None:
     fig.suptitle(f"SAP versus PGD on record {ex['ids'][i]} (true {classes[int(ex['y'][i])]}), ε = "
                  f"{float(ex['eps'][e]):g}, perturbations × {k:g}", fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def sap_vs_pgd(card: dict[str, Any], ex: dict[str, np.ndarray]) -> bytes | None:
+    """:func:`sap_vs_pgd_figure` as PNG bytes (``None`` without a PGD and a SAP attack)."""
+    fig = sap_vs_pgd_figure(card, ex)
+    return None if fig is None else _png(fig)
 
 
 def _to_image(a: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Build the report as a list of blocks, then render it to Markdown and to one self-contained HTML file.
 
-Blocks are plain tuples: ``("h1"|"h2"|"h3"|"p", text)``, ``("table", header, rows)``,
+Blocks are plain tuples: ``("h1"|"h2"|"h3"|"p"|"lead", text)`` (``lead``: the headline), ``("table", header, rows)``,
 ``("list", items)``, ``("figure", file_name, caption, png_bytes)``, ``("code", text)``. Markdown
 refers to the figures as ``figures/<name>.png`` files; the HTML embeds them as base64 PNG data
 URIs, so the HTML file alone is the whole report (no network, no external files).
@@ -12,6 +12,8 @@ import base64
 import html
 import json
 from typing import Any, Sequence
+
+from medrobust.report.headline import THRESHOLD, fmt_uv, headline, uv_of_eps
 
 Block = tuple
 
@@ -38,12 +40,46 @@ def _stat(p: dict[str, Any], key: str, which: str = "median") -> Any:
     return None if not s else s.get(which)
 
 
+def fmt_db(v: Any) -> str:
+    """A level in dB to 0.1 dB; ``–`` for none (no successful example, or δ = 0)."""
+    return "–" if v is None or v != v else f"{float(v):.1f}"
+
+
+def _uv_cell(card: dict[str, Any], e: int) -> str:
+    """ε ``e`` in µV: one value, or ``median [min–max]`` over the evaluated beats."""
+    uv = uv_of_eps(card, e)
+    if not uv:
+        return "–"
+    if not uv["per_sample"]:
+        return fmt_uv(uv["median"])
+    return f"{fmt_uv(uv['median'])} [{fmt_uv(uv['min'])}–{fmt_uv(uv['max'])}]"
+
+
+def _per_beat_cell(p: dict[str, Any], key: str) -> str:
+    s = p.get(key)
+    return "–" if not s else f"{fmt_uv(s.get('median'))} / {fmt_uv(s.get('max'))}"
+
+
+def _eps_uv_text(card: dict[str, Any]) -> str:
+    tm = card["threat_model"]
+    if tm.get("eps_uv"):
+        return f" ({', '.join(fmt_uv(e) for e in tm['eps_uv'])} µV)"
+    if tm.get("eps_uv_per_sample"):
+        sc = tm.get("uv_scale_per_sample") or {}
+        return (" (in µV over the evaluated beats, median [min–max]: "
+                + ", ".join(_uv_cell(card, e) for e in range(len(tm["eps"])))
+                + f" µV; each beat converted with its own recorded scale, median {fmt_uv(sc.get('median'))} µV "
+                  "per unit)")
+    return ""
+
+
 def _header_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
     data = card["data"]
     tm = card["threat_model"]
     proto = card["protocol"]
     model = card["model"].get("card") or {}
     b.append(("h1", f"Robustness report — {card.get('title', '')}"))
+    b.append(("lead", headline(card)))
     degenerate = card.get("degenerate_model")
     if degenerate:
         b.append(("p", f"**{degenerate['headline']}.** The robust accuracies below are not robustness: a constant "
@@ -56,7 +92,7 @@ def _header_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], 
               + (" (stratified)" if ev["selection"].get("stratified") else "") + " "
               f"({ev['selection'].get('method', '')}), sampling rate {fmt(data['fs'])} Hz, units {data['units']}. "
               f"Threat model: {tm['norm']} ball, ε = {', '.join(fmt(e) for e in tm['eps'])}"
-              + (f" ({', '.join(fmt(e) for e in tm['eps_uv'])} µV)" if tm.get("eps_uv") else "")
+              + _eps_uv_text(card)
               + f" ({tm['eps_mode']}), bounds {tm['bounds'] if tm['bounds'] else 'none'}. "
               f"Protocol {proto['name']} (mode {proto['mode']}): "
               + ", ".join(f"{m['label']}" + (f" ×{m['restarts']} restarts" if m["restarts"] > 1 else "")
@@ -98,17 +134,28 @@ def _clean_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b
 
 
 def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes]], b: list[Block]) -> None:
-    data = card["data"]
     tm = card["threat_model"]
     b.append(("h2", "Robustness (ensemble, pointwise worst case)"
               + (" — degenerate model: not a measure of robustness" if card.get("degenerate_model") else "")))
+    has_uv = any(uv_of_eps(card, e) for e in range(len(card["results"])))
+    per_beat = bool(tm.get("eps_uv_per_sample"))
     rows = []
-    for r in card["results"]:
-        rows.append([fmt(r["eps"]), fmt_ratio(r["robust_accuracy"]), fmt_ratio(r["attack_success_rate"]),
-                     fmt_ratio(r["fooling_rate"]), fmt(r["metrics"]["balanced_accuracy"]),
-                     fmt(r["metrics"]["macro_f1"])])
-    b.append(("table", ["ε", "robust accuracy", "attack success rate (clean-correct)", "fooling rate",
-                        "class-balanced accuracy", "macro-F1"], rows))
+    for e, r in enumerate(card["results"]):
+        rows.append([fmt(r["eps"])] + ([_uv_cell(card, e)] if has_uv else [])
+                    + [fmt_ratio(r["robust_accuracy"]), fmt_ratio(r["attack_success_rate"]),
+                       fmt_ratio(r["fooling_rate"]), fmt(r["metrics"]["balanced_accuracy"]),
+                       fmt(r["metrics"]["macro_f1"]), fmt_db(_stat(r["perturbation"], "snr_db"))])
+    uv_head = ["ε (µV, median [min–max] over the beats)" if per_beat else "ε (µV)"] if has_uv else []
+    b.append(("table", ["ε", *uv_head, "robust accuracy", "attack success rate (clean-correct)", "fooling rate",
+                        "class-balanced accuracy", "macro-F1", "SNR (dB, median of the successful examples)"], rows))
+    b.append(("p", f"Headline rule: the first swept ε, in order of attack strength, at which the ensemble's robust "
+                   f"accuracy is below {100 * THRESHOLD:.0f} % (a measured grid point, not interpolated), with that ε "
+                   "in µV where known and the median SNR of the ensemble's successful adversarial examples there; "
+                   "the median minimal ε is over the clean-correct samples broken within the largest ε. "
+                   "SNR = 10·log10(Σx² / Σδ²) over the whole input as evaluated (every lead and sample)"
+                   + ("; for min-max scaled beats x is the scaled beat, whose offset counts as signal (as in "
+                      "Ma & Liang 2022)" if str(card["data"].get("units", "")).lower().startswith("normalized")
+                      else "") + "."))
     ens = card["curves"]["ensemble"]
     if ens.get("auc") is not None:
         b.append(("p", f"Area under the accuracy-versus-ε curve from 0 to ε = {fmt(tm['eps'][-1])}, divided by that ε "
@@ -127,8 +174,15 @@ def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes
     b.append(("table", ["ε", "attack", "successes / samples attacked", "broke first", "robust accuracy alone",
                         "robust accuracy after it (cumulative)", "gradient evaluations", "forward evaluations"], rows))
 
+    _perturbation_blocks(card, b)
+    _minimal_blocks(card, b)
+
+
+def _perturbation_blocks(card: dict[str, Any], b: list[Block]) -> None:
+    data = card["data"]
     b.append(("h3", "Perturbations of the successful adversarial examples (medians)"))
     uv = any(r["perturbation"].get("linf_uv") for r in card["results"])
+    beat_uv = any(r["perturbation"].get("linf_uv_per_sample") for r in card["results"])
     unit = data["units"]
     rows = []
     for r in card["results"]:
@@ -136,14 +190,19 @@ def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes
         for name, p in entries:
             row = [fmt(r["eps"]), name, str(p["n"]), fmt(_stat(p, "linf")), fmt(_stat(p, "l2"))]
             if uv:
-                row += [fmt(_stat(p, "linf_uv")), fmt(_stat(p, "l2_uv"))]
-            row += [fmt(_stat(p, "snr_db")), fmt(_stat(p, "hf_fraction")), fmt(_stat(p, "tv"))]
+                row += [fmt_uv(_stat(p, "linf_uv")), fmt_uv(_stat(p, "l2_uv"))]
+            if beat_uv:
+                row += [_per_beat_cell(p, "linf_uv_per_sample"), _per_beat_cell(p, "l2_uv_per_sample")]
+            row += [fmt_db(_stat(p, "snr_db")), fmt(_stat(p, "hf_fraction")), fmt(_stat(p, "tv"))]
             rows.append(row)
     header = ["ε", "attack", "n", f"L∞ ({unit})", f"L2 ({unit})"] + (["L∞ (µV)", "L2 (µV)"] if uv else [])
+    header += ["L∞ (µV per beat, median / max)", "L2 (µV per beat, median / max)"] if beat_uv else []
     cutoff = card["protocol"].get("hf_cutoff_hz")
     header += ["SNR (dB)", f"energy above {fmt(cutoff)} Hz", "total variation"]
     b.append(("table", header, rows))
 
+
+def _minimal_blocks(card: dict[str, Any], b: list[Block]) -> None:
     me = card.get("minimal_eps")
     if me:
         b.append(("h2", "Minimal adversarial ε (one run)"))
@@ -151,6 +210,9 @@ def _robustness_blocks(card: dict[str, Any], figures: dict[str, tuple[str, bytes
         b.append(("p", f"{me['method']}. {me['n_broken_within_eps_max']} of {me['n_clean_correct']} clean-correct "
                        f"samples were broken within ε ≤ {fmt(me['eps_max'])}; minimal ε quantiles: "
                        + (", ".join(f"{k} {fmt(v)}" for k, v in q.items()) if q else "–")
+                       + ("; per beat in µV (each beat's ε* × its own scale): "
+                          + ", ".join(f"{k} {fmt_uv(v)}" for k, v in me["quantiles_of_broken_uv"].items())
+                          if me.get("quantiles_of_broken_uv") else "")
                        + f"; AUC of the continuous curve {me['auc']:.4f}."))
         b.append(("table", ["ε", "robust accuracy from minimal ε", "robust accuracy from the sweep", "difference"],
                   [[fmt(a["eps"]), fmt_ratio(a["bisection"]), fmt_ratio(a["sweep"]), str(a["difference"])]
@@ -219,6 +281,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             out.append("#" * int(kind[1]) + " " + blk[1] + "\n")
         elif kind == "p":
             out.append(blk[1] + "\n")
+        elif kind == "lead":
+            out.append(f"> **{blk[1]}**\n")
         elif kind == "list":
             out.append("\n".join(f"- {i}" for i in blk[1]) + "\n")
         elif kind == "code":
@@ -246,6 +310,7 @@ text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}code,pre{background:#f6f6f6;padding:.1em .3em;border-radius:3px}
 pre{padding:.6em;overflow-x:auto}li{margin:.3em 0}
+p.headline{font-size:1.12em;font-weight:600;background:#fff4ef;border-left:4px solid #c33;padding:.6em .9em}
 """
 
 # Marks the document with the number of figures that decoded; reports a broken one on the console.
@@ -283,6 +348,8 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             body.append(f"<{kind}>{html.escape(blk[1])}</{kind}>")
         elif kind == "p":
             body.append(f"<p>{_inline(blk[1])}</p>")
+        elif kind == "lead":
+            body.append(f'<p class="headline">{_inline(blk[1])}</p>')
         elif kind == "list":
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in blk[1]) + "</ul>")
         elif kind == "code":
