@@ -143,3 +143,20 @@ def test_threat_section_per_sample_only_for_absolute_radii_and_scaled_data() -> 
     rec.config = ProtocolConfig(attacks=["fgsm"], eps=(0.01, 0.1))
     mv = _threat_section(rec)
     assert mv["eps_uv"] == pytest.approx([10.0, 100.0]) and mv["eps_uv_per_sample"] is None
+
+
+def test_attack_summary_reports_each_beats_own_uv(helpers: Any, tmp_path: Path) -> None:
+    from medrobust.evaluation.export import AttackRequest, attack_dataset
+    from medrobust.evaluation.spec import AttackSpec
+
+    beats = helpers.synthetic_beats(6)
+    scale = np.linspace(500.0, 3000.0, len(beats))
+    ds = ECGDataset(beats.x, beats.y, replace(beats.meta, uv_scale=scale, uv_offset=-scale / 3))
+    req = AttackRequest(spec=AttackSpec.parse("fgsm"), eps=0.2, wfdb=False)
+    summary = attack_dataset(helpers.NearestMean().eval(), ds, req, out_dir=tmp_path / "atk", progress=False)
+    adv = np.load(tmp_path / "atk" / "adversarial.npz")
+    succ = adv["success"].astype(bool)
+    idx = adv["index"]
+    got = summary["perturbation"]["linf_uv_per_sample"]
+    assert succ.sum() > 0 and got["max"] == pytest.approx(0.2 * scale[idx[succ]].max(), rel=1e-5)
+    assert got["median"] == pytest.approx(0.2 * np.median(scale[idx[succ]]), rel=1e-5)

@@ -31,6 +31,7 @@ from medrobust.evaluation.ensemble import EnsembleContext, derive_seed, run_atta
 from medrobust.evaluation.flags import unverified_weights_flag
 from medrobust.evaluation.inputs import check_labels, select_indices
 from medrobust.evaluation.perturbation import perturbation_metrics, summarize
+from medrobust.evaluation.results import sample_uv_scale
 from medrobust.evaluation.robustness import attack_success_rate, fooling_rate, robust_accuracy, targeted_success_rate
 from medrobust.evaluation.spec import AttackSpec
 from medrobust.units import Units, resolve_bounds
@@ -334,6 +335,7 @@ def _attack_summary(req: AttackRequest, meta: Any, idx: np.ndarray, bounds: Any,
     pm = perturbation_metrics(x, r["x_adv"], fs=meta.fs or None)
     succ = r["success"].numpy()
     adv_pred = r["adv_pred"]
+    scale = sample_uv_scale(meta, idx)  # normalised beats: each beat's own µV per unit
     return {
         "attack": req.spec.to_dict(), "eps": req.eps, "norm": req.norm, "eps_mode": req.eps_mode,
         "bounds": list(bounds) if bounds else None, "seed": req.seed, "target": target_class,
@@ -343,7 +345,8 @@ def _attack_summary(req: AttackRequest, meta: Any, idx: np.ndarray, bounds: Any,
         "attack_success_rate": attack_success_rate(y, clean_pred, adv_pred),
         "fooling_rate": fooling_rate(clean_pred, adv_pred),
         "targeted_success_rate": None if target is None else targeted_success_rate(y, target, adv_pred),
-        "perturbation": summarize({k: v[succ] for k, v in pm.items()}, units=meta.units),
+        "perturbation": summarize({k: v[succ] for k, v in pm.items()}, units=meta.units,
+                                  uv_scale=None if scale is None else scale[succ]),
         "grad_evals": r["grad_evals"], "queries": r["queries"], "seconds": r["seconds"],
         "environment": environment(),
         "flags": [f.to_dict() for f in (unverified_weights_flag(model_card),) if f is not None],
