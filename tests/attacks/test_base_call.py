@@ -132,6 +132,10 @@ def test_labels_outside_the_classes_are_named() -> None:
 
 
 # ------------------------------------------------------------------------------------------ the loss
+# Under mutation testing (mutmut) every call of a mutated function passes through extra wrapper frames
+# ("trampolines"), which moves every warning's ``stacklevel`` target; the call-site checks run in the plain suite.
+INSTRUMENTED = hasattr(Attack._resolve_loss, "__wrapped__")
+
 DLR = ("the DLR loss needs at least 4 classes and the model has {k}; using the logit margin loss instead "
        "(Croce & Hein 2020; AutoAttack check_n_classes).")
 
@@ -143,7 +147,8 @@ def test_dlr_falls_back_to_the_margin_below_four_classes_with_a_warning_at_the_c
             warnings.simplefilter("always")
             res = atk(torch.eye(3)[:, :3], torch.zeros(3, dtype=torch.long))
         assert [str(w.message) for w in rec] == [DLR.format(k=k)]
-        assert rec[0].category is UserWarning and rec[0].filename == __file__  # the user's line, not base.py
+        assert rec[0].category is UserWarning
+        assert INSTRUMENTED or rec[0].filename == __file__  # the user's line, not base.py
         assert res.config["loss"] == "margin"
     with warnings.catch_warnings():
         warnings.simplefilter("error")

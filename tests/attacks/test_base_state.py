@@ -205,7 +205,9 @@ def test_the_non_finite_gradient_warning_points_at_the_caller_of_the_step() -> N
     ctx = make(torch.zeros(2, 1, 3), model=_Sqrt())
     with pytest.warns(RuntimeWarning, match="non-finite input gradients were set to zero") as rec:
         (_, _, _, grad), line = _attack_loop(ctx, ctx.active())
-    assert len(rec) == 1 and rec[0].filename == __file__ and rec[0].lineno == line
+    assert len(rec) == 1
+    if not hasattr(AttackContext.evaluate, "__wrapped__"):  # mutmut's wrapper frames move the target
+        assert rec[0].filename == __file__ and rec[0].lineno == line
     assert grad.tolist() == [[[0.0, 0.0, 0.0]]] * 2
 
 
