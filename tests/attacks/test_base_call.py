@@ -5,7 +5,6 @@ final threat-model check (Attack._finalize), each with hand-computed outputs and
 
 from __future__ import annotations
 
-import inspect
 import re
 import warnings
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 import torch
 
 from medrobust.attacks import Attack, AttackContext
-from medrobust.attacks.threat import ThreatModel
 from medrobust.errors import DataError
 
 from .test_base_context import MaskModel
@@ -236,7 +234,3 @@ def test_the_output_keeps_the_input_dtype() -> None:
     x = torch.full((2, 1, 3), 0.1, dtype=F64)
     res = _Float32Out(MaskModel(), eps=0.1)(x, torch.zeros(2, dtype=torch.long))
     assert res.x_adv.dtype == F64 and torch.equal(res.x_adv, x.float().double())
-
-
-def test_signature_default_norm_is_linf() -> None:
-    assert inspect.signature(Noop.__init__).parameters["norm"].default == "linf"

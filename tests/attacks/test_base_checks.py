@@ -99,7 +99,8 @@ def test_attack_init_accepts_modules_and_plain_callables_and_names_anything_else
 
     res = Noop(f, eps=0.1)(torch.tensor([[1.0, 2.0], [-1.0, -3.0]]), torch.tensor([0, 1]))
     assert res.clean_pred.tolist() == [0, 1] and res.queries == 2
-    assert Noop(Sum(), eps=0.1).model is not None
+    model = Sum()
+    assert Noop(model, eps=0.1).model is model
     for bad, tname in ((5, "int"), (None, "NoneType"), ("model.pt", "str")):
         with pytest.raises(ConfigError, match=exactly(f"model must be a torch.nn.Module (or callable), got {tname}.")):
             Noop(bad, eps=0.1)  # type: ignore[arg-type]
@@ -169,12 +170,11 @@ def test_validate_names_each_label_argument() -> None:
     atk = Noop(Sum(), eps=0.1)
     x = torch.tensor([[1.0, 2.0], [-1.0, -3.0]])
     y = torch.tensor([0, 1])
-    for kw, name in (({"y": torch.tensor([0, 1, 1])}, "y"),
-                     ({"target": torch.tensor([1, 0, 0])}, "target"),
-                     ({"sample_ids": torch.tensor([4, 5, 6])}, "sample_ids")):
-        args = {"y": y, **kw}
+    three = torch.tensor([1, 0, 0])
+    for name, call in (("y", lambda: atk(x, three)), ("target", lambda: atk(x, y, target=three)),
+                       ("sample_ids", lambda: atk(x, y, sample_ids=three))):
         with pytest.raises(DataError, match=exactly(f"len(x) = 2 but len({name}) = 3; pass one label per sample.")):
-            atk(x, args.pop("y"), **args)
+            call()
     soft = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
     for name in ("target", "sample_ids"):  # soft labels are accepted for y only
         with pytest.raises(DataError, match=exactly(f"{name} must be class indices (N,), got shape (2, 2); "
