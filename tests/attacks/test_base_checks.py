@@ -193,6 +193,10 @@ def test_labels_convert_sequences_and_name_the_unconvertible() -> None:
         _labels(object(), x, "y", soft_ok=True)
     with pytest.raises(DataError, match=exactly("target must be a tensor of class indices, got dict.")):
         _labels({"a": 1}, x, "target", soft_ok=False)
+    for scalar, name in ((3, "y"), (torch.tensor(1), "target"), (2.0, "sample_ids")):
+        with pytest.raises(DataError, match=exactly(f"{name} must be a tensor of class indices (N,), got a scalar; "
+                                                    "pass one label per sample.")):
+            _labels(scalar, x, name, soft_ok=True)
 
 
 SOFT_BAD = "soft labels y (N, K) must be finite probabilities whose rows sum to 1."

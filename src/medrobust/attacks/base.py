@@ -569,6 +569,8 @@ def _labels(y: Any, x: torch.Tensor, name: str, *, soft_ok: bool) -> torch.Tenso
             y = torch.as_tensor(y)
         except Exception:
             raise DataError(f"{name} must be a tensor of class indices, got {type(y).__name__}.") from None
+    if y.ndim == 0:
+        raise DataError(f"{name} must be a tensor of class indices (N,), got a scalar; pass one label per sample.")
     if len(y) != len(x):
         raise DataError(f"len(x) = {len(x)} but len({name}) = {len(y)}; pass one label per sample.")
     if soft_ok and y.ndim == 2 and y.is_floating_point():
