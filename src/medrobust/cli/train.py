@@ -40,7 +40,7 @@ CONFIG_SCHEMA: dict[str, Any] = {"dataset": dict | None, "model": dict | None, "
 CONFIG_KEYS = set(CONFIG_SCHEMA)
 DATASET_SCHEMA: dict[str, Any] = {"name": str, "root": str | None, "options": dict | None}
 MODEL_SCHEMA: dict[str, Any] = {"name": str, "kwargs": dict | None}
-TRAIN_PRODUCES = ("checkpoint", "history.jsonl", "summary.json", "teacher")
+TRAIN_PRODUCES = ("checkpoint", "history.jsonl", "summary.json", "teacher", "train_state.pt")
 """What ``medrobust train`` writes in ``--out`` (``teacher``: the distillation teacher)."""
 
 
@@ -76,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="load an --init-from checkpoint whose card has no (or another) weights hash; recorded")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's checkpoint/, history.jsonl and summary.json in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training in --out at its last finished epoch (train_state.pt); "
+                        "the settings and data must be the same")
     p.add_argument("--list-defenses", action="store_true", help="list the defences and their options, then exit")
     p.set_defaults(func=run)
 
@@ -198,9 +201,15 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     rank, world = init_from_env()  # under torchrun: each rank trains on its slice of every global batch
+    resume = bool(getattr(args, "resume", False))
+    if resume and getattr(args, "overwrite", False):
+        raise ConfigError("--resume continues the run in --out and --overwrite deletes it; pass one of them.")
+    if resume and (Path(cfg["out"]) / "summary.json").is_file():
+        raise ConfigError(f"--resume: the training in {cfg['out']} finished (summary.json); nothing to continue. "
+                          "Pass --overwrite to train it again, or another --out.")
     if rank == 0:
         out = claim_out_dir(cfg["out"], command="train", overwrite=bool(getattr(args, "overwrite", False)),
-                            produced=TRAIN_PRODUCES)
+                            produced=TRAIN_PRODUCES, resume=resume)
     barrier()
     out = Path(cfg["out"])
     ds = cfg["dataset"]
@@ -227,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"training {cfg['model']['name']} with defence {dname!r} on {train!r}"
               + (f" in {world} ranks (global batch {tcfg.batch_size})" if world > 1 else ""))
     trainer = get_defense(dname, model, tcfg, out_dir=out, **defense)
+    trainer.resume = resume
     result = trainer.fit(train, val)
     if rank != 0:
         return 0  # rank 0 wrote the checkpoint; it writes the summary too

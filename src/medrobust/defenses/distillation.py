@@ -99,6 +99,7 @@ class _TwoStageDistillation(DefenseTrainer):
 
     adversarial_teacher = False
     adversarial_student = False
+    resumable = False  # the teacher is trained inside fit: an interrupted run restarts (--overwrite)
 
     def __init__(
         self,

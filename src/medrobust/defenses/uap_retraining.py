@@ -76,6 +76,8 @@ class UAPRetraining(DefenseTrainer):
         ``(lo, hi)``, ``None`` or ``"auto"``.
     """
 
+    resumable = False  # the perturbation pool is rebuilt inside fit and not saved: an interrupted run restarts
+
     name = "uap_retraining"
 
     def __init__(

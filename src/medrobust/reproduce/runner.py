@@ -49,7 +49,9 @@ def _run_step(step: Step, config: Path) -> None:
         return
     argv = [step.kind, "--config", str(config)]
     if step.kind == "train" and step.out.exists():
-        argv.append("--overwrite")      # a killed training restarts; --overwrite removes only what train writes
+        # a killed training continues at its last finished epoch (train_state.pt), or restarts when it left no
+        # state (killed in its first epoch, or a defence that cannot resume); --overwrite removes only what train writes
+        argv.append("--resume" if (step.out / "train_state.pt").is_file() else "--overwrite")
     if step.kind == "evaluate":
         argv.append("--no-progress")
     code = cli_main(argv)

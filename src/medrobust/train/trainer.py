@@ -45,6 +45,7 @@ from medrobust.data.base import ECGDataset
 from medrobust.errors import ConfigError
 from medrobust.evaluation.metrics import classification_metrics
 from medrobust.models.inference import forward
+from medrobust.train import resume as resume_state
 
 MONITORS = ("accuracy", "balanced_accuracy", "macro_f1", "loss")
 CLASS_BALANCE = ("auto", "none", "oversample", "weights")
@@ -192,6 +193,11 @@ class Trainer:
     name = "ce"
     default_class_balance = "none"
     """Class balancing of ``class_balance="auto"`` (defences set their paper's)."""
+    resumable = True
+    """Whether an interrupted :meth:`fit` can continue at its last epoch (``resume=True``; two-stage defences
+    that train a second network inside :meth:`fit` cannot yet)."""
+    resume = False
+    """Continue from ``out_dir/train_state.pt`` when it exists (set before :meth:`fit`)."""
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None, *, out_dir: str | Path | None = None) -> None:
         self.config = dataclasses.replace(config) if config is not None else TrainConfig()
@@ -335,12 +341,20 @@ class Trainer:
         key = self.config.monitor
         return new[key] < best[key] if key == "loss" else new[key] > best[key]
 
-    def _start(self, train: ECGDataset, val: ECGDataset) -> None:
+    def _start(self, train: ECGDataset, val: ECGDataset) -> dict[str, Any] | None:
+        """Checks and class weights; the saved state to continue from (``resume``), else a fresh history."""
         cfg = self.config
         if train.input_shape != val.input_shape:
             raise ConfigError(f"train inputs {train.input_shape} and val inputs {val.input_shape} differ.")
         if cfg.class_balance == "weights":
             self.loss_weights = class_weights(train.y.numpy(), train.num_classes).to(cfg.device)
+        self._stamp = resume_state.fingerprint(self, train, val) if self.out_dir is not None else None
+        path = None if self.out_dir is None else self.out_dir / resume_state.STATE_NAME
+        if self.resume and not self.resumable:
+            raise ConfigError(f"defence {self.name!r} cannot resume an interrupted training yet (it trains a second "
+                              "network inside fit); rerun with --overwrite to train from the start.")
+        if self.resume and path is not None and path.is_file():
+            return resume_state.load_state(path, self._stamp)  # type: ignore[arg-type]
         if self._writes():
             self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             (self.out_dir / "history.jsonl").write_text("")  # type: ignore[operator]
@@ -363,13 +377,17 @@ class Trainer:
     def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
         """Train, validate every epoch, keep the best-on-validation (or last) weights (never test)."""
         cfg = self.config
-        self._start(train, val)
+        saved = self._start(train, val)
         gen = torch.Generator().manual_seed(cfg.seed)
         result = TrainResult()
         best_state: dict[str, torch.Tensor] | None = None
-        stale = 0
+        stale, first = 0, 0
+        if saved is not None:
+            first, stale, best_state = resume_state.restore(self, saved, gen, result)
+            if cfg.patience is not None and stale >= cfg.patience:
+                first = cfg.epochs  # it had stopped early; only the final steps were lost
         start = time.perf_counter()
-        for epoch in range(cfg.epochs):
+        for epoch in range(first, cfg.epochs):
             self.on_epoch_start(epoch)
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(train, gen, epoch)}
@@ -393,8 +411,13 @@ class Trainer:
             else:
                 stale += 1
             self._log(row, val_m)
+            if self._writes() and self.resumable:
+                resume_state.save_state(self.out_dir / resume_state.STATE_NAME, trainer=self, epoch=epoch + 1,  # type: ignore[operator]
+                                        gen=gen, result=result, best_state=best_state, stale=stale, stamp=self._stamp)
             if cfg.patience is not None and stale >= cfg.patience:
                 break
+        if self._writes():
+            (self.out_dir / resume_state.STATE_NAME).unlink(missing_ok=True)  # type: ignore[operator]
         result.seconds = time.perf_counter() - start
         result.dead_units_reset = self._dead_reset
         if best_state is not None:
