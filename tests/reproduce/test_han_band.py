@@ -46,7 +46,7 @@ def _config(tmp_path: Path, **band: int) -> dict:
 def test_band_step_attacks_the_correct_records_exports_the_pairs_and_runs_the_band_experiments(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = _data()
-    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c: (MeanThreshold(), ds, {}))
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c, **k: (MeanThreshold(), ds, {}))
     summary = run_band_step(_config(tmp_path))
     assert (summary["n_test"], summary["n_correct"], summary["n_attacked"]) == (12, 10, 8)
     # the stratified 8 of the 10 correct records: 5 of class 1 (near the threshold), 3 of class 0 (unreachable)
@@ -71,7 +71,7 @@ def test_band_step_attacks_the_correct_records_exports_the_pairs_and_runs_the_ba
 def test_no_correct_record_is_reported_not_crashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = _data()
     wrong = ECGDataset(ds.x, 1 - ds.y, ds.meta)
-    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c: (MeanThreshold(), wrong, {}))
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c, **k: (MeanThreshold(), wrong, {}))
     summary = run_band_step(_config(tmp_path))
     assert summary["n_correct"] == 2 and summary["n_attacked"] == 2          # r10, r11 are now the correct ones
 
@@ -100,7 +100,7 @@ def test_readme_sets_each_band_experiment_beside_the_papers_number(tmp_path: Pat
     from medrobust.reproduce.readme import write_readme
 
     ds = _data()
-    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c: (MeanThreshold(), ds, {}))
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c, **k: (MeanThreshold(), ds, {}))
     (tmp_path / "cpu" / "eval").mkdir(parents=True)
     cfg = _config(tmp_path)
     cfg["out"] = str(tmp_path / "cpu" / "band" / "ce")

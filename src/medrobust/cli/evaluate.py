@@ -35,7 +35,12 @@ from medrobust.cli._util import check_section, ensure_writable_dir, format_table
 from medrobust.errors import ConfigError
 
 CONFIG_SCHEMA: dict[str, Any] = {"checkpoint": str | None, "dataset": dict | None, "protocol": str | dict | None,
-                                 "out": str | None, "device": str | None, "report": bool | None}
+                                 "out": str | None, "device": str | None, "report": bool | None,
+                                 "source": dict | None}
+SOURCE_SCHEMA: dict[str, Any] = {"weights": str | None, "model_path": str | None, "fs": float | int | None,
+                                 "units": str | None, "classes": str | list | None, "input_shape": str | list | None,
+                                 "trust_unverified": bool | None}
+"""The YAML ``source`` block: what the model file does not say (the ``--fs``/``--units``/... flags, which win)."""
 DATASET_SCHEMA: dict[str, Any] = {"name": str | None, "root": str | None, "split": str | None, "limit": int | None,
                                   "options": dict | None}
 CONFIG_KEYS = set(CONFIG_SCHEMA)
@@ -203,7 +208,10 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out or cfg.get("out")
     if not out:
         raise ConfigError("--out is required: the run folder for the state, the card and the report.")
+    source = check_section(cfg.get("source"), SOURCE_SCHEMA, where=f"{src}: source")
+    flags = {k: v for k, v in source_options(args).items() if v not in (None, False)}
     return {"checkpoint": args.checkpoint or cfg.get("checkpoint"), "dataset": ds, "protocol": proto, "out": out,
+            "source": {**source, **flags},
             "device": args.device or cfg.get("device") or "cpu",
             "report": bool(args.report if args.report is not None else cfg.get("report", False))}
 
@@ -324,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     rank, world = init_from_env()  # under torchrun: join the process group and evaluate this rank's shard
     out = ensure_writable_dir(cfg["out"])
-    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"], source=source_options(args))
+    model, ds, mcard = load_model_and_data(cfg["dataset"], cfg["checkpoint"], source=cfg["source"])
     protocol = black_box_protocol(model, mcard, build_protocol(cfg["protocol"], ds.meta))
     limit = cfg["dataset"].get("limit")
     idx = select_indices(len(ds), limit, protocol.seed, labels=ds.y.numpy())

@@ -27,7 +27,7 @@ BAND_KEYS = {"eps", "pairs", "examples", "trials", "uniform_samples", "concat_si
 DONE_NAME = "band.json"
 
 
-def band_step_config(settings: dict[str, Any], *, attacks: list[dict[str, Any]], checkpoint: Path,
+def band_step_config(settings: dict[str, Any], *, attacks: list[dict[str, Any]], checkpoint: str | Path,
                      dataset: dict[str, Any], out: Path, where: str) -> dict[str, Any]:
     """The config of one ``band`` step: the budget's ``band`` block (``eps`` required) and the plan's SAP and PGD
     as the budget sets them (the evaluate step's attacks)."""
@@ -103,7 +103,7 @@ def run_band_step(config: dict[str, Any]) -> dict[str, Any]:
     from medrobust.models.inference import predict
     from medrobust.units import resolve_bounds
 
-    model, ds, _ = load_model_and_data(config["dataset"], config["checkpoint"])
+    model, ds, _ = load_model_and_data(config["dataset"], config["checkpoint"], source=config.get("source"))
     model.eval()
     mask_all = ds.mask
     clean_all = predict(model, ds.x, batch_size=config["batch_size"], mask=mask_all)

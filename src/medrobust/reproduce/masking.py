@@ -23,7 +23,7 @@ MASKING_KEYS = {"eps", "large_eps", "samples", "steps", "black_box", "black_box_
 DONE_NAME = "masking.json"
 
 
-def masking_step_config(settings: dict[str, Any], *, checkpoint: Path, dataset: dict[str, Any],
+def masking_step_config(settings: dict[str, Any], *, checkpoint: str | Path, dataset: dict[str, Any],
                         out: Path, where: str) -> dict[str, Any]:
     """The config of one masking step from a budget's ``masking`` block (keys checked, naming ``where``)."""
     extra, missing = set(settings) - MASKING_KEYS, {"eps", "large_eps"} - set(settings)
@@ -45,7 +45,7 @@ def run_masking_step(config: dict[str, Any]) -> dict[str, Any]:
     from medrobust.evaluation.masking import gradient_masking_report
     from medrobust.units import resolve_bounds
 
-    model, ds, _ = load_model_and_data(config["dataset"], config["checkpoint"])
+    model, ds, _ = load_model_and_data(config["dataset"], config["checkpoint"], source=config.get("source"))
     labels = ds.y.numpy() if ds.y.ndim == 1 else None
     idx = torch.as_tensor(select_indices(len(ds), config["samples"], seed=0, labels=labels))
     x, y = ds.x[idx], ds.y[idx]

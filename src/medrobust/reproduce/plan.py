@@ -113,13 +113,28 @@ def _check_keys(block: Any, allowed: set[str], where: str, required: set[str] = 
             + ([f"missing keys {sorted(missing)}"] if missing else [])) + ".")
 
 
+USER_MODEL = "yours"
+
+
+def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plan evaluating the user's own model (any source of :func:`medrobust.models.load_model`) instead of
+    training the paper's: one model, ``yours``, on the plan's main dataset; the claims read its numbers."""
+    plan = copy.deepcopy(plan)
+    plan["models"] = {USER_MODEL: {"model": str(model), "defense": "(your model)", "source": dict(source or {})}}
+    for c in plan.get("claims", []):
+        c["models"] = [USER_MODEL]
+    return plan
+
+
 def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str | None = None) -> list[Step]:
-    """The train steps (a model after the one it starts from) then the evaluate steps, for ``budget``."""
+    """The train steps (a model after the one it starts from) then the evaluate steps, for ``budget``
+    (no training for a plan made by :func:`with_user_model`)."""
     if budget not in plan["budgets"]:
         raise ConfigError(f"reproduction {plan['name']!r} has no budget {budget!r}; it has "
                           f"{', '.join(plan['budgets'])}.")
     contexts = {mid: _model_context(plan, plan["budgets"][budget], mid, data_dir) for mid in plan["models"]}
-    steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])]
+    steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])
+             if "source" not in plan["models"][mid]]
     steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
     evals = {s.model_id: s for s in steps if s.kind == "evaluate"}
     steps += [_masking_step(plan, *contexts[mid], mid, out, budget) for mid in plan["models"]
@@ -175,17 +190,19 @@ def _masking_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any]
                   budget: str) -> Step:
     from medrobust.reproduce.masking import masking_step_config
 
-    cfg = masking_step_config(spec["masking"], checkpoint=out / "models" / mid / "checkpoint", dataset=ds,
+    cfg = masking_step_config(spec["masking"], checkpoint=_checkpoint(plan, mid, out), dataset=ds,
                               out=out / "masking" / mid, where=f"{plan['source']}: budgets.{budget}.masking")
+    cfg["source"] = dict(plan["models"][mid].get("source") or {})
     return Step("masking", mid, cfg, out / "masking" / mid, (mid,))
 
 
 def _band_step(plan: dict[str, Any], spec: dict[str, Any], ev: Step, mid: str, out: Path, budget: str) -> Step:
     from medrobust.reproduce.han_band import band_step_config
 
-    cfg = band_step_config(spec["band"], attacks=ev.config["protocol"]["attacks"], checkpoint=out / "models" / mid /
-                           "checkpoint", dataset={k: v for k, v in ev.config["dataset"].items() if k != "limit"},
+    cfg = band_step_config(spec["band"], attacks=ev.config["protocol"]["attacks"], checkpoint=_checkpoint(plan, mid, out),
+                           dataset={k: v for k, v in ev.config["dataset"].items() if k != "limit"},
                            out=out / "band" / mid, where=f"{plan['source']}: budgets.{budget}.band")
+    cfg["source"] = dict(plan["models"][mid].get("source") or {})
     return Step("band", mid, cfg, out / "band" / mid, (mid,))
 
 
@@ -199,9 +216,17 @@ def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], m
     unknown = set(options) - {a.get("label", a["name"]) for a in ev["attacks"]}
     if unknown:
         raise ConfigError(f"{plan['source']}: attack_options name unknown attack labels {sorted(unknown)}.")
-    cfg = {"checkpoint": str(out / "models" / mid / "checkpoint"),
+    m = plan["models"][mid]
+    cfg = {"checkpoint": _checkpoint(plan, mid, out),
            "dataset": {**ds, "split": "test", "limit": spec.get("limit")},
            "protocol": {"attacks": attacks, "eps": list(spec.get("eps") or ev["eps"]), "mode": "individual",
                         "minimal_eps": False, "seed": 0, **(spec.get("protocol") or {})},
            "out": str(out / "eval" / mid), "report": False}
+    if "source" in m:
+        cfg["source"] = dict(m["source"])
     return Step("evaluate", mid, cfg, out / "eval" / mid, (mid,))
+
+
+def _checkpoint(plan: dict[str, Any], mid: str, out: Path) -> str:
+    m = plan["models"][mid]
+    return m["model"] if "source" in m else str(out / "models" / mid / "checkpoint")

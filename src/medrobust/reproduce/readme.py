@@ -84,7 +84,8 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
         summary = json.loads(summary_path.read_text("utf-8")) if summary_path.is_file() else {}
         test = summary.get("test") or {}
         init = (summary.get("init_from") or {}).get("checkpoint")
-        how = f"fine-tuned from {m.get('init')}" if init else "from scratch"
+        how = (f"fine-tuned from {m.get('init')}" if init else
+               f"your model (`{m['model']}`), not trained here" if "source" in m else "from scratch")
         if summary.get("degenerate"):
             how += f" — **degenerate: {summary['degenerate']}**"
         card = _card(root, budget, mid)

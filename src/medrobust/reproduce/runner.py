@@ -11,7 +11,7 @@ import yaml
 from medrobust.atomic import atomic_write_text
 from medrobust.errors import ConfigError
 from medrobust.outdir import claim_out_dir
-from medrobust.reproduce.plan import Step, command, config_path, load_plan, resolve_steps
+from medrobust.reproduce.plan import USER_MODEL, Step, command, config_path, load_plan, resolve_steps, with_user_model
 from medrobust.reproduce.readme import write_readme
 
 DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json"}
@@ -60,16 +60,27 @@ def _run_step(step: Step, config: Path) -> None:
                           f"`{command(step.kind, config)}` to see why, then rerun the reproduction to continue.")
 
 
+def _plan(name: str, model: str | None, source: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The plan (evaluating the user's ``model`` instead of training, when given) and its default folder name."""
+    plan = load_plan(name)
+    if model is None:
+        return plan, plan["name"]
+    return with_user_model(plan, model, source), f"{plan['name']}-{USER_MODEL}"
+
+
 def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data_dir: str | Path | None = None,
-        progress: bool = True) -> Path:
+        progress: bool = True, model: str | None = None, source: dict[str, Any] | None = None) -> Path:
     """Reproduce the paper ``name`` at ``budget``; returns the folder holding ``README.md``.
 
     Every trained model and every evaluation is one step; a killed run continues where it stopped when the
     same call is made again (finished trainings are kept, an evaluation resumes its own state).
     Results go to ``out/<budget>/`` (``configs/``, ``models/``, ``eval/``) and the tables to ``out/README.md``.
+    With ``model`` (a checkpoint folder, TorchScript, ONNX or ``module:factory`` file; ``source``: its
+    ``weights``, ``fs``, ``units``, ``classes`` ... as for ``medrobust evaluate``) nothing is trained: the user's
+    model gets the paper's evaluation, checks and claims (default folder ``reproductions/NAME-yours``).
     """
-    plan = load_plan(name)
-    root = Path(out) if out is not None else Path("reproductions") / plan["name"]
+    plan, default = _plan(name, model, source)
+    root = Path(out) if out is not None else Path("reproductions") / default
     folder = claim_out_dir(root / budget, command="reproduce", resume=True, what="--out")
     steps = resolve_steps(plan, budget=budget, out=folder, data_dir=None if data_dir is None else str(data_dir))
     (folder / "configs").mkdir(exist_ok=True)
@@ -97,9 +108,9 @@ def _eta(spent: list[float], left: int) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def status(name: str, *, budget: str, out: str | Path | None = None) -> list[dict[str, Any]]:
+def status(name: str, *, budget: str, out: str | Path | None = None, model: str | None = None) -> list[dict[str, Any]]:
     """Which steps of a reproduction are finished (for ``medrobust reproduce --status``)."""
-    plan = load_plan(name)
-    root = Path(out) if out is not None else Path("reproductions") / plan["name"]
+    plan, default = _plan(name, model, None)
+    root = Path(out) if out is not None else Path("reproductions") / default
     steps = resolve_steps(plan, budget=budget, out=root / budget)
     return [{"step": s.name, "done": (s.out / DONE_FILE[s.kind]).is_file(), "out": str(s.out)} for s in steps]
