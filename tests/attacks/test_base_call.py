@@ -5,7 +5,6 @@ final threat-model check (Attack._finalize), each with hand-computed outputs and
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -15,22 +14,13 @@ import torch
 from medrobust.attacks import Attack, AttackContext
 from medrobust.errors import DataError
 
+from ._base_helpers import Noop, exactly
+
 from .test_base_context import MaskModel
 
 F64 = torch.float64
 
 
-def exactly(msg: str) -> str:
-    return "^" + re.escape(msg) + "$"
-
-
-class Noop(Attack):
-    """Leaves every sample at its clean input."""
-
-    name = "noop"
-
-    def _run(self, ctx: AttackContext) -> None:
-        pass
 
 
 class Emit(Attack):

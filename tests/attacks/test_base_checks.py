@@ -9,7 +9,6 @@ attacking; the same check is tested here at its boundaries.
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any
 
 import pytest
@@ -20,21 +19,11 @@ from medrobust.attacks.base import _declared_input_shape, _json_value, _labels, 
 from medrobust.attacks.threat import ThreatModel
 from medrobust.errors import ConfigError, DataError
 
+from ._base_helpers import Noop, exactly
+
 F64 = torch.float64
 
 
-def exactly(msg: str) -> str:
-    """A ``match=`` pattern accepting exactly ``msg``."""
-    return "^" + re.escape(msg) + "$"
-
-
-class Noop(Attack):
-    """Leaves every sample at its clean input (the template's checks and bookkeeping only)."""
-
-    name = "noop"
-
-    def _run(self, ctx: AttackContext) -> None:
-        pass
 
 
 class Sum(torch.nn.Module):
