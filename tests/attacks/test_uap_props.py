@@ -301,3 +301,272 @@ def test_fitting_inputs_must_lie_in_the_bounds() -> None:
         uap.fit(x_([0.5, 1.5]))
     free = UniversalPerturbation(two_class([1.0, 1.0], 0.25), eps=0.5, bounds=None, method="fgsm", max_iter=1)
     assert free.fit(x_([-0.5, 1.5])).delta.shape == (1, 2)
+
+
+# ------------------------------------------------------------------------------------------ the FGSM loop
+def test_fgsm_loop_by_hand() -> None:
+    """Hirano & Takemoto's loop on ``s = x0 − 2·x1``: every step adds ``0.2·sign(w) = (0.2, −0.2)``, raising ``s``
+    by 0.6, and is kept only if it flips its input. Inputs at ``s = −0.3`` and ``−0.5`` are both fooled by the
+    first accepted step (whichever comes first), the one at ``s = −5`` never is."""
+    model = two_class([1.0, -2.0], 0.0)
+    x = x_([-0.3, 0.0], [-0.5, 0.0], [-5.0, 0.0])
+    uap = UniversalPerturbation(model, norm="linf", eps=0.3, method="fgsm", step_size=0.2, max_iter=3,
+                                generator=gen(4))
+    res = uap.fit(x)
+    assert res.delta.dtype == D and torch.equal(res.delta, torch.tensor([[0.2, -0.2]], dtype=D))
+    assert res.history == [{"pass": 1, "rate": 2 / 3, "norm": 0.2, "accepted": 1},
+                           {"pass": 2, "rate": 2 / 3, "norm": 0.2, "accepted": 0},
+                           {"pass": 3, "rate": 2 / 3, "norm": 0.2, "accepted": 0}]
+    assert (res.xi, res.norm, res.zeta, res.mean_norm, res.method, res.target) == (0.3, "linf", None, None, "fgsm", None)
+    assert res.fit_rate == 2 / 3 and res.converged is False
+    # gradients: pass 1 tries the far input and one near one, passes 2-3 the far one; forwards: clean + start
+    # rate (3 + 3), per pass 3 checks + 2 per FGSM try + the pass's rate (3)
+    assert res.grad_evals == 4 and res.queries == 6 + (3 + 4 + 3) + 2 * (3 + 2 + 3)
+    assert res.seconds > 0 and res.config == uap.config() and res.config["method"] == "fgsm"
+    assert uap._shape == (1, 2) and uap.xi == 0.3
+    # the goal stops the loop: 2/3 of the inputs fooled is enough for fooling_goal = 2/3
+    stop = UniversalPerturbation(model, norm="linf", eps=0.3, method="fgsm", step_size=0.2, max_iter=3,
+                                 fooling_goal=2 / 3).fit(x)
+    assert len(stop.history) == 1 and stop.converged is True and stop.fit_rate == 2 / 3
+    assert stop.grad_evals == 2 and stop.queries == 6 + 10
+
+
+def test_fgsm_default_step_is_the_papers_fraction_of_the_mean_linf_norm() -> None:
+    model = two_class([1.0, -2.0, 0.0], 0.0)
+    x = x_([-0.3, 0.0, 100.0], [-0.3, 0.0, -100.0])  # mean ‖x‖∞ = 100: ε_a = 0.0012 · 100 = 0.12
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", max_iter=1).fit(x)
+    torch.testing.assert_close(res.delta, torch.tensor([[0.12, -0.12, 0.0]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0 and res.converged is True  # s = −0.3 + 0.36 > 0 for both
+
+
+def test_targeted_fgsm_by_hand() -> None:
+    """Three classes with logits ``(0, x0, x1)``, target 2: the step ``v − ε·sign(∇CE(·, 2)) = v + (−ε, +ε)``."""
+    model = Lin([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.0, 0.0, 0.0])
+    x = x_([-0.1, -0.2], [0.5, 0.0], [0.0, 2.0])  # classes 0, 1, 2 (the last is already the target)
+    uap = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", target=2, step_size=0.3, max_iter=3)
+    res = uap.fit(x)
+    assert torch.equal(res.delta, torch.tensor([[-0.3, 0.3]], dtype=D))
+    assert res.history == [{"pass": 1, "rate": 1.0, "norm": 0.3, "accepted": 1}]
+    assert res.target == 2 and res.fit_rate == 1.0 and res.converged is True
+    assert res.grad_evals == 1 and res.queries == 6 + 3 + 2 + 3
+    ev = uap.evaluate(x, torch.tensor([0, 1, 2]), res)
+    assert ev["target"] == 2 and ev["targeted_success_rate"] == 1.0 and ev["n_not_target"] == 2
+    # every input already in the target class: nothing to do, no pass
+    done = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", target=2, step_size=0.3).fit(x[2:])
+    assert done.history == [] and done.fit_rate == 1.0 and done.converged is True
+    assert done.grad_evals == 0 and done.queries == 2 and torch.equal(done.delta, torch.zeros(1, 2, dtype=D))
+    with raises(ConfigError, "target=3 is not a class of a model with 3 logits."):
+        UniversalPerturbation(model, eps=1.0, method="fgsm", target=3).fit(x)
+
+
+# ------------------------------------------------------------------------------------------ the DeepFool loop
+def test_deepfool_one_iteration_is_accepted_when_it_crosses() -> None:
+    """``deepfool_iter=1``: the step is checked after the loop (Moosavi-Dezfooli et al. 2016, Algorithm 2)."""
+    model = two_class([3.0, 4.0], -1.0)
+    x = x_([-1.0, 0.0])  # s = −4: distance 0.8 along w/‖w‖ = (0.6, 0.8)
+    uap = UniversalPerturbation(model, norm="l2", eps=10.0, method="deepfool", deepfool_iter=1, max_iter=2)
+    res = uap.fit(x)
+    step = (4.0 + 1e-4) / 25.0 * 1.02
+    torch.testing.assert_close(res.delta, torch.tensor([[3.0 * step, 4.0 * step]], dtype=D), rtol=1e-12, atol=0)
+    assert res.history == [{"pass": 1, "rate": 1.0, "norm": pytest.approx(5.0 * step, rel=1e-12), "accepted": 1}]
+    # DeepFool: 1 forward for the candidates, 2 rows (label, candidate) back-propagated, 1 forward to check
+    assert res.grad_evals == 2 and res.queries == 2 + 1 + 4 + 1
+
+
+def test_deepfool_takes_the_nearest_boundary_among_the_candidates() -> None:
+    """Label 0 (logit 0.5); class 2 has the higher logit (−0.5, ‖w₂ − w₀‖ = 1, distance 1.0), class 1 the lower
+    (−1, ‖w₁ − w₀‖ = 10, distance 0.15): DeepFool steps to class 1, unless only the top candidate is allowed."""
+    model = Lin([[0.0, 0.0], [10.0, 0.0], [0.0, 1.0]], [0.5, -1.0, 0.0])
+    x = x_([0.0, -0.5])
+    res = UniversalPerturbation(model, norm="l2", eps=10.0, method="deepfool", max_iter=1).fit(x)
+    torch.testing.assert_close(res.delta, torch.tensor([[1.5001 / 10.0 * 1.02, 0.0]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0
+    # 3 rows back-propagated in 2 iterations (the 2nd returns); forwards: clean, start rate, the check of the
+    # input, DeepFool's candidates (1) and its 2 × 3 rows, the pass's rate
+    assert res.grad_evals == 2 * 3 and res.queries == 2 + 1 + (1 + 6) + 1
+    top = UniversalPerturbation(model, norm="l2", eps=10.0, method="deepfool", max_iter=1, num_candidates=1).fit(x)
+    torch.testing.assert_close(top.delta, torch.tensor([[0.0, 1.0001 * 1.02]], dtype=D), rtol=1e-12, atol=0)
+    assert top.grad_evals == 2 * 2
+
+
+class Concave(nn.Module):
+    """Logits ``[0, s]`` with ``s = 0.5 − exp(−x)`` (input ``(N, 1)``): the linear step undershoots."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = 0.5 - torch.exp(-x.flatten(1).sum(1))
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_deepfool_iterates_from_the_overshot_point_until_the_label_changes() -> None:
+    x = torch.zeros(1, 1, dtype=D)  # s = −0.5
+    r_tot, os = 0.0, 0.02
+    for _ in range(10):  # DeepFool on f(x) = 0.5 − e^{−x}, f' = e^{−x}, evaluated at x0 + (1 + η)·Σr
+        z = (1 + os) * r_tot
+        f = 0.5 - math.exp(-z)
+        if f > 0:
+            break
+        r_tot += (abs(f) + 1e-4) / math.exp(-z)
+    assert 0.69 < (1 + os) * r_tot < 0.70  # three steps, just past log 2
+    res = UniversalPerturbation(Concave(), norm="l2", eps=5.0, method="deepfool", max_iter=1).fit(x)
+    assert float(res.delta) == pytest.approx((1 + os) * r_tot, rel=1e-9) and res.fit_rate == 1.0
+    assert res.grad_evals == 2 * 4
+    # one DeepFool iteration stops short of the boundary: the step is not taken
+    one = UniversalPerturbation(Concave(), norm="l2", eps=5.0, method="deepfool", max_iter=2, deepfool_iter=1).fit(x)
+    assert torch.equal(one.delta, torch.zeros(1, dtype=D)) and one.fit_rate == 0.0
+    assert [h["accepted"] for h in one.history] == [0, 0] and one.converged is False
+    assert one.grad_evals == 2 * 2 and one.queries == 2 + 2 * (1 + 1 + 2 + 1 + 1)
+
+
+def test_deepfool_sees_the_clipped_input() -> None:
+    """``s = x0 − x1 + x2 − 1.3`` at ``x = (1, 0, 0)`` in bounds (0, 1): x0 and x1 sit on the bounds, so after the
+    first step only x2 can still move (the clip has zero gradient there); the UAP fools the clipped input."""
+    model = two_class([1.0, -1.0, 1.0], -1.3)
+    x = x_([1.0, 0.0, 0.0])
+    r1 = (0.3 + 1e-4) / 3.0  # first step along w = (1, −1, 1)
+    s2 = -0.3 + 1.02 * r1  # after clipping, only x2 moved
+    r2 = abs(s2) + 1e-4  # second step along (0, 0, 1)
+    want = torch.tensor([[1.02 * r1, -1.02 * r1, 1.02 * (r1 + r2)]], dtype=D)
+    uap = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1, bounds=(0.0, 1.0))
+    res = uap.fit(x)
+    torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0
+    adv = uap.apply(x, res)
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0 and adv[0, 0, 0] == 1.0 and adv[0, 0, 1] == 0.0
+
+
+@pytest.mark.parametrize(("overshoot", "accepted"), [(1.0, 0), (2.0, 1)])
+def test_deepfools_final_check_clips_too(overshoot: float, accepted: int) -> None:
+    """One iteration, then the check at ``clip(x + (1 + η)·r)``: with η = 1 only x2 moves (to 0.2, s = −0.1: not
+    fooled, though the unclipped point is); with η = 2 x2 reaches 0.3001 (s > 0) while clipping either bound alone,
+    or to the upper bound, would say otherwise."""
+    model = two_class([1.0, -1.0, 1.0], -1.3)
+    x = x_([1.0, 0.0, 0.0])
+    uap = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1, deepfool_iter=1,
+                                overshoot=overshoot, bounds=(0.0, 1.0))
+    res = uap.fit(x)
+    assert res.history[0]["accepted"] == accepted
+    r = (1 + overshoot) * (0.3 + 1e-4) / 3.0
+    want = torch.tensor([[r, -r, r]], dtype=D) if accepted else torch.zeros(1, 3, dtype=D)
+    torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=0)
+
+
+def test_deepfool_and_the_loop_use_the_padding_mask() -> None:
+    """The model ignores x1 where the padding mask is 0 (``s = x0 − 1`` there; ``s = x0 + x1 − 1`` if it did not)."""
+    model = MaskLin([1.0, 1.0], -1.0)
+    x = x_([0.2, -5.0])
+    pad = torch.tensor([[[1.0, 0.0]]], dtype=D)
+    res = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1).fit(x, mask=pad)
+    torch.testing.assert_close(res.delta, torch.tensor([[0.8001 * 1.02, 0.0]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0 and set(model.seen) == {D}
+    one = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1, deepfool_iter=1,
+                                overshoot=0.0).fit(x, mask=pad)
+    torch.testing.assert_close(one.delta, torch.tensor([[0.8001, 0.0]], dtype=D), rtol=1e-12, atol=0)
+    fg = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.9, max_iter=1).fit(x, mask=pad)
+    assert torch.equal(fg.delta, torch.tensor([[0.9, 0.0]], dtype=D)) and fg.fit_rate == 1.0  # no gradient in x1
+
+
+# ------------------------------------------------------------------------------------------ the batched solver
+def _cos_alpha(a0: float, k: int, total: int) -> float:
+    return a0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / total)))
+
+
+def test_batched_solver_by_hand_linf() -> None:
+    """``s = x0 − 2·x1``: the margin gradient is ``+w`` for both inputs, so every step is ``α_k·(1, −1)`` with the
+    cosine schedule ``α_k = α0·(0.1 + 0.45·(1 + cos(πk/T)))``, T = passes × steps per pass."""
+    model = two_class([1.0, -2.0], 0.0)
+    x = x_([-0.6, 0.0], [-2.0, 0.0])
+    uap = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=5, fooling_goal=0.5)
+    res = uap.fit(x)
+    v = [sum(_cos_alpha(0.1, k, 5) for k in range(p + 1)) for p in range(3)]
+    # s of the near input: −0.6 + 3v: −0.3, −0.026, +0.18 → fooled after pass 3; the goal (0.5) stops there
+    assert [h["pass"] for h in res.history] == [1, 2, 3]
+    assert [h["rate"] for h in res.history] == [0.0, 0.0, 0.5]
+    assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
+    torch.testing.assert_close(res.delta, torch.tensor([[v[2], -v[2]]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 0.5 and res.converged is True and res.method == "batched"
+    assert res.grad_evals == 3 * 2 and res.queries == 2 + 3 * (2 + 2)
+
+
+def test_batched_solver_keeps_the_first_best_pass_and_its_default_steps() -> None:
+    model = two_class([1.0, -2.0], 0.0)
+    x = x_([-5.0, 0.0], [-6.0, 0.0])  # never fooled: every pass ties at rate 0, the first is kept
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, max_iter=3).fit(x)  # α0 = ξ/10 = 0.1
+    assert [h["norm"] for h in res.history] == pytest.approx([sum(_cos_alpha(0.1, k, 3) for k in range(p + 1))
+                                                              for p in range(3)], rel=1e-12)
+    torch.testing.assert_close(res.delta, torch.tensor([[0.1, -0.1]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 0.0 and res.converged is False and len(res.history) == 3
+    l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/4 along w/‖w‖
+    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+    # mini-batches: 3 inputs in batches of 2 make 2 steps per pass (T = 2 passes × 2)
+    x3 = x_([-5.0, 0.0], [-6.0, 0.0], [-7.0, 0.0])
+    b = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=2, batch_size=2).fit(x3)
+    assert [h["norm"] for h in b.history] == pytest.approx(
+        [_cos_alpha(0.1, 0, 4) + _cos_alpha(0.1, 1, 4), sum(_cos_alpha(0.1, k, 4) for k in range(4))], rel=1e-12)
+    assert b.grad_evals == 2 * 3 and b.queries == 3 + 2 * (3 + 3)
+
+
+def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
+    """Logits ``(0, x0, x1)``: input A (class 1) pushes towards class 2 along (−1, +1), input B (class 0) towards
+    class 1 along (+1, 0). With κ = 0, once A is fooled (margin > 0) only B pulls, so the perturbation turns."""
+    model = Lin([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.0, 0.0, 0.0])
+    u = UniversalPerturbation(model, norm="linf", eps=1.0)
+    z = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.0]], dtype=D)
+    torch.testing.assert_close(u._margin(z, torch.tensor([0, 2])), torch.tensor([2.0, 0.5], dtype=D))
+    torch.testing.assert_close(u._margin(z, torch.tensor([1, 0])), torch.tensor([-1.0, -0.5], dtype=D))
+    t = UniversalPerturbation(model, norm="linf", eps=1.0, target=2)
+    torch.testing.assert_close(t._margin(z, torch.tensor([0, 0])), torch.tensor([-1.0, -0.5], dtype=D))
+    x = x_([0.5, 0.45], [-0.05, -1.0])  # A: logits (0, 0.5, 0.45) class 1; B: (0, −0.05, −1) class 0
+    free = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.2, max_iter=2, kappa=100.0).fit(x)
+    clamped = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.2, max_iter=2, kappa=0.0).fit(x)
+    # pass 1 is the same (both pull: direction (−1, 1) + (1, 0) ∝ (0, 1)) and fools A; in pass 2 κ = 0 drops A
+    a1 = _cos_alpha(0.2, 1, 2)
+    assert [h["norm"] for h in free.history] == pytest.approx([0.2, 0.2 + a1], rel=1e-12)
+    assert [h["norm"] for h in clamped.history] == pytest.approx([0.2, math.hypot(a1, 0.2)], rel=1e-12)
+    assert [h["rate"] for h in free.history] == [h["rate"] for h in clamped.history] == [0.5, 0.5]
+    for r in (free, clamped):  # tied rates: the first best pass is the result
+        torch.testing.assert_close(r.delta, torch.tensor([[0.0, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
+
+
+def test_batched_targeted_by_hand() -> None:
+    model = Lin([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.0, 0.0, 0.0])
+    x = x_([-0.1, -0.3], [0.2, -0.3])  # classes 0 and 1; target 2: margin x1 − max(0, x0)
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.4, max_iter=1, target=2).fit(x)
+    # gradient of the mean margin: A (max is class 0): (0, 1); B (max is class 1): (−1, 1) → sign (−1, +1)
+    torch.testing.assert_close(res.delta, torch.tensor([[-0.4, 0.4]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0 and res.target == 2 and res.converged is True
+
+
+# ------------------------------------------------------------------------------------------ seeds and dtype
+def test_the_generator_sets_the_order_and_nothing_else_is_random() -> None:
+    """1-D inputs at 0.45, 0.35, ..., −0.05 below the boundary 0.5, steps of 0.1: in one pass the perturbation grows
+    by 0.1 for each input flipped in turn, so it depends on the order the generator draws."""
+    model = two_class([1.0], -0.5)
+    x = torch.tensor([[0.45], [0.35], [0.25], [0.15], [0.05], [-0.05]], dtype=D)
+    kw = dict(norm="linf", eps=1.0, method="fgsm", step_size=0.1, max_iter=1)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    runs = {s: float(UniversalPerturbation(model, generator=gen(s), **kw).fit(x).delta) for s in range(6)}
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is never used
+    assert len(set(runs.values())) > 1  # the order matters ...
+    assert all(float(UniversalPerturbation(model, generator=gen(s), **kw).fit(x).delta) == runs[s]
+               for s in range(6))  # ... and the same seed repeats it
+    assert float(UniversalPerturbation(model, **kw).fit(x).delta) == runs[0]  # None: seeded with 0
+    bkw = dict(norm="l2", eps=1.0, step_size=0.3, max_iter=2, batch_size=1)
+    cm = Lin([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [0.0, 0.0, 0.0])
+    xb = x_([1.0, 0.2, 0.0], [0.0, 1.0, 0.3], [0.1, 0.0, 1.0])  # each pushes towards a different class
+    torch.manual_seed(123)
+    deltas = [UniversalPerturbation(cm, generator=gen(s), **bkw).fit(xb).delta for s in range(4)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert any(not torch.equal(deltas[0], d) for d in deltas[1:])
+    assert torch.equal(UniversalPerturbation(cm, **bkw).fit(xb).delta, deltas[0])
+    assert torch.equal(UniversalPerturbation(cm, generator=gen(2), **bkw).fit(xb).delta, deltas[2])
+
+
+@pytest.mark.parametrize("method", ["deepfool", "fgsm", "batched"])
+def test_dtype_follows_the_inputs(method: str) -> None:
+    model = two_class([1.0, 1.0], -10.0)  # far from the boundary: the loops accept nothing
+    for dt in (torch.float32, D):
+        res = UniversalPerturbation(model.to(dt), norm="linf", eps=0.1, method=method, max_iter=1,
+                                    deepfool_iter=1, step_size=0.01).fit(torch.zeros(2, 1, 2, dtype=dt))
+        assert res.delta.dtype == dt and res.delta.shape == (1, 2)
+    model.double()
