@@ -522,9 +522,11 @@ def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
     a1 = _cos_alpha(0.2, 1, 2)
     assert [h["norm"] for h in free.history] == pytest.approx([0.2, 0.2 + a1], rel=1e-12)
     assert [h["norm"] for h in clamped.history] == pytest.approx([0.2, math.hypot(a1, 0.2)], rel=1e-12)
-    assert [h["rate"] for h in free.history] == [h["rate"] for h in clamped.history] == [0.5, 0.5]
-    for r in (free, clamped):  # tied rates: the first best pass is the result
-        torch.testing.assert_close(r.delta, torch.tensor([[0.0, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
+    # free: B stays unfooled, the rates tie and the first best pass is the result; clamped: B is fooled too
+    assert [h["rate"] for h in free.history] == [0.5, 0.5] and free.converged is False
+    torch.testing.assert_close(free.delta, torch.tensor([[0.0, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
+    assert [h["rate"] for h in clamped.history] == [0.5, 1.0] and clamped.converged is True
+    torch.testing.assert_close(clamped.delta, torch.tensor([[a1, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
 
 
 def test_batched_targeted_by_hand() -> None:
