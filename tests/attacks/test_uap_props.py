@@ -572,3 +572,108 @@ def test_dtype_follows_the_inputs(method: str) -> None:
                                     deepfool_iter=1, step_size=0.01).fit(torch.zeros(2, 1, 2, dtype=dt))
         assert res.delta.dtype == dt and res.delta.shape == (1, 2)
     model.double()
+
+
+# ------------------------------------------------------------------------------------------ evaluate, apply, controls
+def test_evaluate_every_metric_by_hand() -> None:
+    """Logits = coordinates − 1 (3 classes); δ adds 2 to logit 2. Clean predictions 0, 1, 2, 2; adversarial all 2."""
+    model = Lin([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [-1.0, -1.0, -1.0])
+    x = x_([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.6])
+    y = torch.tensor([0, 0, 2, 1])
+    res = UAPResult(delta=torch.tensor([[0.0, 0.0, 2.0]], dtype=D), xi=2.5, norm="l2", target=None)
+    uap = UniversalPerturbation(model, norm="l2", eps=3.0)
+    ev = uap.evaluate(x, y, res)
+    assert ev == {
+        "n": 4, "fooling_rate": 0.5, "clean_accuracy": 0.5, "clean_misclassification_rate": 0.5,
+        "misclassification_rate": 0.75, "transition": [[0, 0, 1], [0, 0, 1], [0, 0, 2]],
+        "adv_class_fractions": [0.0, 0.0, 1.0], "delta_norms": {"l2": 2.0, "linf": 2.0}, "xi": 2.5}
+    ev = uap.evaluate(x, y, res.delta, target=2)  # a bare tensor: ξ is this object's
+    assert (ev["target"], ev["targeted_success_rate"], ev["clean_target_rate"], ev["n_not_target"],
+            ev["targeted_success_rate_excluding_target"], ev["xi"]) == (2, 1.0, 0.5, 2, 1.0, 3.0)
+    ev = uap.evaluate(x, y, res.delta.unsqueeze(0), target=0)  # (1, *shape) is accepted
+    assert ev["targeted_success_rate"] == 0.0 and ev["clean_target_rate"] == 0.25 and ev["n_not_target"] == 3
+    # the result's target is the default; the argument wins
+    tres = UAPResult(delta=res.delta, xi=2.5, norm="l2", target=1)
+    assert uap.evaluate(x, None, tres)["target"] == 1 and uap.evaluate(x, None, tres, target=2)["target"] == 2
+    tu = UniversalPerturbation(model, norm="l2", eps=3.0, target=2)
+    assert tu.evaluate(x, None, res)["target"] == 2 and "target" not in uap.evaluate(x, None, res)
+    # every clean prediction is the target: the excluding rate is undefined
+    allt = tu.evaluate(x[2:3], None, res.delta)
+    assert allt["n_not_target"] == 0 and math.isnan(allt["targeted_success_rate_excluding_target"])
+    assert uap.evaluate(x, [0, 0, 2, 1], res)["clean_accuracy"] == 0.5  # labels as a list
+
+
+@pytest.mark.parametrize(("kw", "exc", "msg"), [
+    ({"delta": None}, ConfigError, "pass delta= (a UAPResult or a tensor of the sample shape)."),
+    ({"delta": [0.0, 0.0]}, ConfigError, "delta must be a UAPResult or a tensor, got list."),
+    ({"delta": torch.zeros(2, 2)}, DataError, "delta has shape (2, 2) but the samples have shape (1, 2)."),
+    ({"delta": torch.zeros(2, 1, 2)}, DataError, "delta has shape (2, 1, 2) but the samples have shape (1, 2)."),
+    ({"delta": torch.zeros(1, 1, 3)}, DataError, "delta has shape (1, 1, 3) but the samples have shape (1, 2)."),
+    ({"delta": torch.zeros(1, 2, 1)}, DataError, "delta has shape (1, 2, 1) but the samples have shape (1, 2)."),
+    ({"y": torch.tensor([0, 1, 0])}, DataError, "y must be (N=2,) integer class indices, got (3,) torch.int64."),
+    ({"y": torch.tensor([[0], [1]])}, DataError, "y must be (N=2,) integer class indices, got (2, 1) torch.int64."),
+    ({"y": torch.tensor([0.0, 1.0])}, DataError, "y must be (N=2,) integer class indices, got (2,) torch.float32."),
+    ({"target": 2}, ConfigError, "target=2 is not a class of a model with 2 logits."),
+    ({"target": -1}, ConfigError, "target=-1 is not a class of a model with 2 logits."),
+])
+def test_evaluate_errors_in_full(kw: dict, exc: type[Exception], msg: str) -> None:
+    uap = UniversalPerturbation(two_class([1.0, 1.0], 0.25), eps=1.0)
+    args = {"y": None, "delta": torch.zeros(1, 2), **kw}
+    with raises(exc, msg):
+        uap.evaluate(x_([0.0, 1.0], [1.0, 0.5]), args.pop("y"), args.pop("delta"), **args)
+
+
+def test_evaluate_and_apply_use_mask_dtype_and_bounds() -> None:
+    model = MaskLin([1.0, 1.0], -1.0)
+    x = torch.tensor([[[0.5, 0.4]], [[0.5, 0.4]]], dtype=D)
+    pad = torch.tensor([[[1.0, 1.0]], [[1.0, 0.0]]])
+    delta = torch.tensor([[0.2, 0.2]], dtype=torch.float32)  # float32 delta on float64 inputs
+    uap = UniversalPerturbation(model, eps=1.0)
+    ev = uap.evaluate(x, torch.tensor([0, 0]), delta, mask=pad)
+    # sample 0: s = 0.9 − 1 → 1.3 − 1 (fooled); sample 1: s = 0.5 − 1 → 0.7 − 1 (not)
+    assert ev["fooling_rate"] == 0.5 and ev["clean_accuracy"] == 1.0 and ev["misclassification_rate"] == 0.5
+    adv = uap.apply(x, delta, mask=pad)
+    assert adv.dtype == D
+    torch.testing.assert_close(adv, torch.tensor([[[0.7, 0.6]], [[0.7, 0.4]]], dtype=D))
+    vm = UniversalPerturbation(model, eps=1.0, mask=torch.tensor([[0.0, 1.0]]))
+    torch.testing.assert_close(vm.apply(x, delta), torch.tensor([[[0.5, 0.6]], [[0.5, 0.6]]], dtype=D))
+    assert vm.evaluate(x, None, delta)["delta_norms"] == {"l2": pytest.approx(0.2), "linf": pytest.approx(0.2)}
+    bounded = UniversalPerturbation(model, eps=1.0, bounds=(0.0, 0.65))
+    torch.testing.assert_close(bounded.apply(x, delta), torch.tensor([[[0.65, 0.6]], [[0.65, 0.6]]], dtype=D))
+    assert bounded.evaluate(x, None, delta)["fooling_rate"] == 1.0  # s = 1.25 − 1 > 0
+    with raises(DataError, "x must be a floating-point tensor, got dtype torch.int64; convert with .float()."):
+        uap.apply(torch.ones(2, 1, 2, dtype=torch.long), delta)
+    with raises(DataError, "x's mask must hold only 0 and 1 (1 = the coordinate may change)."):
+        uap.evaluate(x, None, delta, mask=pad * 2)
+
+
+def test_evaluate_restores_the_models_mode_and_takes_plain_callables() -> None:
+    lin = two_class([1.0, 1.0], -1.0).train()
+    UniversalPerturbation(lin, eps=1.0).evaluate(x_([0.5, 0.4]), None, torch.zeros(1, 2, dtype=D))
+    assert lin.training and all(p.requires_grad for p in lin.parameters())
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return lin(z)
+
+    uap = UniversalPerturbation(f, norm="linf", eps=0.2, method="fgsm", step_size=0.2, max_iter=1)
+    res = uap.fit(x_([0.5, 0.4]))
+    assert torch.equal(res.delta, torch.tensor([[0.2, 0.2]], dtype=D)) and res.fit_rate == 1.0
+    assert uap.evaluate(x_([0.5, 0.4]), None, res)["fooling_rate"] == 1.0
+
+
+def test_the_attacks_random_control_defaults_to_the_last_fit() -> None:
+    model = two_class([1.0, 1.0], -10.0)
+    uap = UniversalPerturbation(model, norm="l2", zeta=0.5, method="fgsm", max_iter=1, generator=gen(3))
+    uap.fit(x_([3.0, 4.0], [0.0, 1.0]))  # ξ = 0.5 · 3
+    ctrl = uap.random_control(kind="sign")
+    assert ctrl.delta.shape == (1, 2) and ctrl.xi == 1.5 and ctrl.mean_norm == 3.0 and ctrl.zeta == 0.5
+    assert float(ctrl.delta.norm()) == pytest.approx(1.5, rel=1e-6) and ctrl.method == "random_sign"
+    torch.testing.assert_close(ctrl.delta.abs(), torch.full((1, 2), 1.5 / 2 ** 0.5, dtype=torch.float32))
+    uni = uap.random_control(xi=0.25, generator=gen(1))
+    assert uni.xi == 0.25 and float(uni.delta.norm()) <= 0.25 and uni.method == "random_uniform"
+    assert torch.equal(uni.delta, uap.random_control(xi=0.25, generator=gen(1)).delta)
+    assert not torch.equal(uni.delta, uap.random_control(xi=0.25, generator=gen(2)).delta)
+    plain = UniversalPerturbation(model, norm="linf", eps=0.5)
+    a, b = plain.random_control(shape=(1, 4)), plain.random_control(shape=(1, 4))
+    assert torch.equal(a.delta, b.delta)  # no generator: seeded with 0 each time
+    assert a.xi == 0.5 and float(a.delta.abs().max()) <= 0.5 and a.config == {"kind": "uniform"}
