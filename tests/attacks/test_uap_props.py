@@ -677,3 +677,43 @@ def test_the_attacks_random_control_defaults_to_the_last_fit() -> None:
     a, b = plain.random_control(shape=(1, 4)), plain.random_control(shape=(1, 4))
     assert torch.equal(a.delta, b.delta)  # no generator: seeded with 0 each time
     assert a.xi == 0.5 and float(a.delta.abs().max()) <= 0.5 and a.config == {"kind": "uniform"}
+
+
+# ------------------------------------------------------------------------------------------ shapes and devices
+@pytest.mark.parametrize("method", ["deepfool", "fgsm", "batched"])
+def test_multichannel_samples_keep_their_shape(method: str) -> None:
+    """(N, C, L) = (2, 2, 2): every accepted step keeps the sample shape (2, 2)."""
+    model = two_class([1.0, 1.0, 1.0, 1.0], -1.0)
+    x = torch.full((2, 2, 2), 0.2, dtype=D)  # s = −0.2
+    res = UniversalPerturbation(model, norm="linf", eps=0.1, method=method, step_size=0.1, max_iter=1).fit(x)
+    assert res.delta.shape == (2, 2) and res.fit_rate == 1.0
+    assert res.history[0].get("accepted", 1) == 1
+
+
+class MaskLin3(Lin):
+    """:class:`Lin` on ``x · mask`` (the model reads only unpadded samples)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x if mask is None else x * mask)
+
+
+def test_deepfools_candidates_come_from_the_masked_input() -> None:
+    """Logits ``(0.5, x0, x1)`` on ``x·m``: x0 is padded, so the top rival is class 2 (x1 = 0.2), not class 1
+    (x0 = 0.4 only without the mask); with one candidate DeepFool steps along x1."""
+    model = MaskLin3([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.5, 0.0, 0.0])
+    x = x_([0.4, 0.2])
+    pad = torch.tensor([[[0.0, 1.0]]], dtype=D)
+    res = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1,
+                                num_candidates=1).fit(x, mask=pad)
+    torch.testing.assert_close(res.delta, torch.tensor([[0.0, 0.3001 * 1.02]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0
+
+
+def test_projection_and_delta_follow_the_device() -> None:
+    """On the ``meta`` device (shapes only): the radius tensor and the perturbation move to the inputs' device."""
+    for norm in ("l2", "linf"):
+        out = project_uap(torch.empty(2, 3, device="meta", dtype=D), 1.0, norm)
+        assert out.device.type == "meta" and out.shape == (2, 3) and out.dtype == D
+    uap = UniversalPerturbation(two_class([1.0, 1.0], 0.0), eps=1.0)
+    v = uap._delta(torch.zeros(1, 2), torch.empty(3, 1, 2, device="meta", dtype=D))
+    assert v.device.type == "meta" and v.dtype == D and v.shape == (1, 2)
