@@ -717,3 +717,51 @@ def test_projection_and_delta_follow_the_device() -> None:
     uap = UniversalPerturbation(two_class([1.0, 1.0], 0.0), eps=1.0)
     v = uap._delta(torch.zeros(1, 2), torch.empty(3, 1, 2, device="meta", dtype=D))
     assert v.device.type == "meta" and v.dtype == D and v.shape == (1, 2)
+
+
+class Kinky(nn.Module):
+    """``s = √x0 − √x1 + √|x2| + x3 − 1``: at x0 = x1 = x2 = 0 the input gradient is (+inf, −inf, nan, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1)
+        s = z[:, 0].sqrt() - z[:, 1].sqrt() + z[:, 2].abs().sqrt() + z[:, 3] - 1.0
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_batched_solver_ignores_non_finite_gradient_coordinates() -> None:
+    x = x_([0.0, 0.0, 0.0, 0.5])
+    res = UniversalPerturbation(Kinky(), norm="linf", eps=1.0, step_size=0.2, max_iter=1).fit(x)
+    assert torch.equal(res.delta, torch.tensor([[0.0, 0.0, 0.0, 0.2]], dtype=D))
+    small = two_class([0.1, -0.2], 0.0)  # ‖g‖ < 1: the L2 step is still α along g/‖g‖
+    l2 = UniversalPerturbation(small, norm="l2", eps=1.0, max_iter=1).fit(x_([-5.0, 0.0]))
+    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+
+
+class Ring(nn.Module):
+    """``s = x² − 1`` (input ``(N, 1)``): class 1 outside [−1, 1]; the gradient's sign is the sign of ``x``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).sum(1) ** 2 - 1.0
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_fgsm_takes_the_gradient_at_the_perturbed_input() -> None:
+    """A = 0.3 is flipped by +0.8. B = −0.15 is not flipped by −0.8 (from v = 0) but is by +0.8 from v = 0.8,
+    where the gradient at ``B + v = 0.65`` points up (at B itself it points down)."""
+    x = torch.tensor([[0.3], [-0.15]], dtype=D)
+    res = UniversalPerturbation(Ring(), norm="linf", eps=2.0, method="fgsm", step_size=0.8, max_iter=2).fit(x)
+    assert torch.equal(res.delta, torch.tensor([1.6], dtype=D)) and res.fit_rate == 1.0
+
+
+def test_fgsm_checks_the_flip_on_the_padded_input() -> None:
+    """``s = x0 + x1 − 1`` (a model without ``mask=``) at (0.5, 0.3), x1 padded: +0.15 on x0 gives s = −0.05 (no
+    flip); the padded x1 must not move although its gradient is not zero."""
+    model = two_class([1.0, 1.0], -1.0)
+    x = x_([0.5, 0.3])
+    pad = torch.tensor([[[1.0, 0.0]]], dtype=D)
+    uap = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.15, max_iter=1)
+    res = uap.fit(x, mask=pad)
+    assert torch.equal(res.delta, torch.zeros(1, 2, dtype=D)) and res.history[0]["accepted"] == 0
+    big = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.25, max_iter=2).fit(x, mask=pad)
+    assert torch.equal(big.delta, torch.tensor([[0.25, 0.25]], dtype=D)) and big.fit_rate == 1.0
+    assert [h["accepted"] for h in big.history] == [1]
