@@ -765,3 +765,18 @@ def test_fgsm_checks_the_flip_on_the_padded_input() -> None:
     big = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.25, max_iter=2).fit(x, mask=pad)
     assert torch.equal(big.delta, torch.tensor([[0.25, 0.25]], dtype=D)) and big.fit_rate == 1.0
     assert [h["accepted"] for h in big.history] == [1]
+
+
+def test_uniform_l2_control_in_few_dimensions_by_hand() -> None:
+    """In d = 2 the Gaussian direction often has norm < 1: the control is still ``g/‖g‖ · ξ·u^{1/d}``."""
+    from medrobust.attacks.universal import random_control
+
+    small = 0
+    for seed in range(12):
+        g = gen(seed)
+        direction = torch.randn((1, 2), generator=g, dtype=D)
+        u = float(torch.rand((), generator=g, dtype=D)) ** 0.5
+        small += float(direction.norm()) < 1
+        v = random_control((1, 2), xi=0.7, norm="l2", generator=gen(seed), dtype=D)
+        torch.testing.assert_close(v, direction / direction.norm() * (0.7 * u), rtol=1e-12, atol=0)
+    assert small > 0
