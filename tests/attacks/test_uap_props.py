@@ -579,13 +579,13 @@ def test_evaluate_every_metric_by_hand() -> None:
     """Logits = coordinates − 1 (3 classes); δ adds 2 to logit 2. Clean predictions 0, 1, 2, 2; adversarial all 2."""
     model = Lin([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [-1.0, -1.0, -1.0])
     x = x_([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.6])
-    y = torch.tensor([0, 0, 2, 1])
+    y = torch.tensor([0, 0, 2, 2])
     res = UAPResult(delta=torch.tensor([[0.0, 0.0, 2.0]], dtype=D), xi=2.5, norm="l2", target=None)
     uap = UniversalPerturbation(model, norm="l2", eps=3.0)
     ev = uap.evaluate(x, y, res)
     assert ev == {
-        "n": 4, "fooling_rate": 0.5, "clean_accuracy": 0.5, "clean_misclassification_rate": 0.5,
-        "misclassification_rate": 0.75, "transition": [[0, 0, 1], [0, 0, 1], [0, 0, 2]],
+        "n": 4, "fooling_rate": 0.5, "clean_accuracy": 0.75, "clean_misclassification_rate": 0.25,
+        "misclassification_rate": 0.5, "transition": [[0, 0, 1], [0, 0, 1], [0, 0, 2]],
         "adv_class_fractions": [0.0, 0.0, 1.0], "delta_norms": {"l2": 2.0, "linf": 2.0}, "xi": 2.5}
     ev = uap.evaluate(x, y, res.delta, target=2)  # a bare tensor: ξ is this object's
     assert (ev["target"], ev["targeted_success_rate"], ev["clean_target_rate"], ev["n_not_target"],
@@ -780,3 +780,61 @@ def test_uniform_l2_control_in_few_dimensions_by_hand() -> None:
         v = random_control((1, 2), xi=0.7, norm="l2", generator=gen(seed), dtype=D)
         torch.testing.assert_close(v, direction / direction.norm() * (0.7 * u), rtol=1e-12, atol=0)
     assert small > 0
+
+
+def test_random_control_without_a_budget_says_what_to_pass() -> None:
+    with raises(ConfigError, "random_control needs shape= and xi= (or call fit() / resolve_xi() first)."):
+        UniversalPerturbation(two_class([1.0], 0.0), zeta=0.1).random_control(shape=(1, 1))
+
+
+class TrainShift(nn.Module):
+    """Logits ``[0, x0 + x1 − 1]``, plus 10 in training mode (so only eval-mode predictions are sensible)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).sum(1) - 1.0 + (10.0 if self.training else 0.0)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+class MaskRequired(nn.Module):
+    """``s = Σ m·x − 1``; ``forward`` requires ``mask=`` (as a padded-sequence model may)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = (x * mask).flatten(1).sum(1) - 1.0
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_evaluate_runs_the_model_in_eval_mode_with_its_mask() -> None:
+    x = x_([0.3, 0.3], [0.6, 0.3])
+    delta = torch.tensor([[0.25, 0.0]], dtype=D)
+    model = TrainShift().train()
+    ev = UniversalPerturbation(model, eps=1.0).evaluate(x, torch.tensor([0, 0]), delta)
+    assert ev["clean_accuracy"] == 1.0 and ev["fooling_rate"] == 0.5 and model.training  # s: −0.4, −0.1 → −0.15, +0.15
+    res = UniversalPerturbation(model, norm="linf", eps=0.3, method="fgsm", step_size=0.25, max_iter=1).fit(x)
+    assert res.fit_rate == 1.0 and torch.equal(res.delta, torch.tensor([[0.25, 0.25]], dtype=D)) and model.training
+    pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]], dtype=D)
+    ev = UniversalPerturbation(MaskRequired(), eps=1.0).evaluate(x, None, delta, mask=pad)
+    assert ev["fooling_rate"] == 0.5  # s: −0.7 → −0.45, −0.1 → +0.15
+
+
+def test_deepfool_with_a_perturbation_mask_and_a_moving_label_logit() -> None:
+    """Logits ``(x0, x1 − 0.5)`` at (0.3, 0.1): label 0, f = −0.7 along w = (−1, 1); with x0 frozen by the mask,
+    along (0, 1)."""
+    model = Lin([[1.0, 0.0], [0.0, 1.0]], [0.0, -0.5])
+    x = x_([0.3, 0.1])
+    res = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1).fit(x)
+    r = 1.02 * 0.7001 / 2.0
+    torch.testing.assert_close(res.delta, torch.tensor([[-r, r]], dtype=D), rtol=1e-12, atol=0)
+    frozen = UniversalPerturbation(model, norm="l2", eps=5.0, method="deepfool", max_iter=1,
+                                   mask=torch.tensor([[0.0, 1.0]])).fit(x)
+    torch.testing.assert_close(frozen.delta, torch.tensor([[0.0, 1.02 * 0.7001]], dtype=D), rtol=1e-12, atol=0)
+    assert frozen.fit_rate == 1.0
+
+
+def test_deepfools_final_check_inside_the_bounds() -> None:
+    """``s = x0 − x1 − 0.1`` at (0.5, 0.5) in (0, 1): one iteration reaches s = +0.002, inside the bounds."""
+    model = two_class([1.0, -1.0], -0.1)
+    res = UniversalPerturbation(model, norm="l2", eps=1.0, method="deepfool", max_iter=1, deepfool_iter=1,
+                                bounds=(0.0, 1.0)).fit(x_([0.5, 0.5]))
+    r = 1.02 * 0.1001 / 2.0
+    torch.testing.assert_close(res.delta, torch.tensor([[r, -r]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 1.0
