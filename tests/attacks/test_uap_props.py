@@ -531,9 +531,9 @@ def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
 
 def test_batched_targeted_by_hand() -> None:
     model = Lin([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.0, 0.0, 0.0])
-    x = x_([-0.1, -0.3], [0.2, -0.3])  # classes 0 and 1; target 2: margin x1 − max(0, x0)
+    x = x_([-0.1, -0.3], [0.2, -0.3], [0.1, -0.2])  # classes 0, 1, 1; target 2: margin x1 − max(0, x0)
     res = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.4, max_iter=1, target=2).fit(x)
-    # gradient of the mean margin: A (max is class 0): (0, 1); B (max is class 1): (−1, 1) → sign (−1, +1)
+    # gradient of the mean margin: A (max is class 0): (0, 1); B, C (max is class 1): (−1, 1) → sign (−1, +1)
     torch.testing.assert_close(res.delta, torch.tensor([[-0.4, 0.4]], dtype=D), rtol=1e-12, atol=0)
     assert res.fit_rate == 1.0 and res.target == 2 and res.converged is True
 
@@ -688,6 +688,8 @@ def test_multichannel_samples_keep_their_shape(method: str) -> None:
     res = UniversalPerturbation(model, norm="linf", eps=0.1, method=method, step_size=0.1, max_iter=1).fit(x)
     assert res.delta.shape == (2, 2) and res.fit_rate == 1.0
     assert res.history[0].get("accepted", 1) == 1
+    l2 = UniversalPerturbation(model, norm="l2", eps=0.3, method=method, step_size=0.3, max_iter=1).fit(x)
+    assert l2.history[0]["norm"] == pytest.approx(float(l2.delta.norm()), rel=1e-12)  # over both channels
 
 
 class MaskLin3(Lin):
@@ -838,3 +840,23 @@ def test_deepfools_final_check_inside_the_bounds() -> None:
     r = 1.02 * 0.1001 / 2.0
     torch.testing.assert_close(res.delta, torch.tensor([[r, -r]], dtype=D), rtol=1e-12, atol=0)
     assert res.fit_rate == 1.0
+
+
+def test_batched_solver_uses_the_padding_mask() -> None:
+    """A = (0.6, −5) has x1 padded, B = (0.3, 0.3) none: the margin gradients are (1, 0) and (1, 1), so the L2 step
+    runs along (2, 1)/√5; the model that reads the mask sees A fooled by it (s = 0.6 + 0.447 − 1 > 0)."""
+    x = x_([0.6, -5.0], [0.3, 0.3])
+    pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]], dtype=D)
+    want = 0.5 * torch.tensor([[2.0, 1.0]], dtype=D) / 5 ** 0.5
+    for model in (MaskLin([1.0, 1.0], -1.0), two_class([1.0, 1.0], -1.0)):
+        res = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.5, max_iter=1).fit(x, mask=pad)
+        torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=0)
+        assert res.fit_rate == (1.0 if isinstance(model, MaskLin) else 0.5)
+
+
+def test_fgsm_l2_with_a_perturbation_mask() -> None:
+    model = two_class([1.0, 1.0], -1.0)
+    uap = UniversalPerturbation(model, norm="l2", eps=1.0, method="fgsm", step_size=0.7, max_iter=1,
+                                mask=torch.tensor([[1.0, 0.0]]))
+    res = uap.fit(x_([0.2, 0.2]))  # s = −0.6 → +0.1 with x0 alone moved by 0.7
+    assert torch.equal(res.delta, torch.tensor([[0.7, 0.0]], dtype=D)) and res.fit_rate == 1.0
