@@ -860,3 +860,71 @@ def test_fgsm_l2_with_a_perturbation_mask() -> None:
                                 mask=torch.tensor([[1.0, 0.0]]))
     res = uap.fit(x_([0.2, 0.2]))  # s = −0.6 → +0.1 with x0 alone moved by 0.7
     assert torch.equal(res.delta, torch.tensor([[0.7, 0.0]], dtype=D)) and res.fit_rate == 1.0
+
+
+def test_shared_padding_mask_and_perturbation_mask_in_the_batched_solver() -> None:
+    """A padding mask shared by the batch (leading dimension 1) applies to every input; the perturbation mask keeps
+    x1 at zero although the margin gradient pulls it (the batched step is not masked before the projection)."""
+    model = two_class([1.0, 1.0], -0.8)
+    x = x_([0.2, 0.2], [0.3, 0.1], [0.1, 0.3])  # s = −0.4 for all three
+    shared = torch.tensor([[[1.0, 0.0]]], dtype=D)
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.5, max_iter=1).fit(x, mask=shared)
+    assert torch.equal(res.delta, torch.tensor([[0.5, 0.0]], dtype=D))  # the padded x1 has no gradient
+    vm = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.5, max_iter=1, mask=torch.tensor([[1.0, 0.0]]))
+    res = vm.fit(x)
+    assert torch.equal(res.delta, torch.tensor([[0.5, 0.0]], dtype=D))
+    assert [h["norm"] for h in res.history] == [0.5] and res.fit_rate == 1.0  # s = −0.4 + 0.5 > 0 for all
+
+
+class BatchLog(nn.Module):
+    """``s = x0 + x1 − 1``, recording the number of rows of every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        s = x.flatten(1).sum(1) - 1.0
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_predictions_run_in_eval_batches_and_mask_the_perturbation() -> None:
+    model = BatchLog()
+    x = x_([0.5, 0.4], [0.2, 0.2], [0.1, 0.1], [0.3, 0.3], [0.0, 0.9])
+    uap = UniversalPerturbation(model, eps=1.0, eval_batch_size=2)
+    uap.evaluate(x, None, torch.zeros(1, 2, dtype=D))
+    assert max(model.rows[1:]) == 2 and sum(model.rows[1:]) == 2 * 5  # clean and adversarial, 2 rows at most
+    pad = torch.tensor([[[1.0, 0.0]]] * 5, dtype=D)  # x1 padded: the model (without mask=) sees it unchanged
+    ev = UniversalPerturbation(two_class([1.0, 1.0], -1.0), eps=1.0).evaluate(
+        x[:1], None, torch.tensor([[0.0, 0.5]], dtype=D), mask=pad[:1])
+    assert ev["fooling_rate"] == 0.0  # s stays 0.5 + 0.4 − 1 < 0
+
+
+def test_fit_reports_its_budget_and_its_time() -> None:
+    import time
+
+    model = two_class([1.0, 1.0], -10.0)
+    t0 = time.perf_counter()
+    res = UniversalPerturbation(model, norm="l2", zeta=0.5, method="fgsm", max_iter=1).fit(x_([3.0, 4.0], [0.0, 1.0]))
+    assert 0.0 < res.seconds <= time.perf_counter() - t0
+    assert (res.zeta, res.mean_norm, res.xi) == (0.5, 3.0, 1.5)
+
+
+def test_each_deepfool_step_starts_from_the_perturbed_input() -> None:
+    """``s = x0`` (class 1 where x0 > 0), inputs A at −0.1 and B at −0.3. A first: A's step r_A = 1.02·(0.1 + 1e-4),
+    then B's from −0.3 + r_A; B first: its step fools A too. The UAP is one of those two, by the pass order."""
+    model = two_class([1.0, 0.0], 0.0)
+    x = x_([-0.1, 0.0], [-0.3, 0.0])
+    ra = 1.02 * (0.1 + 1e-4)
+    a_first = ra + 1.02 * (0.3 - ra + 1e-4)
+    b_first = 1.02 * (0.3 + 1e-4)
+    seen = set()
+    for s in range(6):
+        res = UniversalPerturbation(model, norm="l2", eps=1.0, method="deepfool", max_iter=1, generator=gen(s)).fit(x)
+        d = float(res.delta[0, 0])
+        assert d == pytest.approx(a_first, rel=1e-9) or d == pytest.approx(b_first, rel=1e-9)
+        first = "A" if d == pytest.approx(a_first, rel=1e-9) else "B"
+        assert res.history[0]["accepted"] == (2 if first == "A" else 1) and res.fit_rate == 1.0
+        seen.add(first)
+    assert seen == {"A", "B"}
