@@ -84,6 +84,9 @@ def test_projection_onto_the_ball_by_hand() -> None:
     out = project_uap(w, 1.0, "linf")
     assert out.dtype == torch.float32 and torch.equal(out, torch.tensor([[0.5, -1.0], [1.0, -1.0]]))
     torch.testing.assert_close(project_uap(w, 1.25, "l2"), w / 2.0)  # ‖w‖₂ = 2.5 over both channels
+    # the radius keeps the perturbation's precision: 0.1 is not rounded to float32's 0.100000001490116
+    assert project_uap(torch.tensor([0.5, -0.5], dtype=D), 0.1, "linf").tolist() == [0.1, -0.1]
+    assert float(project_uap(torch.tensor([3.0, 4.0], dtype=D), 0.1, "l2").norm()) == pytest.approx(0.1, rel=1e-15)
 
 
 def test_mean_norm_and_its_channel_rule_by_hand() -> None:
@@ -928,3 +931,19 @@ def test_each_deepfool_step_starts_from_the_perturbed_input() -> None:
         assert res.history[0]["accepted"] == (2 if first == "A" else 1) and res.fit_rate == 1.0
         seen.add(first)
     assert seen == {"A", "B"}
+
+
+def test_apply_names_a_bad_perturbation_mask() -> None:
+    uap = UniversalPerturbation(two_class([1.0, 1.0], 0.25), eps=1.0, mask=torch.ones(1, 3))
+    with raises(DataError, "mask has shape (1, 3), which does not broadcast to (1, 2)."):
+        uap.apply(x_([0.1, 0.2]), torch.zeros(1, 2, dtype=D))
+
+
+def test_the_logit_check_sees_each_input_with_its_own_mask() -> None:
+    """With their own masks the first two inputs give logits (0, 0) and (0, 1); with the second mask for both,
+    both rows would read (0, 1) and pass for probabilities."""
+    x = x_([1.0, 1.0], [1.0, 1.0], [0.5, 0.2])
+    pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]], [[1.0, 1.0]]], dtype=D)
+    res = UniversalPerturbation(MaskRequired(), norm="linf", eps=0.1, method="fgsm", step_size=0.1,
+                                max_iter=1).fit(x, mask=pad)
+    assert res.delta.shape == (1, 2)
