@@ -947,3 +947,39 @@ def test_the_logit_check_sees_each_input_with_its_own_mask() -> None:
     res = UniversalPerturbation(MaskRequired(), norm="linf", eps=0.1, method="fgsm", step_size=0.1,
                                 max_iter=1).fit(x, mask=pad)
     assert res.delta.shape == (1, 2)
+
+
+def test_batched_margin_reads_the_model_with_the_padding_mask() -> None:
+    """A = (1.2, −5) with x1 padded is class 1 (s = 0.2) and pulls along −(1, 0); B = (0.3, 0.3) is class 0 and
+    pulls along (1, 1): the L2 step runs along (0, 1). Read without its mask A would look far past the clamp κ = 1
+    and stop pulling."""
+    x = x_([1.2, -5.0], [0.3, 0.3])
+    pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]], dtype=D)
+    res = UniversalPerturbation(MaskLin([1.0, 1.0], -1.0), norm="l2", eps=1.0, step_size=0.5, max_iter=1).fit(
+        x, mask=pad)
+    torch.testing.assert_close(res.delta, torch.tensor([[0.0, 0.5]], dtype=D), rtol=0, atol=1e-15)
+    assert res.fit_rate == 0.5  # B: 0.6 + 0.5 − 1 > 0; A keeps s = 0.2
+
+
+def test_the_loops_check_and_step_from_the_padded_input() -> None:
+    """``s = x0 + x1 − 1`` (no ``mask=``); A = (0.5, 0.3), B = (0.2, 0.5) with x1 padded. FGSM (ε = 0.25): A's
+    step (0.25, 0.25) leaves B at (0.45, 0.5), not fooled, so B's step is tried and taken (B at (0.7, 0.5))."""
+    model = two_class([1.0, 1.0], -1.0)
+    x = x_([0.5, 0.3], [0.2, 0.5])
+    pad = torch.tensor([[[1.0, 1.0]], [[1.0, 0.0]]], dtype=D)
+    res = UniversalPerturbation(model, norm="linf", eps=0.5, method="fgsm", step_size=0.25, max_iter=2).fit(
+        x, mask=pad)
+    assert torch.equal(res.delta, torch.tensor([[0.5, 0.5]], dtype=D)) and res.fit_rate == 1.0
+    # DeepFool from B + m·v: its step is sized on s there, not on the unmasked B + v
+    ra = 1.02 * (0.2 + 1e-4) / 2
+    a_first = ra + 1.02 * (0.3 - ra + 1e-4) / 2
+    b_first = 1.02 * (0.3 + 1e-4) / 2
+    seen = set()
+    for s in range(6):
+        df = UniversalPerturbation(model, norm="l2", eps=1.0, method="deepfool", max_iter=1, generator=gen(s)).fit(
+            x, mask=pad)
+        d = float(df.delta[0, 0])
+        assert float(df.delta[0, 1]) == pytest.approx(d, rel=1e-12)
+        assert d == pytest.approx(a_first, rel=1e-9) or d == pytest.approx(b_first, rel=1e-9)
+        seen.add(d == pytest.approx(a_first, rel=1e-9))
+    assert seen == {True, False}
