@@ -320,7 +320,8 @@ def test_fgsm_loop_by_hand() -> None:
     assert res.history == [{"pass": 1, "rate": 2 / 3, "norm": 0.2, "accepted": 1},
                            {"pass": 2, "rate": 2 / 3, "norm": 0.2, "accepted": 0},
                            {"pass": 3, "rate": 2 / 3, "norm": 0.2, "accepted": 0}]
-    assert (res.xi, res.norm, res.zeta, res.mean_norm, res.method, res.target) == (0.3, "linf", None, None, "fgsm", None)
+    assert (res.xi, res.norm, res.zeta, res.mean_norm, res.method, res.target) == (
+        0.3, "linf", None, None, "fgsm", None)
     assert res.fit_rate == 2 / 3 and res.converged is False
     # gradients: pass 1 tries the far input and one near one, passes 2-3 the far one; forwards: clean + start
     # rate (3 + 3), per pass 3 checks + 2 per FGSM try + the pass's rate (3)
@@ -767,7 +768,8 @@ def test_fgsm_checks_the_flip_on_the_padded_input() -> None:
     uap = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.15, max_iter=1)
     res = uap.fit(x, mask=pad)
     assert torch.equal(res.delta, torch.zeros(1, 2, dtype=D)) and res.history[0]["accepted"] == 0
-    big = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.25, max_iter=2).fit(x, mask=pad)
+    big = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.25, max_iter=2).fit(
+        x, mask=pad)
     assert torch.equal(big.delta, torch.tensor([[0.25, 0.25]], dtype=D)) and big.fit_rate == 1.0
     assert [h["accepted"] for h in big.history] == [1]
 
