@@ -985,3 +985,21 @@ def test_the_loops_check_and_step_from_the_padded_input() -> None:
         assert d == pytest.approx(a_first, rel=1e-9) or d == pytest.approx(b_first, rel=1e-9)
         seen.add(d == pytest.approx(a_first, rel=1e-9))
     assert seen == {True, False}
+
+
+def test_a_shared_padding_mask_of_any_rank_is_the_same_mask_for_every_sample() -> None:
+    """A (L,) or (C, L) padding mask is shared by the batch, never cut into per-sample rows (each sample's step
+    is judged with the model seeing only the first two coordinates); a 0-dim mask of 1 masks nothing."""
+    model = MaskLin([1.0, 1.0, 1.0, 1.0], -0.5)                 # class 1 iff the masked sum exceeds 0.5
+    x = x_([0.2, 0.2, 9.0, 9.0], [0.15, 0.2, 9.0, 9.0], [0.0, 0.1, 9.0, 9.0])
+    fits = {}
+    for shape in ((4,), (1, 4), (1, 1, 4), (3, 1, 4)):
+        m = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=D)
+        fits[shape] = UniversalPerturbation(model, norm="linf", eps=0.1, method="fgsm", step_size=0.1,
+                                            max_iter=1).fit(x, mask=m.expand(*shape[:-1], 4) if len(shape) > 1 else m)
+    ref = fits[(3, 1, 4)]
+    assert ref.fit_rate == pytest.approx(2 / 3)                     # 0.4 + 0.2 and 0.35 + 0.2 flip; 0.1 + 0.2 does not
+    for shape, r in fits.items():
+        assert torch.equal(r.delta, ref.delta) and r.fit_rate == ref.fit_rate, shape
+    whole = UniversalPerturbation(model, norm="linf", eps=0.1, method="fgsm", step_size=0.1, max_iter=1)
+    assert torch.equal(whole.fit(x, mask=torch.tensor(1.0)).delta, whole.fit(x).delta)

@@ -189,6 +189,8 @@ def _unpack(data: Any, name: str, mask: torch.Tensor | None = None) -> _Data:
         raise DataError(f"{name} contains NaN or inf; clean or drop those samples first.")
     if mask is not None:
         mask = _check_mask(mask, f"{name}'s mask", x.shape[1:], x, per_sample=len(x))
+        # leading 1s to x's rank: a shared (L,) or (C, L) mask is never cut into rows as if it were per-sample
+        mask = mask.reshape((1,) * (x.ndim - mask.ndim) + tuple(mask.shape))
     return _Data(x.detach(), y, units, mask)
 
 
