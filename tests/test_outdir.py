@@ -65,3 +65,25 @@ def test_a_killed_evaluation_resumes_its_own_folder(tmp_path: Path) -> None:
     legacy.mkdir()
     (legacy / "units").mkdir()
     RunState(legacy, settings_hash="h", settings={})
+
+
+def _probe_many(path: str, n: int, start: object) -> None:
+    from medrobust.outdir import ensure_writable_dir
+
+    start.wait()  # type: ignore[attr-defined]
+    for _ in range(n):
+        ensure_writable_dir(path)
+
+
+def test_processes_sharing_an_output_folder_check_it_at_the_same_time(tmp_path: Path) -> None:
+    """The ranks of a torchrun launch all check --out at start: each probes with its own file."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_probe_many, args=(str(tmp_path / "out"), 2000, start)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0] and list((tmp_path / "out").iterdir()) == []

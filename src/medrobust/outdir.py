@@ -31,7 +31,7 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "--out") -> Pa
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".medrobust-write-test"
+        probe = p / f".medrobust-write-test-{os.getpid()}"  # one per process: ranks of a torchrun share --out
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
