@@ -6,7 +6,7 @@ rank one intra-op thread). The two cards must hold the same numbers; the ratio o
 speed-up (the goal on a 2-core machine: >= 1.8). Wall clock is what sharding buys, so it is the measure here; the
 CPU time of every process is recorded beside it, with the load average, because the machine is shared.
 
-    python benchmarks/distributed.py [--limit 2048] [--repeats 2]
+    python benchmarks/distributed.py [--limit 4096] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _numbers(out: Path) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--limit", type=int, default=2048)
+    p.add_argument("--limit", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
     res = ResultFile("distributed.json", f"python benchmarks/distributed.py --limit {a.limit} --repeats {a.repeats}")
