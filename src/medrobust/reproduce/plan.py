@@ -70,6 +70,14 @@ def load_plan(name: str) -> dict[str, Any]:
                           "plan .yaml).")
     plan = yaml.safe_load(path.read_text("utf-8"))
     _check_keys(plan, PLAN_KEYS, f"{path}")
+    _check_models(plan, path)
+    _check_budgets(plan, path)
+    _check_claims(plan, path)
+    plan["source"] = str(path)
+    return plan
+
+
+def _check_models(plan: dict[str, Any], path: Path) -> None:
     datasets = plan.get("datasets") or {}
     for mid, m in plan["models"].items():
         _check_keys(m, MODEL_KEYS, f"{path}: models.{mid}", required={"model", "defense"})
@@ -80,6 +88,10 @@ def load_plan(name: str) -> dict[str, Any]:
                               f"`datasets` ({sorted(datasets) or 'none'}).")
         if m.get("init") is not None and plan["models"][m["init"]].get("dataset") != m.get("dataset"):
             raise ConfigError(f"{path}: models.{mid} starts from {m['init']!r}, which is trained on another dataset.")
+
+
+def _check_budgets(plan: dict[str, Any], path: Path) -> None:
+    datasets = plan.get("datasets") or {}
     for b, spec in plan["budgets"].items():
         if b not in BUDGETS:
             raise ConfigError(f"{path}: unknown budget {b!r}; budgets are {', '.join(BUDGETS)}.")
@@ -89,18 +101,19 @@ def load_plan(name: str) -> dict[str, Any]:
                 raise ConfigError(f"{path}: budgets.{b}.per_dataset.{d} names no entry of the plan's `datasets` "
                                   f"({sorted(datasets) or 'none'}).")
             _check_keys(over, PER_DATASET_KEYS, f"{path}: budgets.{b}.per_dataset.{d}")
+
+
+def _check_claims(plan: dict[str, Any], path: Path) -> None:
+    labels = {a.get("label", a["name"]) for a in plan["evaluation"]["attacks"]}
     for c in plan.get("claims", []):
         _check_keys(c, CLAIM_KEYS | {"metric"}, f"{path}: claims", required=CLAIM_KEYS)
         metric = str(c.get("metric", "worst_case")).split()
-        labels = {a.get("label", a["name"]) for a in plan["evaluation"]["attacks"]}
         if not (metric == ["worst_case"] or (len(metric) == 2 and metric[0] == "success_rate" and metric[1] in labels)):
             raise ConfigError(f"{path}: claim {c.get('id')!r}: metric must be 'worst_case' or 'success_rate LABEL' "
                               f"with LABEL one of {sorted(labels)}, got {c.get('metric')!r}.")
         unknown = [m for m in c["models"] if m not in plan["models"]]
         if unknown:
             raise ConfigError(f"{path}: claim {c['id']!r} names unknown models {unknown}.")
-    plan["source"] = str(path)
-    return plan
 
 
 def _check_keys(block: Any, allowed: set[str], where: str, required: set[str] = frozenset()) -> None:  # type: ignore[assignment]
