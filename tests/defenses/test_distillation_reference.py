@@ -443,3 +443,11 @@ def test_prepare_moves_the_teacher_to_the_device_and_freezes_it() -> None:
 
 def test_module_exports() -> None:
     assert dist.DefensiveDistillation is DefensiveDistillation
+
+
+def test_resuming_is_refused_before_the_teacher_is_trained(tmp_path: Path) -> None:
+    d = DefensiveDistillation(MaskedLinear(W_S), _cfg(), out_dir=tmp_path / "o")
+    d.resume = True
+    with pytest.raises(ConfigError, match=r"^defence 'distillation' cannot resume an interrupted training yet "):
+        d.fit(_data(), _data(split="val", seed=1))
+    assert d.teacher is None and not (tmp_path / "o").exists()        # nothing trained, nothing written

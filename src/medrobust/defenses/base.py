@@ -111,6 +111,7 @@ class DefenseTrainer(Trainer):
 
     def fit(self, train: ECGDataset, val: ECGDataset) -> TrainResult:
         """Resolve data-dependent settings (``bounds="auto"``, relative radii), check ε, then train."""
+        self.check_resume()  # before setup: a two-stage defence trains its teacher there
         self.setup(train)
         return super().fit(train, val)
 

@@ -350,14 +350,18 @@ class Trainer:
             self.loss_weights = class_weights(train.y.numpy(), train.num_classes).to(cfg.device)
         self._stamp = resume_state.fingerprint(self, train, val) if self.out_dir is not None else None
         path = None if self.out_dir is None else self.out_dir / resume_state.STATE_NAME
-        if self.resume and not self.resumable:
-            raise ConfigError(f"defence {self.name!r} cannot resume an interrupted training yet (it trains a second "
-                              "network inside fit); rerun with --overwrite to train from the start.")
+        self.check_resume()
         if self.resume and path is not None and path.is_file():
             return resume_state.load_state(path, self._stamp)  # type: ignore[arg-type]
         if self._writes():
             self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             (self.out_dir / "history.jsonl").write_text("")  # type: ignore[operator]
+
+    def check_resume(self) -> None:
+        """Refuse ``resume`` for a trainer that cannot continue at an epoch (before any work is done)."""
+        if self.resume and not self.resumable:
+            raise ConfigError(f"defence {self.name!r} cannot resume an interrupted training yet (it trains a second "
+                              "network inside fit); rerun with --overwrite to train from the start.")
 
     def _writes(self) -> bool:
         """Whether this process writes the history and checkpoints (rank 0 of a process group)."""
