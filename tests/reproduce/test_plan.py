@@ -26,10 +26,10 @@ def test_steps_order_init_and_budget_overrides(tmp_path: Path) -> None:
     assert names[10:] == ["masking nsr", "masking jacobian", "masking pgd_at"]
     nsr = next(s for s in cpu if s.name == "train nsr")
     assert nsr.config["init_from"] == str(tmp_path / "models" / "ce" / "checkpoint") and nsr.after == ("ce",)
-    assert nsr.config["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "progress": False} and nsr.config["recipe"] == "ma2020"
+    assert nsr.config["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "class_balance": "none", "progress": False} and nsr.config["recipe"] == "ma2020"
     assert nsr.config["dataset"]["root"] == "/data"
     ce = next(s for s in cpu if s.name == "train ce")
-    assert "init_from" not in ce.config and ce.config["train"]["epochs"] == 20
+    assert "init_from" not in ce.config and ce.config["train"]["epochs"] == 10
     ev = next(s for s in cpu if s.name == "evaluate nsr")
     spsa = next(a for a in ev.config["protocol"]["attacks"] if a["name"] == "spsa")
     assert (spsa["nb_samples"], spsa["steps"]) == (32, 10) and ev.config["dataset"]["limit"] == 2000
