@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from medrobust.atomic import jsonable
+from medrobust.attacks.fastpath import StaticLossGrad, cuda_graph_capture, resolve_fast_path
 from medrobust.attacks.losses import LossFn, get_loss, is_success, loss_name
 from medrobust.attacks.threat import ThreatModel, bview, lp_norm
 from medrobust.errors import ConfigError, DataError
@@ -354,6 +355,7 @@ class AttackContext:
         self.seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         self._draws = torch.zeros(n, dtype=torch.int64, device=x.device)
         self._nan_warned = False
+        self.engine: StaticLossGrad | None = None   # the GPU fast path's captured step, when on
 
     # ---------------------------------------------------------------- active sets
     def active(self, *, step: torch.Tensor | None = None, only_unsuccessful: bool = True) -> Active:
@@ -444,10 +446,17 @@ class AttackContext:
             if need_grad:
                 leaf = leaf.detach().requires_grad_(True)
             x_in = leaf if transform is None else transform(leaf)
-            logits = forward(self.model, x_in, act.model_mask)
-            loss = self.loss_fn(logits, act.y, act.target)
-            if need_grad:
-                (grad,) = torch.autograd.grad(loss.sum(), leaf)
+            fast = None if self.engine is None or act.model_mask is not None else \
+                self.engine(x_in.detach(), act.y, act.target, need_grad=need_grad)
+            if fast is not None:   # the captured step (attacks.fastpath); a transform's gradient is chained
+                logits, loss, grad = fast
+                if grad is not None and transform is not None:
+                    (grad,) = torch.autograd.grad(x_in, leaf, grad_outputs=grad)
+            else:
+                logits = forward(self.model, x_in, act.model_mask)
+                loss = self.loss_fn(logits, act.y, act.target)
+                if need_grad:
+                    (grad,) = torch.autograd.grad(loss.sum(), leaf)
         if grad is not None:
             grad = self._finite(grad)
             self.n_grad[act.idx] += 1
@@ -621,6 +630,11 @@ class Attack(ABC):
     """The loss used when ``loss`` is not given (query-based attacks use the logit margin)."""
     """``True`` for attacks that only query the model (read by the evaluation's reliability flags)."""
     _own_params: ClassVar[tuple[str, ...]] = ()
+    fast_path: str = "auto"
+    """The GPU fast path (:mod:`medrobust.attacks.fastpath`): ``"auto"`` (a CUDA graph of the gradient step on
+    CUDA inputs, the eager path elsewhere), ``"off"`` or ``"cuda_graph"``; set it on an instance to change it."""
+    capture: ClassVar[Any] = staticmethod(cuda_graph_capture)
+    """How the step is captured (tests replace it with :func:`~medrobust.attacks.fastpath.eager_capture`)."""
 
     def __init__(
         self,
@@ -809,6 +823,7 @@ class Attack(ABC):
                 loss_fn=get_loss(loss), clean_logits=clean_logits, generator=gen, label=label,
                 model_mask=model_mask, sample_ids=sample_ids,
             )
+            ctx.engine = self._engine(x, loss, model_mask)
             self._run(ctx)
             x_adv, adv_logits = self._finalize(ctx)
         cfg = self.config()
@@ -822,6 +837,18 @@ class Attack(ABC):
             attack=self.name, norm=self.threat.norm, targeted=target is not None, config=cfg,
             soft_y=y if y.ndim == 2 else None,
         )
+
+    def _engine(self, x: torch.Tensor, loss: str | LossFn, model_mask: torch.Tensor | None) -> StaticLossGrad | None:
+        """The captured step of :mod:`medrobust.attacks.fastpath` for this batch (kept across calls of one loss
+        and batch size), or ``None`` for the eager path (off CUDA, query-only attacks, masked models)."""
+        if resolve_fast_path(self.fast_path, x.device) == "off" or self.black_box or model_mask is not None \
+                or not isinstance(self.model, nn.Module):
+            return None
+        key = (id(self.model), x.shape[0], loss_name(loss) if isinstance(loss, str) else id(loss))  # kept alive by the cache
+        cache = self.__dict__.setdefault("_engines", {})
+        if key not in cache:
+            cache[key] = StaticLossGrad(self.model, get_loss(loss), rows=x.shape[0], capture=self.capture)
+        return cache[key]
 
     @staticmethod
     def _check_labels(y: torch.Tensor, target: torch.Tensor | None, k: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -79,6 +79,10 @@ class EnsembleContext:
     fs: float | None
     device: torch.device
     units: str | None = None
+    fast_path: str = "auto"
+    """The attacks' GPU fast path (:mod:`medrobust.attacks.fastpath`); ``"auto"`` is the eager path on CPU."""
+    engines: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Captured steps shared by every attack of the run (they depend on the model, loss and batch size only)."""
 
     def attack(self, spec: AttackSpec, eps: float | torch.Tensor, seed: int, extra: Mapping[str, Any] | None = None
                ) -> Any:
@@ -86,8 +90,11 @@ class EnsembleContext:
         gen = torch.Generator().manual_seed(seed)
         if isinstance(eps, torch.Tensor):
             eps = eps.to(self.device)
-        return build_attack(self.model, spec, eps=eps, norm=self.norm, eps_mode=self.eps_mode,
-                            bounds=self.bounds, generator=gen, fs=self.fs, units=self.units, extra=extra)
+        atk = build_attack(self.model, spec, eps=eps, norm=self.norm, eps_mode=self.eps_mode,
+                           bounds=self.bounds, generator=gen, fs=self.fs, units=self.units, extra=extra)
+        atk.fast_path = self.fast_path
+        atk._engines = self.engines
+        return atk
 
 
 _Context = EnsembleContext  # the former private name

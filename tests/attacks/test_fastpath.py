@@ -1,0 +1,198 @@
+"""The GPU fast path's logic, on CPU: static buffers, padding, chunking, the capture check, the attack hook.
+
+The CUDA graph itself needs a GPU; here the capture is the identity (or a deliberately broken stand-in), which
+exercises every line that decides, pads, slices, chains a transform's gradient and falls back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch import nn
+
+import medrobust.attacks.base as base
+from medrobust.attacks import APGD, FGSM, PGD, SAP, SPSA
+from medrobust.attacks.fastpath import StaticLossGrad, eager_capture, resolve_fast_path
+from medrobust.attacks.losses import get_loss
+from medrobust.errors import ConfigError
+from medrobust.evaluation.ensemble import EnsembleContext
+from medrobust.evaluation.spec import AttackSpec
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 4, 5, padding=2), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 24, 3)).double().eval()
+
+
+def _batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(n)
+    x = torch.rand(n, 1, 24, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 3, (n,), generator=g)
+
+
+def _direct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    leaf = x.clone().requires_grad_(True)
+    z = model(leaf)
+    loss = get_loss("ce")(z, y, None)
+    return z.detach(), loss.detach(), torch.autograd.grad(loss.sum(), leaf)[0]
+
+
+def test_resolve_fast_path() -> None:
+    assert resolve_fast_path("auto", torch.device("cpu")) == "off"
+    assert resolve_fast_path("auto", torch.device("cuda")) == "cuda_graph"
+    assert resolve_fast_path("off", torch.device("cuda")) == "off"
+    assert resolve_fast_path("cuda_graph", torch.device("cuda", 0)) == "cuda_graph"
+    with pytest.raises(ConfigError, match="fast_path='cuda_graph' needs CUDA inputs, got inputs on cpu"):
+        resolve_fast_path("cuda_graph", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="fast_path must be one of"):
+        resolve_fast_path("graphs", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 19])
+def test_padded_and_chunked_rows_equal_the_direct_step(n: int) -> None:
+    model = _model()
+    eng = StaticLossGrad(model, get_loss("ce"), rows=8, capture=eager_capture)
+    x, y = _batch(n)
+    logits, loss, grad = eng(x, y, None, need_grad=True)
+    z, ell, g = _direct(model, x, y)
+    assert logits.shape == (n, 3) and loss.shape == (n,) and grad.shape == x.shape
+    torch.testing.assert_close(logits, z)
+    torch.testing.assert_close(loss, ell)
+    torch.testing.assert_close(grad, g)
+    assert eng.replays == -(-n // 8) and not eng.disabled
+    fwd = eng(x, y, None, need_grad=False)
+    assert fwd is not None and fwd[2] is None
+    torch.testing.assert_close(fwd[0], z)
+
+
+def test_padding_repeats_the_first_row_and_outputs_are_copies() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Spy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.detach().clone())
+            return torch.cat([x.sum((1, 2))[:, None], -x.sum((1, 2))[:, None]], 1)
+
+    eng = StaticLossGrad(Spy(), get_loss("ce"), rows=4, capture=eager_capture, check=False)
+    x = torch.arange(6, dtype=torch.float64).reshape(2, 1, 3)
+    out = eng(x, torch.tensor([0, 1]), None, need_grad=False)
+    assert out is not None
+    assert seen[-1].shape == (4, 1, 3)
+    torch.testing.assert_close(seen[-1], torch.stack([x[0], x[1], x[0], x[0]]))
+    first = out[0].clone()
+    eng(x + 1, torch.tensor([0, 1]), None, need_grad=False)     # a second replay reuses the static outputs
+    torch.testing.assert_close(out[0], first)
+
+
+def test_one_capture_per_shape_and_mode() -> None:
+    calls: list[int] = []
+
+    def counting(step: Callable[[], Any]) -> Callable[[], Any]:
+        calls.append(1)
+        return step
+
+    eng = StaticLossGrad(_model(), get_loss("ce"), rows=8, capture=counting)
+    x, y = _batch(8)
+    for _ in range(3):
+        eng(x, y, None, need_grad=True)
+        eng(x[:3], y[:3], None, need_grad=True)
+    assert len(calls) == 1
+    eng(x, y, None, need_grad=False)
+    eng(x, y, y, need_grad=True)                     # a target is another static buffer
+    assert len(calls) == 3
+
+
+def test_a_graph_that_disagrees_is_dropped_with_a_warning() -> None:
+    def broken(step: Callable[[], Any]) -> Callable[[], Any]:
+        def replay() -> Any:
+            z, loss, g = step()
+            return z, loss, torch.zeros_like(g)
+        return replay
+
+    eng = StaticLossGrad(_model(), get_loss("ce"), rows=8, capture=broken)
+    x, y = _batch(8)
+    with pytest.warns(RuntimeWarning, match=r"disagrees with the eager one \(gradient"):
+        assert eng(x, y, None, need_grad=True) is None
+    assert eng.disabled and eng(x, y, None, need_grad=True) is None
+
+
+def test_a_model_mixing_samples_is_caught_by_the_check() -> None:
+    class BatchCentred(nn.Module):   # depends on the other rows of the batch: padding would change it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.sum((1, 2))
+            return torch.stack([s - s.mean(), s.mean() - s], 1)
+
+    eng = StaticLossGrad(BatchCentred(), get_loss("ce"), rows=8, capture=eager_capture)
+    x, y = _batch(3)[0], torch.tensor([0, 1, 0])
+    with pytest.warns(RuntimeWarning, match="may mix samples"):
+        assert eng(x, y, None, need_grad=False) is None
+
+
+@pytest.fixture()
+def forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path as on a GPU, with the identity capture."""
+    monkeypatch.setattr(base, "resolve_fast_path", lambda option, device: "cuda_graph" if option != "off" else "off")
+    monkeypatch.setattr(base.Attack, "capture", staticmethod(eager_capture))
+
+
+ATTACKS = [(PGD, {"steps": 6, "rel_step_size": 0.3, "random_start": True}), (SAP, {"steps": 4, "smooth_steps": 4}),
+           (APGD, {"steps": 6}), (FGSM, {})]
+
+
+@pytest.mark.parametrize("cls,kw", ATTACKS, ids=[c.__name__ for c, _ in ATTACKS])
+def test_attacks_through_the_captured_step_equal_the_eager_path(forced: None, cls: Any, kw: dict[str, Any]) -> None:
+    model = _model()
+    x, _ = _batch(13)
+    y = model(x).argmax(1)
+    off = cls(model, eps=0.4, bounds=(0, 1), generator=torch.Generator().manual_seed(3), **kw)
+    off.fast_path = "off"
+    on = cls(model, eps=0.4, bounds=(0, 1), generator=torch.Generator().manual_seed(3), **kw)
+    a, b = off(x, y), on(x, y)
+    (eng,) = on._engines.values()
+    assert eng.replays > 0 and not eng.disabled and "_engines" not in off.__dict__
+    assert bool(a.success.any())                        # the attack did something worth comparing
+    torch.testing.assert_close(b.x_adv, a.x_adv)
+    assert torch.equal(a.success, b.success) and a.grad_evals == b.grad_evals and a.queries == b.queries
+
+
+def test_query_attacks_and_masked_models_keep_the_eager_path(forced: None) -> None:
+    model = _model()
+    x, _ = _batch(4)
+    y = model(x).argmax(1)
+    spsa = SPSA(model, eps=0.1, nb_samples=4, steps=2, bounds=(0, 1))
+    spsa(x, y)
+    assert spsa.__dict__.get("_engines", {}) == {}
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = _model()
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            return self.inner(x * (1 if mask is None else mask))
+
+    masked = Masked().eval()
+    pgd = PGD(masked, eps=0.1, steps=2, bounds=(0, 1))
+    pgd(x, masked(x).argmax(1), mask=torch.ones_like(x))
+    assert pgd.__dict__.get("_engines", {}) == {}
+
+
+def test_the_evaluation_shares_one_captured_step_per_model_and_loss(forced: None) -> None:
+    model, other = _model(), _model()
+    ctx = EnsembleContext(model=model, members=(), norm="linf", eps_mode="abs", bounds=(0.0, 1.0), fs=None,
+                          device=torch.device("cpu"))
+    spec = AttackSpec(name="pgd", kwargs={"steps": 2, "random_start": False})
+    x, _ = _batch(6)
+    y = model(x).argmax(1)
+    for eps in (0.05, 0.1, 0.2):
+        ctx.attack(spec, eps, seed=0)(x, y)
+    assert len(ctx.engines) == 1
+    ctx2 = EnsembleContext(model=other, members=(), norm="linf", eps_mode="abs", bounds=(0.0, 1.0), fs=None,
+                           device=torch.device("cpu"), engines=ctx.engines)
+    ctx2.attack(spec, 0.1, seed=0)(x, y)
+    assert len(ctx.engines) == 2                       # another model never reuses the first one's graph
+    ctx.fast_path = "off"
+    atk = ctx.attack(spec, 0.1, seed=0)
+    assert atk.fast_path == "off"
