@@ -120,6 +120,7 @@ def foreign_ckpt(ckpt: Path, tmp_path: Path) -> Path:
     ("standard", "fixed settings"),
     ("no-card", "no result card"),
     ("no-eps", "needs --attacks and --eps"),
+    ("graph-on-cpu", "fast_path='cuda_graph' needs CUDA inputs, got inputs on cpu"),
 ])
 def test_bad_input_exits_2_with_one_line(case: str, match: str, ckpt: Path, foreign_ckpt: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,6 +144,8 @@ def test_bad_input_exits_2_with_one_line(case: str, match: str, ckpt: Path, fore
                 "pgd.steps=3", "--out", str(tmp_path / "o")]
     elif case == "no-card":
         argv = ["report", str(tmp_path)]
+    elif case == "graph-on-cpu":
+        argv = [*base, "--fast-path", "cuda_graph"]
     else:
         argv = ["evaluate", "--checkpoint", str(ckpt), *DATA, "--attacks", "fgsm", "--out", str(tmp_path / "o")]
     code = main(argv)
@@ -316,3 +319,13 @@ def test_evaluate_yaml_values_are_checked_before_any_work(dataset: str, key: str
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0] and str(cfg) in err[0]
     assert not (tmp_path / "o" / "card.json").exists()
+
+
+def test_precision_from_yaml_reaches_the_card(ckpt: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(f"checkpoint: {ckpt}\ndataset: {{name: synthetic, split: test, limit: 10, options: {{n_per_class: 8}}}}\n"
+                   "protocol: {attacks: [fgsm], eps: [0.05], large_eps_check: false, n_examples: 0}\n"
+                   f"out: {tmp_path / 'run'}\nprecision: bf16\nfast_path: 'off'\n")
+    assert main(["evaluate", "--config", str(cfg), "--no-progress"]) == 0
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["precision"]["requested"] == "bf16" and card["precision"]["check"]["n"] == 10

@@ -40,6 +40,8 @@ data type so that numbers are comparable between models.
 from __future__ import annotations
 
 import hashlib
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -48,6 +50,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medrobust.attacks.fastpath import resolve_fast_path
+from medrobust.attacks.registry import attack_class
+from medrobust.checks import check_choice
 from medrobust.errors import ConfigError
 from medrobust.evaluation import card as cardmod
 from medrobust.evaluation import flags as flagmod
@@ -61,6 +66,8 @@ from medrobust.evaluation.ensemble import (  # noqa: F401  (re-exported: the for
     run_attack,
     run_ensemble,
 )
+from medrobust.evaluation.precision import CHECK_SAMPLES, precision_check
+from medrobust.models.precision import PRECISIONS, with_precision
 from medrobust.evaluation.inputs import (  # noqa: F401
     check_compatible,
     check_indices,
@@ -131,6 +138,8 @@ def evaluate(
     progress: bool = True,
     overwrite: bool = False,
     command: str | None = None,
+    fast_path: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` with ``config``; returns the result card (and writes it to ``out_dir``).
 
@@ -163,6 +172,14 @@ def evaluate(
         Discard an existing state in ``out_dir`` instead of resuming.
     command
         The command line, for the card.
+    fast_path
+        The attacks' GPU fast path (:mod:`medrobust.attacks.fastpath`): ``"auto"`` (CUDA graphs on a GPU,
+        today's path on CPU), ``"off"`` or ``"cuda_graph"``. It does not change the numbers.
+    precision
+        ``"fp32"``, or ``"bf16"``: the model's forward under autocast, used only if the first white-box
+        attack's robust accuracy at the middle radius on up to 256 stratified samples stays within 0.5 pp of
+        float32 (:func:`medrobust.evaluation.precision.precision_check`); the card's ``precision`` section
+        holds the check and what was used.
 
     Returns
     -------
@@ -184,7 +201,7 @@ def evaluate(
     with frozen_eval(model):
         return _evaluate(model, dataset, config, out_dir=out_dir, indices=indices, model_card=model_card,
                          checkpoint=checkpoint, selection=selection, device=device, progress=progress,
-                         overwrite=overwrite, command=command)
+                         overwrite=overwrite, command=command, fast_path=fast_path, precision=precision)
 
 
 def stratified_selection(limit: int | None, seed: int, n_total: int) -> dict[str, Any]:
@@ -334,6 +351,28 @@ def _prepare(model: nn.Module, dataset: Any, config: ProtocolConfig, indices: An
     return w, idx, members, skipped, notes
 
 
+def _use_precision(w: WorkContext, members: Sequence[AttackSpec], precision: str) -> dict[str, Any]:
+    """Check ``precision`` against float32 (first white-box member, middle radius, up to 256 stratified samples)
+    and put the model at that precision into ``w.ens`` when the check passes; returns the card section."""
+    check_choice(precision, "precision", tuple(PRECISIONS))
+    if precision == "fp32":
+        return {"requested": "fp32", "used": "fp32"}
+    spec = next((s for s in members if not getattr(attack_class(s.name), "black_box", False)), members[0])
+    eps = float(w.config.eps[len(w.config.eps) // 2])
+    pick = torch.as_tensor(select_indices(len(w.y), CHECK_SAMPLES, w.config.seed, labels=w.y.numpy()))
+    mask = None if w.mask is None else w.mask[pick]
+    check = precision_check(w.ens.model, w.x[pick].to(w.ens.device), w.y[pick].to(w.ens.device), mask=mask,
+                            precision=precision, attack=lambda m: replace(w.ens, model=m).attack(spec, eps, w.config.seed))
+    used = precision if check["within"] else "fp32"
+    if check["within"]:
+        w.ens.model = with_precision(w.ens.model, precision)
+    else:
+        warnings.warn(f"precision={precision!r} changed robust accuracy by {check['difference_pp']:+.2f} pp "
+                      f"(tolerance {check['tolerance_pp']} pp) on {check['n']} samples; evaluating in float32.",
+                      RuntimeWarning, stacklevel=3)
+    return {"requested": precision, "used": used, "check": check}
+
+
 def _evaluate(
     model: nn.Module,
     dataset: Any,
@@ -348,11 +387,18 @@ def _evaluate(
     progress: bool,
     overwrite: bool,
     command: str | None,
+    fast_path: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     meta = dataset.meta
     w, idx, members, skipped, notes = _prepare(model, dataset, config, indices, model_card, device)
+    resolve_fast_path(fast_path, w.ens.device)   # refuses 'cuda_graph' off CUDA before any work
+    w.ens.fast_path = fast_path
     raw_model, n = w.ens.model, len(idx)
     weights_id = (model_card or {}).get("weights_sha256") or _state_dict_hash(raw_model)
+    precision_card = _use_precision(w, members, precision)
+    if precision_card["used"] != "fp32":   # units of another arithmetic never mix with float32 ones on resume
+        weights_id = f"{weights_id}+{precision_card['used']}"
     idx_hash = hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()
     out = None if out_dir is None else Path(out_dir)
     rank, world = shard()
@@ -395,6 +441,8 @@ def _evaluate(
                       minimal=None if min_hi is None else _minimal_section(min_lo, min_hi, w.correct, config, res,
                                                                         uv_scale=uv_scale),
                       large=large, y=y, has_examples=examples is not None, timings=timings)
+    if precision != "fp32":
+        card["precision"] = precision_card
     if out is not None:
         _write_outputs(out, card, idx=idx, meta=meta, y=y, clean_pred=w.clean_pred, sweep=sweep, min_lo=min_lo,
                        min_hi=min_hi)
