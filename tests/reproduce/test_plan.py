@@ -107,7 +107,7 @@ def test_a_model_on_another_dataset_gets_that_dataset_its_recipe_and_the_budgets
     assert mit["model"] == {"name": "cnn1"}                       # the budget's model_kwargs are CPSC's only
     assert "init_from" not in cpsc and cpsc["train"]["epochs"] == 12
     assert mit["init_from"] == str(tmp_path / "models" / "mitdb_ce" / "checkpoint")
-    assert mit["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "progress": False}   # per_dataset finetune
+    assert mit["train"] == {"epochs": 2, "max_batches_per_epoch": 300, "class_balance": "none", "progress": False}   # per_dataset finetune
     ev_c, ev_m = steps["evaluate ce"].config, steps["evaluate mitdb_ce"].config
     assert ev_c["protocol"]["eps"] == [0.001, 0.005, 0.01, 0.05] and ev_m["protocol"]["eps"] == [0.01, 0.05, 0.1]
     assert (ev_c["dataset"]["limit"], ev_m["dataset"]["limit"]) == (None, 2000)
