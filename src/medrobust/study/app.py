@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
 from medrobust.study import store
 from medrobust.study.schema import connect, read_meta
 from medrobust.study.store import StudyError
@@ -133,11 +136,8 @@ def _rater_page(name: str, design: str, csrf: str) -> str:
     return _page("ECG reading study", body, csrf=csrf, design=design)
 
 
-def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> Any:
+def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
     """The FastAPI application serving the study in ``db_path`` (checked to be a study database now)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-
     db = Path(db_path)
     connect(db).close()
     app = FastAPI(title="medrobust study", docs_url=None, redoc_url=None, openapi_url=None)
@@ -228,14 +228,14 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> Any:
             return {"stored": stored, "duplicate": not stored,
                     "state": store.current_item(c, rater, img_prefix=f"/img/{token}")}
 
-    def _admin(request: Request) -> sqlite3.Connection:
+    def _admin(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
-        return auth[7:] if auth.lower().startswith("bearer ") else None  # type: ignore[return-value]
+        return auth[7:] if auth.lower().startswith("bearer ") else None
 
     @app.get("/admin/export")
     def export(request: Request) -> Any:
         with con() as c:
-            store.check_admin(c, _admin(request))  # type: ignore[arg-type]
+            store.check_admin(c, _admin(request))
             return {"meta": {k: v for k, v in read_meta(c).items() if k != "admin_hash"},
                     "answers": store.export_answers(c)}
 
@@ -244,7 +244,7 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> Any:
         from medrobust.study.analyze import analyze_db, render_html
 
         with con() as c:
-            store.check_admin(c, _admin(request))  # type: ignore[arg-type]
+            store.check_admin(c, _admin(request))
         return render_html(analyze_db(db))
 
     return app
