@@ -184,7 +184,7 @@ def _tables(card: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
         out.append(("Judged the same rhythm / class", head, rows))
     agree = [(n, card[n]["agreement"]) for n in ("detection", "same_class") if n in card]
     out.append(("Agreement between raters", ["answer", "measure", "raters", "items", "κ"],
-                [[n, str(a["measure"]), str(a["raters"]), str(a["items"]),
+                [[n, a["measure"] or "— (one rater)", str(a["raters"]), str(a["items"]),
                   "—" if a["kappa"] is None else f"{a['kappa']:.3f}"] for n, a in agree]))
     rt = card["response_times"]
     out.append(("Response times (s)", ["group", "n", "median", "IQR", "mean"],

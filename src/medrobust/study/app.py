@@ -166,6 +166,10 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
     def index() -> str:
         return _page("ECG reading study", "<h1>ECG reading study</h1><p>Open the invitation link you were sent.</p>")
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         from medrobust.study.assets import STUDY_CSS, STUDY_JS
