@@ -244,3 +244,19 @@ def test_security_headers_and_bad_database(app_study: tuple[Any, Path, dict], tm
 
     with pytest.raises(ConfigError, match="not found"):
         create_app(tmp_path / "none.db")
+
+
+def test_single_strip_design(pairs_dir: Path, tmp_path: Path) -> None:
+    from medrobust.study.create import StudySpec, create_study
+
+    db = tmp_path / "single.db"
+    result = create_study(pairs_dir, db, StudySpec(raters=1, per_attack=1, design="single"))
+    app = create_app(db)
+    r = Rater(app, result["invitations"]["rater01"])
+    assert "data-choice='altered'" in r.page and "data-same" not in r.page
+    (strip,) = r.state()["item"]["strips"]
+    assert strip["side"] == "single"
+    assert r.post({"position": 0, "choice": "left"}).status_code == 422
+    assert r.post({"position": 0, "choice": "altered", "same_class": True}).status_code == 422
+    assert r.post({"position": 0, "choice": "altered"}).status_code == 200
+    assert _q(db, "SELECT choice, same_class FROM answers") == [("altered", None)]

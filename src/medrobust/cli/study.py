@@ -76,13 +76,14 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from medrobust.study.app import serve
     from medrobust.study.schema import connect
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port}: must be in 1..65535.")
     connect(args.db).close()
     _need_fastapi()
+    from medrobust.study.app import serve
+
     print(f"serving {args.db} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
     serve(args.db, host=args.host, port=args.port)
     return 0
