@@ -104,41 +104,48 @@ def _grouped(answers: list[dict[str, Any]], by: str, field: str, *, test: bool) 
     return {g: proportion(sum(v), len(v), test=test) for g, v in sorted(groups.items())}
 
 
-def analyze_answers(answers: list[dict[str, Any]], design: str) -> dict[str, Any]:
-    """The study's statistics (module docstring) from exported answers (:func:`medrobust.study.store.export_answers`)."""
+def _detection(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Detection proportions and tests, pairwise attack differences and agreement (module docstring)."""
     from scipy.stats import fisher_exact
 
-    rows = [{**a, "correct": score(a, design), "rt": float(a["answered_at"]) - float(a["shown_at"])} for a in answers]
-    card: dict[str, Any] = {"design": design, "n_answers": len(rows), "n_raters": len({a["rater"] for a in rows}),
-                            "n_items": len({a["item"] for a in rows})}
-    if design != "sameclass":
-        scored = [a for a in rows if a["correct"] is not None]
-        per_attack = _grouped(scored, "attack", "correct", test=True)
-        diffs = []
-        for x, y in itertools.combinations(sorted(per_attack), 2):
-            px, py = per_attack[x], per_attack[y]
-            table = [[px["k"], px["n"] - px["k"]], [py["k"], py["n"] - py["k"]]]
-            res = fisher_exact(table)
-            diffs.append({"a": x, "b": y, "table": table, "odds_ratio": float(res.statistic),
-                          "p_value": float(res.pvalue)})
-        card["detection"] = {
-            "pooled": proportion(sum(a["correct"] for a in scored), len(scored)),
+    scored = [a for a in rows if a["correct"] is not None]
+    per_attack = _grouped(scored, "attack", "correct", test=True)
+    diffs = []
+    for x, y in itertools.combinations(sorted(per_attack), 2):
+        px, py = per_attack[x], per_attack[y]
+        table = [[px["k"], px["n"] - px["k"]], [py["k"], py["n"] - py["k"]]]
+        res = fisher_exact(table)
+        diffs.append({"a": x, "b": y, "table": table, "odds_ratio": float(res.statistic),
+                      "p_value": float(res.pvalue)})
+    return {"pooled": proportion(sum(a["correct"] for a in scored), len(scored)),
             "per_rater": _grouped(scored, "rater", "correct", test=True), "per_attack": per_attack,
             "per_rater_attack": {r: _grouped([a for a in scored if a["rater"] == r], "attack", "correct", test=True)
                                  for r in sorted({a["rater"] for a in scored})},
             "attack_differences": diffs, "agreement": agreement(scored, "correct")}
+
+
+def _same_class(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the pair was judged the same rhythm / class (no test: the truth is "same"), and agreement."""
+    judged = [a for a in rows if a["same_class"] is not None]
+    return {"pooled": proportion(sum(bool(a["same_class"]) for a in judged), len(judged), test=False),
+            "per_attack": _grouped(rows, "attack", "same_class", test=False),
+            "per_rater": _grouped(rows, "rater", "same_class", test=False),
+            "agreement": agreement(rows, "same_class")}
+
+
+def analyze_answers(answers: list[dict[str, Any]], design: str) -> dict[str, Any]:
+    """The study's statistics (module docstring) from exported answers (:func:`medrobust.study.store.export_answers`)."""
+    rows = [{**a, "correct": score(a, design), "rt": float(a["answered_at"]) - float(a["shown_at"])} for a in answers]
+    raters, attacks = sorted({a["rater"] for a in rows}), sorted({a["attack"] for a in rows})
+    card: dict[str, Any] = {"design": design, "n_answers": len(rows), "n_raters": len(raters),
+                            "n_items": len({a["item"] for a in rows})}
+    if design != "sameclass":
+        card["detection"] = _detection(rows)
     if design != "single":
-        card["same_class"] = {"pooled": proportion(sum(bool(a["same_class"]) for a in rows
-                                                       if a["same_class"] is not None),
-                                                   sum(a["same_class"] is not None for a in rows), test=False),
-                              "per_attack": _grouped(rows, "attack", "same_class", test=False),
-                              "per_rater": _grouped(rows, "rater", "same_class", test=False),
-                              "agreement": agreement(rows, "same_class")}
+        card["same_class"] = _same_class(rows)
     card["response_times"] = {"pooled": times(a["rt"] for a in rows),
-                              "per_rater": {r: times(a["rt"] for a in rows if a["rater"] == r)
-                                            for r in sorted({a["rater"] for a in rows})},
-                              "per_attack": {k: times(a["rt"] for a in rows if a["attack"] == k)
-                                             for k in sorted({a["attack"] for a in rows})}}
+                              "per_rater": {r: times(a["rt"] for a in rows if a["rater"] == r) for r in raters},
+                              "per_attack": {k: times(a["rt"] for a in rows if a["attack"] == k) for k in attacks}}
     return card
 
 

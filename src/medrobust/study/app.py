@@ -136,6 +136,10 @@ def _rater_page(name: str, design: str, csrf: str) -> str:
     return _page("ECG reading study", body, csrf=csrf, design=design)
 
 
+Opener = Callable[[], Any]
+"""``with opener() as con:`` one database connection per request (closed afterwards)."""
+
+
 def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
     """The FastAPI application serving the study in ``db_path`` (checked to be a study database now)."""
     db = Path(db_path)
@@ -162,6 +166,13 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
             response.headers.setdefault(k, v)
         return response
 
+    _static_routes(app)
+    _rater_routes(app, con)
+    _admin_routes(app, con, db)
+    return app
+
+
+def _static_routes(app: FastAPI) -> None:
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return _page("ECG reading study", "<h1>ECG reading study</h1><p>Open the invitation link you were sent.</p>")
@@ -180,6 +191,8 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
             raise StudyError(404, f"no static file {name!r}.")
         return Response(files[name][0].encode("utf-8"), media_type=files[name][1])
 
+
+def _rater_routes(app: FastAPI, con: Opener) -> None:
     @app.get("/r/{token}", response_class=HTMLResponse)
     def rater_page(token: str) -> Response:
         _check_token(token)
@@ -232,14 +245,17 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
             return {"stored": stored, "duplicate": not stored,
                     "state": store.current_item(c, rater, img_prefix=f"/img/{token}")}
 
-    def _admin(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        return auth[7:] if auth.lower().startswith("bearer ") else None
 
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else None
+
+
+def _admin_routes(app: FastAPI, con: Opener, db: Path) -> None:
     @app.get("/admin/export")
     def export(request: Request) -> Any:
         with con() as c:
-            store.check_admin(c, _admin(request))
+            store.check_admin(c, _bearer(request))
             return {"meta": {k: v for k, v in read_meta(c).items() if k != "admin_hash"},
                     "answers": store.export_answers(c)}
 
@@ -248,10 +264,8 @@ def create_app(db_path: str | Path, *, max_body: int = MAX_BODY) -> FastAPI:
         from medrobust.study.analyze import analyze_db, render_html
 
         with con() as c:
-            store.check_admin(c, _admin(request))
+            store.check_admin(c, _bearer(request))
         return render_html(analyze_db(db))
-
-    return app
 
 
 def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
