@@ -137,3 +137,4 @@ def test_reports_show_the_numbers_and_escape_comments() -> None:
     assert "| 0.454 |" in md  # p = 29786/65536 = 0.45450 printed with 3 significant digits
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<td>cohen</td>" in page and "<td>0.500</td>" in page
+    assert "- A, item 1: &lt;script&gt;alert(1)&lt;/script&gt;" in md  # escaped in Markdown too (raw HTML)

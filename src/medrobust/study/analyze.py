@@ -191,7 +191,7 @@ def _tables(card: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
         out.append(("Judged the same rhythm / class", head, rows))
     agree = [(n, card[n]["agreement"]) for n in ("detection", "same_class") if n in card]
     out.append(("Agreement between raters", ["answer", "measure", "raters", "items", "κ"],
-                [[n, a["measure"] or "— (one rater)", str(a["raters"]), str(a["items"]),
+                [[n, a["measure"] or "— (< 2 raters)", str(a["raters"]), str(a["items"]),
                   "—" if a["kappa"] is None else f"{a['kappa']:.3f}"] for n, a in agree]))
     rt = card["response_times"]
     out.append(("Response times (s)", ["group", "n", "median", "IQR", "mean"],
@@ -217,6 +217,10 @@ def render_markdown(card: dict[str, Any]) -> str:
     for title, head, rows in _tables(card):
         parts += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         parts += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    if card.get("comments"):
+        parts += ["## Comments", ""] + [f"- {html.escape(str(c['rater']))}, item {c['item']}: "
+                                        f"{html.escape(' '.join(str(c['comment']).split()))}"
+                                        for c in card["comments"]] + [""]
     return "\n".join(parts)
 
 
