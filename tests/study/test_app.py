@@ -72,6 +72,10 @@ def test_rater_flow_resume_and_final_answers(app_study: tuple[Any, Path, dict]) 
     s = r.state()
     assert (s["answered"], s["total"], s["done"], s["item"]["position"]) == (0, 10, False, 0)
     assert s["item"]["lead"] == "I" and s["item"]["seconds"] == 2.5 and "10 mm/mV" in s["item"]["axis_note"]
+    shown = _q(db, "SELECT shown_at FROM assignments WHERE rater_id = 1 AND position = 0")[0][0]
+    assert shown is not None and r.state()["item"]["position"] == 0
+    assert _q(db, "SELECT shown_at FROM assignments WHERE rater_id = 1 AND position = 0")[0][0] == shown  # first showing
+    assert _q(db, "SELECT COUNT(*) FROM assignments WHERE shown_at IS NOT NULL") == [(1,)]
     ok = r.post(_answer(0, comment="looks fine"))
     assert ok.status_code == 200 and ok.json()["stored"] is True
     assert ok.json()["state"]["item"]["position"] == 1 and ok.json()["state"]["answered"] == 1
@@ -86,6 +90,8 @@ def test_rater_flow_resume_and_final_answers(app_study: tuple[Any, Path, dict]) 
     rows = _q(db, "SELECT a.position, s.choice, s.same_class, s.confidence, s.comment FROM answers s "
                   "JOIN assignments a ON a.id = s.assignment_id")
     assert rows == [(0, "left", 1, 3, "looks fine")]
+    (t_shown, t_answered), = _q(db, "SELECT shown_at, answered_at FROM answers")
+    assert t_shown == shown and t_answered >= shown
     for pos in range(1, 10):
         assert again.post(_answer(pos)).status_code == 200
     final = again.state()
