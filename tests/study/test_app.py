@@ -74,7 +74,8 @@ def test_rater_flow_resume_and_final_answers(app_study: tuple[Any, Path, dict]) 
     assert s["item"]["lead"] == "I" and s["item"]["seconds"] == 2.5 and "10 mm/mV" in s["item"]["axis_note"]
     shown = _q(db, "SELECT shown_at FROM assignments WHERE rater_id = 1 AND position = 0")[0][0]
     assert shown is not None and r.state()["item"]["position"] == 0
-    assert _q(db, "SELECT shown_at FROM assignments WHERE rater_id = 1 AND position = 0")[0][0] == shown  # first showing
+    # the first showing counts: a second state request does not move it
+    assert _q(db, "SELECT shown_at FROM assignments WHERE rater_id = 1 AND position = 0")[0][0] == shown
     assert _q(db, "SELECT COUNT(*) FROM assignments WHERE shown_at IS NOT NULL") == [(1,)]
     ok = r.post(_answer(0, comment="looks fine"))
     assert ok.status_code == 200 and ok.json()["stored"] is True
@@ -266,3 +267,39 @@ def test_single_strip_design(pairs_dir: Path, tmp_path: Path) -> None:
     assert r.post({"position": 0, "choice": "altered", "same_class": True}).status_code == 422
     assert r.post({"position": 0, "choice": "altered"}).status_code == 200
     assert _q(db, "SELECT choice, same_class FROM answers") == [("altered", None)]
+
+
+def test_allow_change_keeps_an_answer_open_until_next(pairs_dir: Path, tmp_path: Path) -> None:
+    from medrobust.study.create import StudySpec, create_study
+
+    db = tmp_path / "change.db"
+    result = create_study(pairs_dir, db, StudySpec(raters=1, per_attack=1, allow_change=True))
+    r = Rater(create_app(db), result["invitations"]["rater01"])
+    assert "can be changed until you move" in r.page
+    s = r.state()
+    assert s["allow_change"] is True and s["item"]["saved"] is None
+    first = r.post(_answer(0, choice="left", confidence=2)).json()["state"]
+    # saved and committed, but the item stays on screen with the rater's own answer
+    assert first["item"]["position"] == 0 and first["answered"] == 0
+    assert first["item"]["saved"] == {"choice": "left", "same_class": True, "confidence": 2, "comment": ""}
+    assert r.post(_answer(1)).status_code == 409  # not reached yet
+    assert r.post(_answer(0, choice="right", confidence=5)).status_code == 200
+    assert _q(db, "SELECT choice, confidence, locked, revisions FROM answers") == [("right", 5, 0, 1)]
+    again = Rater(create_app(db), result["invitations"]["rater01"])  # a reload shows the saved answer
+    assert again.state()["item"]["saved"]["choice"] == "right"
+    nxt = r.c.post(f"/api/r/{r.token}/next", content=json.dumps({"position": 0}),
+                   headers={"Origin": ORIGIN, "Content-Type": "application/json", "X-CSRF-Token": r.csrf})
+    assert nxt.status_code == 200 and nxt.json()["state"]["item"]["position"] == 1
+    assert nxt.json()["state"]["answered"] == 1 and nxt.json()["state"]["item"]["saved"] is None
+    assert _q(db, "SELECT locked FROM answers") == [(1,)]
+    locked = r.post(_answer(0, choice="left"))
+    assert locked.status_code == 409 and "cannot be changed" in locked.json()["detail"]
+    early = r.c.post(f"/api/r/{r.token}/next", content=json.dumps({"position": 1}),
+                     headers={"Origin": ORIGIN, "Content-Type": "application/json", "X-CSRF-Token": r.csrf})
+    assert early.status_code == 409 and "answer it before moving on" in early.json()["detail"]
+    forged = r.c.post(f"/api/r/{r.token}/next", content=json.dumps({"position": 0}),
+                      headers={"Origin": "http://evil.example", "Content-Type": "application/json",
+                               "X-CSRF-Token": r.csrf})
+    nocsrf = r.c.post(f"/api/r/{r.token}/next", content=json.dumps({"position": 0}),
+                      headers={"Origin": ORIGIN, "Content-Type": "application/json"})
+    assert forged.status_code == 403 and nocsrf.status_code == 403

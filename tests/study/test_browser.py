@@ -9,10 +9,11 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import token_of
+from .conftest import free_port, start_server, token_of
 
 
 def _chromium() -> str:
@@ -38,7 +39,52 @@ PLAN = [("A", True, 4, ""), ("B", True, None, ""), ("A", False, 2, "P waves look
         ("A", True, 3, ""), ("B", False, 4, "")]
 
 
-def test_rater_in_chromium(server: tuple, tmp_path: Path) -> None:
+def _allow_change_flow(browser: Any, pairs_dir: Path, tmp_path: Path) -> None:
+    """An --allow-change study in the same browser: save, change, move on with Enter, reload, Next button."""
+    from medrobust.study.create import StudySpec, create_study
+
+    db = tmp_path / "change.db"
+    result = create_study(pairs_dir, db, StudySpec(raters=1, per_attack=1, allow_change=True))
+    port = free_port()
+    proc = start_server(db, port)
+    try:
+        page = browser.new_page(viewport={"width": 1150, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/r/{token_of(result['invitations']['rater01'])}")
+        page.wait_for_selector("#item[data-position='0']:not([hidden])")
+        assert page.is_hidden("#next")
+        page.click("[data-choice='left']")
+        page.click("[data-same='true']")
+        page.click("#submit")
+        page.wait_for_selector("#item[data-saved='left,true,']")
+        assert page.is_visible("#next") and "Saved" in page.inner_text("#saved")
+        assert page.inner_text("#progress") == "0 of 2 answered"
+        page.keyboard.press("b")  # change of mind: strip B
+        page.keyboard.press("Enter")  # saves the change
+        page.wait_for_selector("#item[data-saved='right,true,']")  # the server's answer to the change
+        page.keyboard.press("Enter")  # unchanged: moves on
+        page.wait_for_selector("#item[data-position='1']:not([hidden])")
+        page.reload()
+        page.wait_for_selector("#item[data-position='1']:not([hidden])")
+        page.keyboard.press("a")
+        page.keyboard.press("n")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#next:not([hidden])")
+        page.click("#next")
+        page.wait_for_selector("body[data-done='true']")
+        assert errors == []
+    finally:
+        proc.kill()
+        proc.wait()
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT a.position, s.choice, s.same_class, s.locked, s.revisions FROM answers s JOIN "
+                       "assignments a ON a.id = s.assignment_id ORDER BY a.position").fetchall()
+    con.close()
+    assert rows == [(0, "right", 1, 1, 1), (1, "left", 0, 1, 0)]
+
+
+def test_rater_in_chromium(server: tuple, pairs_dir: Path, tmp_path: Path) -> None:
     exe = _chromium()
     from playwright.sync_api import sync_playwright
 
@@ -97,6 +143,7 @@ def test_rater_in_chromium(server: tuple, tmp_path: Path) -> None:
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot)
             assert "Detection of the altered strip" in page.inner_text("h2")
+            _allow_change_flow(browser, pairs_dir, tmp_path)
         finally:
             browser.close()
     assert errors == []

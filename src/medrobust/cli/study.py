@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--lead-name", help="the lead's name on the strips when SRC does not record it (pairs_*.npz)")
     c.add_argument("--noise-controls", type=int, default=0, metavar="K",
                    help="add K control pairs: clean + Gaussian noise of the adversarial perturbation's L2 energy")
+    c.add_argument("--allow-change", action="store_true",
+                   help="a submitted answer stays changeable until the rater moves to the next item (default: final)")
     c.add_argument("--include-failed", action="store_true", help="also show pairs whose attack did not succeed")
     c.add_argument("--base-url", default="http://127.0.0.1:8000", help="server address used in the invitation links")
     c.set_defaults(func=run_create)
@@ -54,7 +56,8 @@ def _need_fastapi() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise ConfigError("`medrobust study serve` needs FastAPI and uvicorn: pip install 'medrobust[study]'.") from None
+        raise ConfigError("`medrobust study serve` needs FastAPI and uvicorn: "
+                          "pip install 'medrobust[study]'.") from None
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -63,7 +66,8 @@ def run_create(args: argparse.Namespace) -> int:
     names = tuple(n.strip() for n in args.rater_names.split(",")) if args.rater_names else ()
     spec = StudySpec(raters=args.raters, per_attack=args.per_attack, design=args.design, seed=args.seed,
                      lead=args.lead, include_failed=args.include_failed, noise_controls=args.noise_controls,
-                     rater_names=names, lead_name=args.lead_name, base_url=args.base_url)
+                     rater_names=names, lead_name=args.lead_name, allow_change=args.allow_change,
+                     base_url=args.base_url)
     out = Path(args.out)
     result = create_study(args.src, out, spec)
     inv = out.with_name(out.name + ".invitations.txt")

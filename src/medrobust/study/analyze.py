@@ -134,7 +134,8 @@ def _same_class(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def analyze_answers(answers: list[dict[str, Any]], design: str) -> dict[str, Any]:
-    """The study's statistics (module docstring) from exported answers (:func:`medrobust.study.store.export_answers`)."""
+    """The study's statistics (module docstring) from exported answers
+    (:func:`medrobust.study.store.export_answers`)."""
     rows = [{**a, "correct": score(a, design), "rt": float(a["answered_at"]) - float(a["shown_at"])} for a in answers]
     raters, attacks = sorted({a["rater"] for a in rows}), sorted({a["attack"] for a in rows})
     card: dict[str, Any] = {"design": design, "n_answers": len(rows), "n_raters": len(raters),
@@ -196,7 +197,8 @@ def _tables(card: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
     rt = card["response_times"]
     out.append(("Response times (s)", ["group", "n", "median", "IQR", "mean"],
                 [[g, str(t["n"]), *(["—"] * 3 if t["n"] == 0 else
-                                     [f"{t['median_s']:.1f}", f"{t['q1_s']:.1f}–{t['q3_s']:.1f}", f"{t['mean_s']:.1f}"])]
+                                     [f"{t['median_s']:.1f}", f"{t['q1_s']:.1f}–{t['q3_s']:.1f}",
+                                      f"{t['mean_s']:.1f}"])]
                  for g, t in [("pooled", rt["pooled"])] + [(f"rater {k}", v) for k, v in rt["per_rater"].items()]
                  + [(f"attack {k}", v) for k, v in rt["per_attack"].items()]]))
     return out

@@ -2,7 +2,8 @@
 
 A rater opens ``/r/<invitation token>``; the page loads ``/static/study.js``, which asks
 ``/api/r/<token>/state`` for the current item and shows its strips (``/img/<token>/<public id>``), one item at a
-time with a progress bar and keyboard shortcuts, and posts each answer as JSON to ``/api/r/<token>/answer``.
+time with a progress bar and keyboard shortcuts, and posts each answer as JSON to ``/api/r/<token>/answer``
+(in an ``--allow-change`` study the answer stays changeable until ``/api/r/<token>/next`` moves on).
 
 Security: invitation and admin tokens are compared in constant time (:mod:`medrobust.study.store`); a rater sees
 only their own items, and a strip only once its item is reached; a POST must come from the server's own origin
@@ -105,12 +106,13 @@ def same_origin(headers: Any, *, scheme: str) -> bool:
 def _page(title: str, body: str, *, csrf: str = "", design: str = "") -> str:
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>"
-            f"<meta name='csrf-token' content='{html.escape(csrf)}'><meta name='design' content='{html.escape(design)}'>"
+            f"<meta name='csrf-token' content='{html.escape(csrf)}'>"
+            f"<meta name='design' content='{html.escape(design)}'>"
             "<link rel='stylesheet' href='/static/study.css'></head>"
             f"<body>{body}</body></html>")
 
 
-def _rater_page(name: str, design: str, csrf: str) -> str:
+def _rater_page(name: str, design: str, csrf: str, allow_change: bool) -> str:
     qs = {"2afc": ("<fieldset id='q-choice'><legend>Which strip was altered?</legend>"
                    "<button type='button' data-choice='left'>Strip A (top) <kbd>A</kbd></button>"
                    "<button type='button' data-choice='right'>Strip B (bottom) <kbd>B</kbd></button></fieldset>"),
@@ -121,15 +123,18 @@ def _rater_page(name: str, design: str, csrf: str) -> str:
             "<fieldset id='q-same'><legend>Do both strips show the same rhythm / class?</legend>"
             "<button type='button' data-same='true'>Same <kbd>Y</kbd></button>"
             "<button type='button' data-same='false'>Different <kbd>N</kbd></button></fieldset>")
+    final = ("A submitted answer can be changed until you move to the next item." if allow_change else
+             "Answers are final once submitted.")
     body = (f"<header><h1>ECG reading study</h1><p>Rater: <b>{html.escape(name)}</b>. {html.escape(QUESTIONS[design])} "
-            "Answers are final once submitted.</p>"
+            f"{final}</p>"
             "<div class='bar'><div id='bar'></div></div><p id='progress'>loading…</p></header>"
             "<main id='item' hidden><p id='caption'></p><div id='strips'></div>"
             f"<form id='answer'>{qs.get(design, '')}{same}"
             "<fieldset id='q-conf'><legend>Confidence (optional)</legend>"
             + "".join(f"<button type='button' data-conf='{i}'>{i} <kbd>{i}</kbd></button>" for i in range(1, 6))
             + "</fieldset><label>Comment (optional) <textarea id='comment' maxlength='2000' rows='2'></textarea>"
-            "</label><p><button type='submit' id='submit' disabled>Submit and next <kbd>Enter</kbd></button>"
+            "</label><p><button type='submit' id='submit' disabled>Submit <kbd>Enter</kbd></button> "
+            "<button type='button' id='next' hidden>Next item <kbd>Enter</kbd></button> <span id='saved'></span>"
             "<span id='error' role='alert'></span></p></form></main>"
             "<section id='done' hidden><h2>Thank you</h2><p>All items are answered. You can close this page.</p>"
             "</section><script src='/static/study.js'></script>")
@@ -199,8 +204,8 @@ def _rater_routes(app: FastAPI, con: Opener) -> None:
         with con() as c:
             rater = store.find_rater(c, token)
             sid, csrf = store.new_session(c, rater)
-            design = read_meta(c)["design"]
-        resp = HTMLResponse(_rater_page(rater.name, design, csrf))
+            meta = read_meta(c)
+        resp = HTMLResponse(_rater_page(rater.name, meta["design"], csrf, bool(meta.get("allow_change"))))
         resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
         return resp
 
@@ -223,27 +228,50 @@ def _rater_routes(app: FastAPI, con: Opener) -> None:
     async def answer(token: str, request: Request) -> Any:
         from starlette.concurrency import run_in_threadpool
 
-        _check_token(token)
-        if not same_origin(request.headers, scheme=request.url.scheme):
-            raise StudyError(403, "cross-origin request refused: answer from the study page itself.")
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            raise StudyError(415, "send the answer as JSON (Content-Type: application/json).")
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise StudyError(400, "the body is not valid JSON.") from None
+        body = await _json_post(token, request)
         return await run_in_threadpool(_answer, token, request.cookies.get(COOKIE),
+                                       request.headers.get("x-csrf-token"), body)
+
+    @app.post("/api/r/{token}/next")
+    async def next_(token: str, request: Request) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        body = await _json_post(token, request)
+        return await run_in_threadpool(_next, token, request.cookies.get(COOKIE),
                                        request.headers.get("x-csrf-token"), body)
 
     def _answer(token: str, sid: str | None, csrf: str | None, body: Any) -> dict[str, Any]:
         with con() as c:
             rater = store.find_rater(c, token)
             store.check_session(c, rater, sid, csrf)
-            ans = store.parse_answer(body, read_meta(c)["design"])
-            stored = store.save_answer(c, rater, ans)
+            meta = read_meta(c)
+            ans = store.parse_answer(body, meta["design"])
+            stored = store.save_answer(c, rater, ans, allow_change=bool(meta.get("allow_change")))
             return {"stored": stored, "duplicate": not stored,
                     "state": store.current_item(c, rater, img_prefix=f"/img/{token}")}
+
+    def _next(token: str, sid: str | None, csrf: str | None, body: Any) -> dict[str, Any]:
+        with con() as c:
+            rater = store.find_rater(c, token)
+            store.check_session(c, rater, sid, csrf)
+            if not isinstance(body, dict) or set(body) != {"position"}:
+                raise StudyError(422, "the body must be a JSON object {\"position\": N}.")
+            store.next_item(c, rater, body["position"])
+            return {"state": store.current_item(c, rater, img_prefix=f"/img/{token}")}
+
+
+async def _json_post(token: str, request: Request) -> Any:
+    """The JSON body of a rater's POST after the token, origin and content-type checks (CSRF: see the callers)."""
+    _check_token(token)
+    if not same_origin(request.headers, scheme=request.url.scheme):
+        raise StudyError(403, "cross-origin request refused: answer from the study page itself.")
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise StudyError(415, "send the answer as JSON (Content-Type: application/json).")
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise StudyError(400, "the body is not valid JSON.") from None
 
 
 def _bearer(request: Request) -> str | None:

@@ -2,7 +2,8 @@
 
 Plain JavaScript (no framework): one item at a time; answers posted as JSON with the session's CSRF token;
 keyboard shortcuts A/B (2AFC: altered strip), O/X (single strip: original/altered), Y/N (same class), 1-5
-(confidence), Enter (submit; Ctrl+Enter inside the comment box).
+(confidence), Enter (submit; Ctrl+Enter inside the comment box; in an ``--allow-change`` study, Enter on an
+unchanged saved answer moves to the next item).
 """
 
 STUDY_JS = r"""// medrobust study page: one item at a time, answers posted as JSON with the session's CSRF token.
@@ -49,10 +50,17 @@ STUDY_JS = r"""// medrobust study page: one item at a time, answers posted as JS
       document.body.setAttribute("data-done", "true");
       return;
     }
-    var it = s.item, box = $("strips");
+    var it = s.item, box = $("strips"), sv = it.saved;
     pick = {};
-    $("comment").value = "";
+    if (sv) {
+      if (sv.choice) { pick.choice = sv.choice; }
+      if (sv.same_class !== null) { pick.same = String(sv.same_class); }
+      if (sv.confidence) { pick.conf = String(sv.confidence); }
+    }
+    $("comment").value = sv ? sv.comment : "";
     $("error").textContent = "";
+    $("next").hidden = !sv;
+    $("saved").textContent = sv ? "Saved. Change it and submit again, or go to the next item." : "";
     $("caption").textContent = "Item " + (it.position + 1) + " of " + s.total + ": lead " + it.lead + ", " +
       it.seconds.toFixed(2) + " s. " + it.axis_note + ".";
     box.textContent = "";
@@ -68,7 +76,34 @@ STUDY_JS = r"""// medrobust study page: one item at a time, answers posted as JS
     });
     $("item").hidden = false;
     $("item").setAttribute("data-position", String(it.position));
+    $("item").setAttribute("data-saved", sv ? [sv.choice, sv.same_class, sv.confidence].join(",") : "");
     mark();
+  }
+
+  function unchanged() {
+    var sv = state && state.item && state.item.saved;
+    if (!sv) { return false; }
+    var same = sv.same_class === null ? null : String(sv.same_class);
+    var conf = sv.confidence === null ? null : String(sv.confidence);
+    return (pick.choice || null) === sv.choice && (pick.same || null) === same && (pick.conf || null) === conf &&
+      $("comment").value === sv.comment;
+  }
+
+  function post(path, body) {
+    busy = true;
+    mark();
+    return fetch("/api/r/" + token + path, {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)
+    }).then(function (r) { return r.json().then(function (j) { return [r, j]; }); })
+      .then(function (rj) {
+        if (rj[0].ok) { busy = false; render(rj[1].state); } else { fail(rj[1].detail || "error"); }
+      }).catch(function () { fail("the answer was not confirmed; reload the page (a stored answer is kept)."); });
+  }
+
+  function goNext() {
+    if (busy || !state || state.done || !state.item.saved) { return; }
+    post("/next", {position: state.item.position});
   }
 
   function fail(msg) { $("error").textContent = msg; busy = false; mark(); }
@@ -82,27 +117,23 @@ STUDY_JS = r"""// medrobust study page: one item at a time, answers posted as JS
 
   function submit() {
     if (busy || !state || state.done || !complete()) { return; }
-    busy = true;
-    mark();
+    if (unchanged()) { goNext(); return; }
     var body = {position: state.item.position, comment: $("comment").value};
     if (pick.choice) { body.choice = pick.choice; }
     if (pick.same) { body.same_class = pick.same === "true"; }
     if (pick.conf) { body.confidence = Number(pick.conf); }
-    fetch("/api/r/" + token + "/answer", {
-      method: "POST", credentials: "same-origin", cache: "no-store",
-      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)
-    }).then(function (r) { return r.json().then(function (j) { return [r, j]; }); })
-      .then(function (rj) {
-        if (rj[0].ok) { busy = false; render(rj[1].state); } else { fail(rj[1].detail || "error"); }
-      }).catch(function () { fail("the answer was not confirmed; reload the page (a stored answer is kept)."); });
+    post("/answer", body);
   }
 
   document.addEventListener("click", function (e) {
     var b = e.target.closest("button");
-    if (!b) { return; }
-    ["choice", "same", "conf"].forEach(function (q) { if (b.hasAttribute("data-" + q)) { choose(q, b.getAttribute("data-" + q)); } });
+    if (!b || b.id === "next") { return; }
+    ["choice", "same", "conf"].forEach(function (q) {
+      if (b.hasAttribute("data-" + q)) { choose(q, b.getAttribute("data-" + q)); }
+    });
   });
   $("answer").addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+  $("next").addEventListener("click", function () { goNext(); });
   document.addEventListener("keydown", function (e) {
     if (e.target.tagName === "TEXTAREA") {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }

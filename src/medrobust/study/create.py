@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medrobust.atomic import atomic_write_bytes
-from medrobust.checks import check_choice, check_int
+from medrobust.checks import check_bool, check_choice, check_int
 from medrobust.errors import ConfigError, DataError
 from medrobust.study.render import render_pair
 from medrobust.study.schema import DESIGNS, connect, create_schema, token_hash, transaction
@@ -51,6 +51,7 @@ class StudySpec:
     noise_controls: int = 0
     rater_names: tuple[str, ...] = ()
     lead_name: str | None = None
+    allow_change: bool = False
     base_url: str = "http://127.0.0.1:8000"
 
     def check(self) -> None:
@@ -60,6 +61,8 @@ class StudySpec:
         check_int(self.seed, "--seed")
         check_int(self.lead, "--lead")
         check_int(self.noise_controls, "--noise-controls")
+        check_bool(self.allow_change, "--allow-change")
+        check_bool(self.include_failed, "--include-failed")
         if self.rater_names and len(self.rater_names) != self.raters:
             raise ConfigError(f"--rater-names gives {len(self.rater_names)} names for --raters {self.raters}; "
                               "give one name per rater.")
@@ -245,7 +248,8 @@ def create_study(src: str | Path, out: str | Path, spec: StudySpec) -> dict[str,
         ctl = noise_controls(base, k=spec.noise_controls, seed=spec.seed)
         picked.append((ctl, np.arange(len(ctl.y))))
     admin = secrets.token_urlsafe(32)
-    meta = {"design": spec.design, "seed": spec.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    meta = {"design": spec.design, "seed": spec.seed, "allow_change": spec.allow_change,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": str(Path(src).resolve()), "spec": {**asdict(spec), "rater_names": list(spec.rater_names)},
             "attacks": {s.attack: {"chosen": len(i), "available": len(s.y), "units": s.units, "fs": s.fs}
                         for s, i in picked},

@@ -6,11 +6,11 @@ electrocardiogram", Circulation 115:1306, 2007): 25 mm/s and 10 mm/mV, a 1 mm mi
 real length in rows of at most :data:`ROW_SECONDS` seconds, at :data:`PX_PER_MM` pixels per millimetre.
 
 Blinding (Han et al., Nature Medicine 26:360, 2020, showed clinicians such pairs): the clean and the adversarial
-strip of a pair are saved from one figure (:func:`draw_strips`): they share the figure size, the time window, the amplitude range (the union of both signals), the
-caption and the PNG encoder settings; :func:`pad_pair` then pads both files to the same byte length with a private
-ancillary PNG chunk, so that not even the file size tells them apart (a noisier PGD strip compresses worse).
-Data without a physical scale (min-max normalised beats) is drawn scaled to the strip on the same time grid, and
-the caption says so instead of inventing millivolts.
+strip of a pair are saved from one figure (:func:`draw_strips`): they share the figure size, the time window, the
+amplitude range (the union of both signals), the caption and the PNG encoder settings; :func:`pad_pair` then pads
+both files to the same byte length with a private ancillary PNG chunk, so that not even the file size tells them
+apart (a noisier PGD strip compresses worse). Data without a physical scale (min-max normalised beats) is drawn
+scaled to the strip on the same time grid, and the caption says so instead of inventing millivolts.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ _TABLES = (
     """CREATE TABLE answers (
         assignment_id INTEGER PRIMARY KEY REFERENCES assignments(id), rater_id INTEGER NOT NULL REFERENCES raters(id),
         choice TEXT, same_class INTEGER, confidence INTEGER, comment TEXT NOT NULL DEFAULT '',
-        shown_at REAL NOT NULL, answered_at REAL NOT NULL)""",
+        shown_at REAL NOT NULL, answered_at REAL NOT NULL, locked INTEGER NOT NULL DEFAULT 1,
+        revisions INTEGER NOT NULL DEFAULT 0)""",
 )
 
 
@@ -96,7 +97,8 @@ def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
 
 def check_version(con: sqlite3.Connection, path: Path) -> None:
     """:class:`DataError` unless ``con`` holds a study database of :data:`SCHEMA_VERSION`."""
-    has = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", ("schema_version",)).fetchone()
+    has = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+                      ("schema_version",)).fetchone()
     if has is None:
         raise DataError(f"{path} is not a study database (no schema_version table); create one with "
                         "`medrobust study create`.")

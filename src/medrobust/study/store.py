@@ -75,7 +75,7 @@ def check_session(con: sqlite3.Connection, rater: Rater, sid: str | None, csrf: 
 def progress(con: sqlite3.Connection, rater: Rater) -> tuple[int, int]:
     """``(answered, total)`` items of ``rater``."""
     total = con.execute("SELECT COUNT(*) FROM assignments WHERE rater_id = ?", (rater.id,)).fetchone()[0]
-    done = con.execute("SELECT COUNT(*) FROM answers WHERE rater_id = ?", (rater.id,)).fetchone()[0]
+    done = con.execute("SELECT COUNT(*) FROM answers WHERE rater_id = ? AND locked = 1", (rater.id,)).fetchone()[0]
     return int(done), int(total)
 
 
@@ -83,15 +83,17 @@ def _current(con: sqlite3.Connection, rater: Rater) -> sqlite3.Row | None:
     return con.execute(
         "SELECT a.id, a.position, a.shown_at, i.lead, i.seconds, i.axis_note FROM assignments a "
         "JOIN items i ON i.id = a.item_id LEFT JOIN answers s ON s.assignment_id = a.id "
-        "WHERE a.rater_id = ? AND s.assignment_id IS NULL ORDER BY a.position LIMIT 1", (rater.id,)).fetchone()
+        "WHERE a.rater_id = ? AND (s.assignment_id IS NULL OR s.locked = 0) ORDER BY a.position LIMIT 1",
+        (rater.id,)).fetchone()
 
 
 def current_item(con: sqlite3.Connection, rater: Rater, *, img_prefix: str) -> dict[str, Any]:
     """The rater's state: progress and the first unanswered item (its first showing time recorded)."""
     done, total = progress(con, rater)
     row = _current(con, rater)
-    state: dict[str, Any] = {"design": read_meta(con)["design"], "answered": done, "total": total,
-                             "done": row is None, "item": None}
+    meta = read_meta(con)
+    state: dict[str, Any] = {"design": meta["design"], "allow_change": bool(meta.get("allow_change")),
+                             "answered": done, "total": total, "done": row is None, "item": None}
     if row is None:
         return state
     if row["shown_at"] is None:
@@ -102,8 +104,19 @@ def current_item(con: sqlite3.Connection, rater: Rater, *, img_prefix: str) -> d
                         (row["id"],)).fetchall()
     state["item"] = {"position": int(row["position"]), "lead": row["lead"], "seconds": round(float(row["seconds"]), 2),
                      "axis_note": row["axis_note"],
-                     "strips": [{"side": s["side"], "src": f"{img_prefix}/{s['public_id']}"} for s in slots]}
+                     "strips": [{"side": s["side"], "src": f"{img_prefix}/{s['public_id']}"} for s in slots],
+                     "saved": _saved(con, int(row["id"]))}
     return state
+
+
+def _saved(con: sqlite3.Connection, assignment_id: int) -> dict[str, Any] | None:
+    """The rater's own saved, still changeable answer to an item (``--allow-change`` studies), else ``None``."""
+    s = con.execute("SELECT choice, same_class, confidence, comment FROM answers WHERE assignment_id = ?",
+                    (assignment_id,)).fetchone()
+    if s is None:
+        return None
+    return {"choice": s["choice"], "same_class": None if s["same_class"] is None else bool(s["same_class"]),
+            "confidence": s["confidence"], "comment": s["comment"]}
 
 
 def strip_png(con: sqlite3.Connection, rater: Rater, public_id: str) -> bytes:
@@ -153,11 +166,13 @@ def parse_answer(body: Any, design: str) -> dict[str, Any]:
             "confidence": conf, "comment": comment}
 
 
-def save_answer(con: sqlite3.Connection, rater: Rater, ans: dict[str, Any]) -> bool:
+def save_answer(con: sqlite3.Connection, rater: Rater, ans: dict[str, Any], *, allow_change: bool = False) -> bool:
     """Commit ``ans`` for the rater's current item; ``False`` when the very same answer was already stored.
 
-    An answer is final: a different answer to an answered item is refused (409), and so is an answer to an item
-    not reached yet. The commit happens before the caller serves the next item.
+    An answer is final (a different answer to an answered item is refused with 409), except in a study created
+    with ``allow_change``: there a saved answer stays open (``locked = 0``) and may be replaced while its item is
+    on screen, until :func:`next_item` locks it. An answer to an item not reached yet is refused. The commit
+    happens before the caller serves the next item.
     """
     fields = ("choice", "same_class", "confidence", "comment")
     with transaction(con):
@@ -165,20 +180,37 @@ def save_answer(con: sqlite3.Connection, rater: Rater, ans: dict[str, Any]) -> b
                         (rater.id, ans["position"])).fetchone()
         if a is None:
             raise StudyError(404, f"you have no item at position {ans['position']}.")
-        old = con.execute("SELECT choice, same_class, confidence, comment FROM answers WHERE assignment_id = ?",
-                          (a["id"],)).fetchone()
-        if old is not None:
-            if all(old[f] == ans[f] for f in fields):
-                return False
+        old = con.execute("SELECT choice, same_class, confidence, comment, locked FROM answers "
+                          "WHERE assignment_id = ?", (a["id"],)).fetchone()
+        if old is not None and all(old[f] == ans[f] for f in fields):
+            return False
+        if old is not None and old["locked"]:
             raise StudyError(409, f"item {ans['position'] + 1} is already answered; answers cannot be changed.")
+        if old is not None:
+            con.execute("UPDATE answers SET choice = ?, same_class = ?, confidence = ?, comment = ?, answered_at = ?, "
+                        "revisions = revisions + 1 WHERE assignment_id = ?",
+                        (*(ans[f] for f in fields), time.time(), a["id"]))
+            return True
         cur = _current(con, rater)
         if cur is None or cur["id"] != a["id"] or a["shown_at"] is None:
             raise StudyError(409, f"item {ans['position'] + 1} is not your current item; reload the page.")
         con.execute("INSERT INTO answers (assignment_id, rater_id, choice, same_class, confidence, comment, "
-                    "shown_at, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "shown_at, answered_at, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (a["id"], rater.id, ans["choice"], ans["same_class"], ans["confidence"], ans["comment"],
-                     a["shown_at"], time.time()))
+                     a["shown_at"], time.time(), 0 if allow_change else 1))
     return True
+
+
+def next_item(con: sqlite3.Connection, rater: Rater, position: Any) -> None:
+    """Lock the saved answer at ``position`` (``--allow-change`` studies): the rater moves on; idempotent."""
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise StudyError(422, f"'position' must be the item's position (an integer >= 0), got {position!r}.")
+    with transaction(con):
+        row = con.execute("SELECT s.assignment_id FROM assignments a JOIN answers s ON s.assignment_id = a.id "
+                          "WHERE a.rater_id = ? AND a.position = ?", (rater.id, position)).fetchone()
+        if row is None:
+            raise StudyError(409, f"item {position + 1} has no saved answer: answer it before moving on.")
+        con.execute("UPDATE answers SET locked = 1 WHERE assignment_id = ?", (row["assignment_id"],))
 
 
 def export_answers(con: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -186,7 +218,8 @@ def export_answers(con: sqlite3.Connection) -> list[dict[str, Any]]:
     out = []
     for r in con.execute(
             "SELECT r.name AS rater, a.position, i.id AS item, i.attack, i.record_id, i.label_name, i.lead, "
-            "a.adv_side, a.shown_kind, s.choice, s.same_class, s.confidence, s.comment, s.shown_at, s.answered_at "
+            "a.adv_side, a.shown_kind, s.choice, s.same_class, s.confidence, s.comment, s.shown_at, s.answered_at, "
+            "s.locked, s.revisions "
             "FROM answers s JOIN assignments a ON a.id = s.assignment_id JOIN raters r ON r.id = s.rater_id "
             "JOIN items i ON i.id = a.item_id ORDER BY r.id, a.position"):
         out.append(dict(r))
