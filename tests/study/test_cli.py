@@ -59,3 +59,10 @@ def test_serve_runs_the_app_on_the_given_address(built: tuple[Path, dict], monke
     monkeypatch.setattr(app, "serve", lambda db, *, host, port: seen.update(db=db, host=host, port=port))
     assert main(["study", "serve", str(built[0]), "--port", "8123"]) == 0
     assert seen == {"db": str(built[0]), "host": "127.0.0.1", "port": 8123}
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["study", "create", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 2afc)" in text and "--allow-change" in text and "(default: 10)" in text

@@ -49,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("db", metavar="DB", help="study database")
     a.add_argument("--out", required=True, help="folder for study.json, study.md and study.html")
     a.set_defaults(func=run_analyze)
+    from medrobust.cli.main import HelpFormatter  # the other commands' help layout (defaults shown)
+
+    for step in (c, s, a):
+        step.formatter_class = HelpFormatter
 
 
 def _need_fastapi() -> None:

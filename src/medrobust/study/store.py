@@ -88,7 +88,7 @@ def _current(con: sqlite3.Connection, rater: Rater) -> sqlite3.Row | None:
 
 
 def current_item(con: sqlite3.Connection, rater: Rater, *, img_prefix: str) -> dict[str, Any]:
-    """The rater's state: progress and the first unanswered item (its first showing time recorded)."""
+    """The rater's state: progress and the first item without a locked answer (its first showing recorded)."""
     done, total = progress(con, rater)
     row = _current(con, rater)
     meta = read_meta(con)
