@@ -19,13 +19,23 @@ from .conftest import make_pairs, token_of
 
 
 @pytest.fixture
-def quick_render(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Selection and assignment tests need no pixels: a pair becomes two 1-byte "strips" (test_render draws)."""
+def quick_render(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Selection and assignment tests need no pixels: a pair becomes two 1-byte "strips" (test_render draws).
+
+    Returns the list of the (clean, adversarial) signals handed to the renderer, in order.
+    """
     from medrobust.study import create
     from medrobust.study.render import Strips
 
-    monkeypatch.setattr(create, "render_pair", lambda x, xa, *, fs, units, lead: Strips(
-        b"c", b"a", len(x) / fs, f"{units} {lead}", 1, 1))
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def fake(x: np.ndarray, xa: np.ndarray, *, fs: float, units: str, lead: str, uv_scale: float | None,
+             uv_offset: float | None) -> Strips:
+        calls.append((np.asarray(x), np.asarray(xa)))
+        return Strips(b"c", b"a", len(x) / fs, f"{units} {lead}", 1, 1)
+
+    monkeypatch.setattr(create, "render_pair", fake)
+    return calls
 
 
 def _q(db: Path, sql: str) -> list[tuple]:
@@ -70,7 +80,7 @@ def test_every_rater_gets_every_item_once_with_balanced_sides(built: tuple[Path,
 
 
 def test_seeded_and_tokens_stored_as_digests(pairs_dir: Path, built: tuple[Path, dict], tmp_path: Path,
-                                             quick_render: None) -> None:
+                                             quick_render: list) -> None:
     db, result = built
     again = create_study(pairs_dir, tmp_path / "again.db", StudySpec(raters=2, per_attack=5, seed=3, lead_name="I"))
     key = "SELECT a.rater_id, a.position, i.record_id, i.attack, a.adv_side FROM assignments a JOIN items i " \
@@ -114,7 +124,7 @@ def test_attack_folder_single_design(tmp_path: Path) -> None:
         assert kinds == [1, 2]
 
 
-def test_noise_controls_match_the_perturbation_energy(pairs_dir: Path, tmp_path: Path, quick_render: None) -> None:
+def test_noise_controls_match_the_perturbation_energy(pairs_dir: Path, tmp_path: Path, quick_render: list) -> None:
     src = next(s for s in load_sources(pairs_dir) if s.attack == "pgd")
     ctl = noise_controls(src, k=4, seed=0)
     assert ctl.attack == "noise" and len(ctl.y) == 4
@@ -128,7 +138,7 @@ def test_noise_controls_match_the_perturbation_energy(pairs_dir: Path, tmp_path:
                                                                                         "noise": 2}
 
 
-def test_include_failed(tmp_path: Path, quick_render: None) -> None:
+def test_include_failed(tmp_path: Path, quick_render: list) -> None:
     d = make_pairs(tmp_path / "band", n=3)
     create_study(d, tmp_path / "a.db", StudySpec(raters=1, per_attack=3))
     create_study(d, tmp_path / "b.db", StudySpec(raters=1, per_attack=3, include_failed=True))
@@ -142,7 +152,7 @@ def test_errors(pairs_dir: Path, built: tuple[Path, dict], tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="SRC .*not a folder"):
         create_study(tmp_path / "nope", tmp_path / "x.db", StudySpec())
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="neither adversarial.npz nor pairs_"):
+    with pytest.raises(ConfigError, match="neither adversarial.npz, examples.npz nor pairs_"):
         create_study(tmp_path / "empty", tmp_path / "x.db", StudySpec())
     with pytest.raises(ConfigError, match="--lead 1: .* 1 lead"):
         create_study(pairs_dir, tmp_path / "x.db", StudySpec(lead=1))
@@ -168,3 +178,56 @@ def test_errors(pairs_dir: Path, built: tuple[Path, dict], tmp_path: Path) -> No
                                                        "INSERT INTO schema_version VALUES (99);")
     with pytest.raises(DataError, match="version 99"):
         connect(tmp_path / "old.db")
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `medrobust evaluate` run (committed MIT-BIH CNN1 on synthetic beats, PGD and SAP at 2 radii)."""
+    from medrobust.data import load_dataset
+    from medrobust.evaluation import ProtocolConfig, evaluate
+    from medrobust.models import load_checkpoint
+
+    model = load_checkpoint(Path(__file__).resolve().parents[2] / "benchmarks/checkpoints/mitdb_cnn1_intra")
+    beats = load_dataset("synthetic", split="test", n_per_class=4, seed=0)
+    out = tmp_path_factory.mktemp("eval") / "run"
+    cfg = ProtocolConfig(attacks=[{"name": "pgd", "steps": 10}, {"name": "sap", "steps": 10}], eps=(0.05, 0.1),
+                         mode="individual", n_examples=5, large_eps_steps=2)
+    evaluate(model, beats, cfg, out_dir=out, model_card=model.card, checkpoint="mitdb_cnn1_intra", progress=False)
+    return out
+
+
+def test_evaluation_run_examples(eval_run: Path, tmp_path: Path, quick_render: list) -> None:
+    z = np.load(eval_run / "examples.npz")
+    ok = (z["adv_pred"][:, 1] != z["y"]) & (z["clean_pred"] == z["y"])  # successes at ε = 0.1, per attack
+    create_study(eval_run, tmp_path / "e.db", StudySpec(raters=1, per_attack=50, eps=0.1))
+    rows = _q(tmp_path / "e.db", "SELECT attack, record_id, label, lead, source_index FROM items ORDER BY id")
+    for (attack, *_, i), (x, xa) in zip(rows, quick_render, strict=True):  # the ε = 0.1 signals, not ε = 0.05
+        m = ["pgd", "sap"].index(attack)
+        np.testing.assert_allclose(xa, z["x_adv"][m, 1, i, 0], rtol=0, atol=1e-7)
+        np.testing.assert_allclose(x, z["x"][i, 0], rtol=0, atol=1e-7)
+        assert np.abs(xa - z["x_adv"][m, 0, i, 0]).max() > 1e-4
+    for m, attack in enumerate(["pgd", "sap"]):
+        got = sorted(rid for a, rid, *_ in rows if a == attack)
+        assert got
+        assert got == sorted(str(v) for v in z["ids"][ok[m]])  # every success at that radius, nothing else
+    assert {lead for *_, lead, _ in rows} == {"synthetic"}
+    with pytest.raises(ConfigError, match=r"--eps: .* holds examples at ε = \[0.05, 0.1\]"):
+        create_study(eval_run, tmp_path / "x.db", StudySpec())
+    with pytest.raises(ConfigError, match="--eps 0.3"):
+        create_study(eval_run, tmp_path / "x.db", StudySpec(eps=0.3))
+    with pytest.raises(ConfigError, match="--eps must be"):
+        create_study(eval_run, tmp_path / "x.db", StudySpec(eps=-1.0))
+
+
+def test_recorded_uv_scale_draws_beats_in_mv(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.random((2, 1, 150)), 0, 1)
+    d = tmp_path / "src"
+    d.mkdir()
+    np.savez(d / "pairs_pgd.npz", x=x, x_adv=x + 0.01, y=np.array([0, 1]), clean_pred=np.array([0, 1]),
+             adv_pred=np.array([1, 0]), fs=np.array(125.0), units=np.array("normalized [0, 1]"),
+             uv_scale=np.array([1500.0, 2000.0]), uv_offset=np.array([-400.0, -700.0]))
+    create_study(d, tmp_path / "u.db", StudySpec(raters=1, per_attack=2))
+    notes = [n for (n,) in _q(tmp_path / "u.db", "SELECT axis_note FROM items ORDER BY source_index")]
+    assert "× 1500 µV − 400 µV" in notes[0] and "× 2000 µV − 700 µV" in notes[1]
+    assert all("10 mm/mV" in n for n in notes)

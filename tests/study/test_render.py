@@ -83,3 +83,13 @@ def test_bad_pairs_are_refused() -> None:
         render_pair(np.zeros(10), np.zeros(10), fs=float("nan"), units="mV", lead="I")
     with pytest.raises(DataError, match="NaN"):
         render_pair(np.zeros(10), np.full(10, np.nan), fs=100.0, units="mV", lead="I")
+
+
+def test_recorded_uv_scale_puts_scaled_beats_on_paper() -> None:
+    x = np.clip(_ecg(150, 125.0) * 0.5 + 0.5, 0, 1)
+    plain = render_pair(x, x + 1e-3, fs=125.0, units="normalized [0, 1]", lead="MLII")
+    mv = render_pair(x, x + 1e-3, fs=125.0, units="normalized [0, 1]", lead="MLII", uv_scale=6000.0, uv_offset=0.0)
+    assert "10 mm/mV" in mv.axis_note and "no mV scale" not in mv.axis_note
+    # x spans 0.1..0.9(+0.001). Unscaled: 0..2 "mV", padded by 0.2 and rounded to 0.5 mV -> [-0.5, 2.5], 3 mV.
+    # 6000 µV per unit: 0.6..5.406 mV, padded by 0.48 -> [0.12, 5.89] -> [0, 6], 6 mV: 3 mV = 30 mm taller
+    assert mv.height - plain.height == round(3.0 * 10 * PX_PER_MM)

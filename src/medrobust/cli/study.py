@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="blinded expert study of clean/adversarial ECG pairs: create, serve, analyze")
     cmds = p.add_subparsers(dest="study_command", metavar="STEP", required=True)
     c = cmds.add_parser("create", help="one SQLite study database from an attack or band-step folder")
-    c.add_argument("src", metavar="SRC", help="`medrobust attack --out` folder, or a folder of pairs_*.npz "
-                                              "(Han 2020 band step)")
+    c.add_argument("src", metavar="SRC", help="`medrobust attack --out` or `medrobust evaluate --out` folder, or a "
+                                              "folder of pairs_*.npz (Han 2020 band step)")
     c.add_argument("--out", required=True, help="new database file (never overwritten)")
     c.add_argument("--raters", type=int, default=2, help="number of raters (each gets every item)")
     c.add_argument("--rater-names", help="comma-separated rater names (default rater01, rater02, ...)")
@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--lead-name", help="the lead's name on the strips when SRC does not record it (pairs_*.npz)")
     c.add_argument("--noise-controls", type=int, default=0, metavar="K",
                    help="add K control pairs: clean + Gaussian noise of the adversarial perturbation's L2 energy")
+    c.add_argument("--eps", type=float, help="for an evaluation run (examples.npz): the radius whose examples to show "
+                                           "(required when the run has several)")
     c.add_argument("--allow-change", action="store_true",
                    help="a submitted answer stays changeable until the rater moves to the next item (default: final)")
     c.add_argument("--include-failed", action="store_true", help="also show pairs whose attack did not succeed")
@@ -71,7 +73,7 @@ def run_create(args: argparse.Namespace) -> int:
     spec = StudySpec(raters=args.raters, per_attack=args.per_attack, design=args.design, seed=args.seed,
                      lead=args.lead, include_failed=args.include_failed, noise_controls=args.noise_controls,
                      rater_names=names, lead_name=args.lead_name, allow_change=args.allow_change,
-                     base_url=args.base_url)
+                     eps=args.eps, base_url=args.base_url)
     out = Path(args.out)
     result = create_study(args.src, out, spec)
     inv = out.with_name(out.name + ".invitations.txt")

@@ -5,7 +5,10 @@ Sources (clean/adversarial pairs, ``(n, leads, samples)``):
 - a ``medrobust attack`` folder: ``adversarial.npz`` (``x``, ``x_adv``, ``y``, ``clean_pred``, ``adv_pred``,
   ``ids``, ``fs``, ``units``, ``classes``, ``attack``) and ``attack.json`` (the lead names);
 - a reproduction band-step folder (Han et al., Nature Medicine 26:360, 2020): ``pairs_sap.npz`` and
-  ``pairs_pgd.npz`` with the same keys, one attack each.
+  ``pairs_pgd.npz`` with the same keys, one attack each;
+- a ``medrobust evaluate --out`` folder: its ``examples.npz`` (every attack alone at every ε on a few records);
+  one ε is chosen (``eps``), each attack becomes one source, and min-max scaled beats carry their recorded µV
+  scale (``uv_scale``, ``uv_offset``), so that they are drawn in mV.
 
 Per attack, ``per_attack`` pairs are chosen, stratified by true class with a seeded generator
 (:func:`medrobust.evaluation.inputs.select_indices`), among the successful adversarial examples (clean
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from medrobust.atomic import atomic_write_bytes
-from medrobust.checks import check_bool, check_choice, check_int
+from medrobust.checks import check_bool, check_choice, check_float, check_int
 from medrobust.errors import ConfigError, DataError
 from medrobust.study.render import render_pair
 from medrobust.study.schema import DESIGNS, connect, create_schema, token_hash, transaction
@@ -52,6 +55,7 @@ class StudySpec:
     rater_names: tuple[str, ...] = ()
     lead_name: str | None = None
     allow_change: bool = False
+    eps: float | None = None
     base_url: str = "http://127.0.0.1:8000"
 
     def check(self) -> None:
@@ -63,6 +67,8 @@ class StudySpec:
         check_int(self.noise_controls, "--noise-controls")
         check_bool(self.allow_change, "--allow-change")
         check_bool(self.include_failed, "--include-failed")
+        if self.eps is not None:
+            check_float(self.eps, "--eps", minimum=0.0, strict=True)
         if self.rater_names and len(self.rater_names) != self.raters:
             raise ConfigError(f"--rater-names gives {len(self.rater_names)} names for --raters {self.raters}; "
                               "give one name per rater.")
@@ -85,6 +91,13 @@ class Source:
     units: str
     classes: list[str]
     leads: list[str] = field(default_factory=list)
+    uv_scale: np.ndarray | None = None
+    uv_offset: np.ndarray | None = None
+
+    def scale(self, i: int) -> dict[str, float | None]:
+        """Record ``i``'s µV map (min-max scaled beats), for :func:`medrobust.study.render.render_pair`."""
+        return {"uv_scale": None if self.uv_scale is None else float(self.uv_scale[i]),
+                "uv_offset": None if self.uv_offset is None else float(self.uv_offset[i])}
 
 
 def _scalar(z: Any, key: str, default: Any) -> Any:
@@ -109,7 +122,9 @@ def read_pairs(path: Path, *, attack: str | None = None, leads: list[str] | None
                 ids=[str(v) for v in z["ids"]] if "ids" in z.files else [f"#{i}" for i in range(n)],
                 fs=float(_scalar(z, "fs", float("nan"))), units=str(_scalar(z, "units", "")),
                 classes=[str(c) for c in z["classes"]] if "classes" in z.files else [],
-                leads=list(leads or []))
+                leads=list(leads or []),
+                uv_scale=np.asarray(z["uv_scale"], dtype=np.float64) if "uv_scale" in z.files else None,
+                uv_offset=np.asarray(z["uv_offset"], dtype=np.float64) if "uv_offset" in z.files else None)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}; is it an npz written by medrobust?") from None
     _check_source(src, path)
@@ -126,12 +141,43 @@ def _check_source(src: Source, path: Path) -> None:
         src.classes = [str(c) for c in range(int(src.y.max()) + 1)]
 
 
-def load_sources(folder: str | Path) -> list[Source]:
-    """The pairs in ``folder``: an attack export or a band step's ``pairs_*.npz`` (module docstring)."""
+def evaluation_sources(path: Path, eps: float | None) -> list[Source]:
+    """One :class:`Source` per attack of an evaluation run's ``examples.npz``, at radius ``eps``."""
+    from medrobust.evaluation.card import read_npz
+
+    z = read_npz(path)
+    need = [k for k in ("x", "x_adv", "y", "labels", "eps", "adv_pred") if k not in z]
+    if need:
+        raise DataError(f"{path} lacks {need}: it is not an examples file written by `medrobust evaluate`.")
+    radii = [float(e) for e in z["eps"]]
+    if eps is None and len(radii) != 1:
+        raise ConfigError(f"--eps: {path} holds examples at ε = {radii}; choose one with --eps.")
+    matches = [i for i, r in enumerate(radii) if eps is None or abs(r - eps) <= 1e-9 * max(1.0, abs(r))]
+    if not matches:
+        raise ConfigError(f"--eps {eps}: {path} holds examples at ε = {radii} only.")
+    e = matches[0]
+    out = []
+    for m, label in enumerate(z["labels"]):
+        src = Source(attack=str(label), x=z["x"].astype(np.float64), x_adv=z["x_adv"][m, e].astype(np.float64),
+                     y=z["y"].astype(np.int64), clean_pred=z["clean_pred"].astype(np.int64) if "clean_pred" in z
+                     else None, adv_pred=z["adv_pred"][m, e].astype(np.int64), ids=[str(v) for v in z["ids"]],
+                     fs=float(z["fs"]) if "fs" in z else float("nan"), units=str(z.get("units", "")),
+                     classes=[str(c) for c in z.get("classes", [])], leads=[str(v) for v in z.get("leads", [])],
+                     uv_scale=z["uv_scale"].astype(np.float64) if "uv_scale" in z else None,
+                     uv_offset=z["uv_offset"].astype(np.float64) if "uv_offset" in z else None)
+        _check_source(src, path)
+        out.append(src)
+    return out
+
+
+def load_sources(folder: str | Path, *, eps: float | None = None) -> list[Source]:
+    """The pairs in ``folder``: an attack export, a band step's ``pairs_*.npz`` or an evaluation run's examples."""
     root = Path(folder)
     if not root.is_dir():
-        raise ConfigError(f"SRC {root}: not a folder; pass a `medrobust attack --out` folder or a reproduction's "
-                          "band-step folder holding pairs_sap.npz and pairs_pgd.npz.")
+        raise ConfigError(f"SRC {root}: not a folder; pass a `medrobust attack --out` or `medrobust evaluate --out` "
+                          "folder, or a reproduction's band-step folder holding pairs_sap.npz and pairs_pgd.npz.")
+    if (root / "examples.npz").is_file() and not (root / "adversarial.npz").is_file():
+        return evaluation_sources(root / "examples.npz", eps)
     adv = root / "adversarial.npz"
     if adv.is_file():
         leads: list[str] = []
@@ -144,8 +190,9 @@ def load_sources(folder: str | Path) -> list[Source]:
         return [read_pairs(adv, leads=leads)]
     pairs = sorted(root.glob("pairs_*.npz"))
     if not pairs:
-        raise ConfigError(f"SRC {root} holds neither adversarial.npz nor pairs_*.npz; pass a `medrobust attack "
-                          "--out` folder or a reproduction's band-step folder.")
+        raise ConfigError(f"SRC {root} holds neither adversarial.npz, examples.npz nor pairs_*.npz; pass a "
+                          "`medrobust attack --out` or `medrobust evaluate --out` folder or a reproduction's "
+                          "band-step folder.")
     out = [read_pairs(p, attack=p.stem.removeprefix("pairs_")) for p in pairs]
     names = [s.attack for s in out]
     if len(set(names)) != len(names):
@@ -180,7 +227,9 @@ def noise_controls(src: Source, *, k: int, seed: int) -> Source:
     noise *= (energy / np.linalg.norm(noise.reshape(len(idx), -1), axis=1))[:, None, None]
     return Source(attack=NOISE, x=x, x_adv=x + noise, y=src.y[idx],
                   clean_pred=None if src.clean_pred is None else src.clean_pred[idx], adv_pred=None,
-                  ids=[src.ids[i] for i in idx], fs=src.fs, units=src.units, classes=src.classes, leads=src.leads)
+                  ids=[src.ids[i] for i in idx], fs=src.fs, units=src.units, classes=src.classes, leads=src.leads,
+                  uv_scale=None if src.uv_scale is None else src.uv_scale[idx],
+                  uv_offset=None if src.uv_offset is None else src.uv_offset[idx])
 
 
 def _insert_items(con: Any, sources: list[tuple[Source, np.ndarray]], lead: int, lead_name: str | None
@@ -192,7 +241,8 @@ def _insert_items(con: Any, sources: list[tuple[Source, np.ndarray]], lead: int,
                               f"(0..{src.x.shape[1] - 1}).")
         name = lead_name or (src.leads[lead] if lead < len(src.leads) else f"{lead + 1} (name not recorded)")
         for i in idx:
-            s = render_pair(src.x[i, lead], src.x_adv[i, lead], fs=src.fs, units=src.units, lead=name)
+            s = render_pair(src.x[i, lead], src.x_adv[i, lead], fs=src.fs, units=src.units, lead=name,
+                            **src.scale(int(i)))
             y = int(src.y[i])
             cur = con.execute(
                 "INSERT INTO items (attack, record_id, label, label_name, clean_pred, adv_pred, lead, fs, seconds, "
@@ -240,7 +290,7 @@ def create_study(src: str | Path, out: str | Path, spec: StudySpec) -> dict[str,
     The returned secrets are not stored anywhere but as digests: hand the links to the raters.
     """
     spec.check()
-    sources = load_sources(src)
+    sources = load_sources(src, eps=spec.eps)
     picked = [(s, choose(s, k=spec.per_attack, seed=spec.seed, include_failed=spec.include_failed))
               for s in sources]
     if spec.noise_controls:

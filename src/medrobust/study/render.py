@@ -107,8 +107,13 @@ def draw_strips(signals: list[np.ndarray], *, fs: float, y_range: tuple[float, f
     return out, int(round(w_mm * PX_PER_MM)), int(round(h_mm * PX_PER_MM))
 
 
-def render_pair(clean: np.ndarray, adversarial: np.ndarray, *, fs: float, units: str, lead: str) -> Strips:
-    """Both strips of one record (``(samples,)`` each, in ``units``), drawn identically (module docstring)."""
+def render_pair(clean: np.ndarray, adversarial: np.ndarray, *, fs: float, units: str, lead: str,
+                uv_scale: float | None = None, uv_offset: float | None = None) -> Strips:
+    """Both strips of one record (``(samples,)`` each, in ``units``), drawn identically (module docstring).
+
+    ``uv_scale`` / ``uv_offset``: the record's µV per data unit and offset when the loader recorded them (min-max
+    scaled beats); then the strips are drawn in mV on ECG paper (:func:`medrobust.report.ecg_paper.ecg_view`).
+    """
     x, xa = np.asarray(clean, dtype=np.float64).reshape(-1), np.asarray(adversarial, dtype=np.float64).reshape(-1)
     if x.shape != xa.shape or x.size < 2:
         raise DataError(f"a pair needs two signals of the same length >= 2, got {x.shape} and {xa.shape}.")
@@ -118,7 +123,7 @@ def render_pair(clean: np.ndarray, adversarial: np.ndarray, *, fs: float, units:
         raise DataError("a pair holds NaN or infinite samples; it cannot be drawn.")
     keep = valid_samples(x[None], units)
     x, xa = x[keep], xa[keep]
-    view = ecg_view(units, fs)
+    view = ecg_view(units, fs, uv_scale=uv_scale, uv_offset=uv_offset)
     if view.paper:
         a, b = x * view.scale + view.offset, xa * view.scale + view.offset
         note = view.note
