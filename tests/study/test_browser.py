@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,24 @@ def _keep(shot: Path) -> None:
         Path(dest).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(dest) / shot.name)
 
+
+def _wait_for_strips(page: Any, timeout: float = 30.0) -> None:
+    """Until both strips are decoded. Polled from Python: Playwright's wait_for_function would evaluate a string
+    in the page, which the study's Content-Security-Policy (no 'unsafe-eval') rightly refuses."""
+    deadline = time.monotonic() + timeout
+    js = "() => Array.from(document.querySelectorAll('#strips img')).every(im => im.complete && im.naturalWidth > 1000)"
+    while not page.evaluate(js):
+        assert time.monotonic() < deadline, "the strips did not load"
+        page.wait_for_timeout(50)
+
+
+INJECT = """() => new Promise(done => {
+  document.addEventListener('securitypolicyviolation', e => done(e.violatedDirective), {once: true});
+  const s = document.createElement('script');
+  s.textContent = 'window.__injected = 1';
+  document.body.appendChild(s);
+  setTimeout(() => done(window.__injected ? 'ran' : 'no violation reported'), 3000);
+})"""
 
 # per item: (which strip: A = left / B = right, same class?, confidence or None, comment)
 PLAN = [("A", True, 4, ""), ("B", True, None, ""), ("A", False, 2, "P waves look odd"), ("B", True, 5, ""),
@@ -98,13 +117,17 @@ def test_rater_in_chromium(server: tuple, pairs_dir: Path, tmp_path: Path) -> No
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
+            # the Content-Security-Policy is enforced: an injected inline script does not run
+            verdict = page.evaluate(INJECT)
+            assert verdict.startswith("script-src") and page.evaluate("() => window.__injected") is None
+            assert any("Content Security Policy" in e for e in errors)
+            errors.clear()
             for i, (strip, same, conf, comment) in enumerate(PLAN):
                 if i == 5:
                     page.reload()
                 page.wait_for_selector(f"#item[data-position='{i}']:not([hidden])")
                 assert page.inner_text("#progress") == f"{i} of 10 answered"
-                page.wait_for_function("Array.from(document.querySelectorAll('#strips img'))"
-                                       ".every(im => im.complete && im.naturalWidth > 1000)")
+                _wait_for_strips(page)
                 assert page.locator("#strips img").count() == 2
                 assert page.is_disabled("#submit")
                 if i < 5:  # mouse
