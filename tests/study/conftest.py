@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -99,12 +100,34 @@ def start_server(db: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("the server did not start within 30 s")
 
 
-@pytest.fixture
-def server(study: tuple[Path, dict]) -> Iterator[tuple[str, Path, dict, subprocess.Popen]]:
+@contextlib.contextmanager
+def thread_server(db: Path) -> Iterator[str]:
+    """uvicorn serving ``db`` from a thread of this process (no interpreter start-up); yields the base URL."""
+    import threading
+
+    import uvicorn
+
+    from medrobust.study.app import create_app
+
     port = free_port()
-    proc = start_server(study[0], port)
+    srv = uvicorn.Server(uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning",
+                                        access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", study[0], study[1], proc
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.kill()
-        proc.wait()
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(study: tuple[Path, dict]) -> Iterator[tuple[str, Path, dict]]:
+    """The built study served on 127.0.0.1 (a fresh copy): base URL, database, invitations."""
+    with thread_server(study[0]) as base:
+        yield base, study[0], study[1]

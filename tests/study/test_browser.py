@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import free_port, start_server, token_of
+from .conftest import thread_server, token_of
 
 
 def _chromium() -> str:
@@ -64,13 +64,11 @@ def _allow_change_flow(browser: Any, pairs_dir: Path, tmp_path: Path) -> None:
 
     db = tmp_path / "change.db"
     result = create_study(pairs_dir, db, StudySpec(raters=1, per_attack=1, allow_change=True))
-    port = free_port()
-    proc = start_server(db, port)
-    try:
+    with thread_server(db) as base:
         page = browser.new_page(viewport={"width": 1150, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"http://127.0.0.1:{port}/r/{token_of(result['invitations']['rater01'])}")
+        page.goto(f"{base}/r/{token_of(result['invitations']['rater01'])}")
         page.wait_for_selector("#item[data-position='0']:not([hidden])")
         assert page.is_hidden("#next")
         page.click("[data-choice='left']")
@@ -93,9 +91,6 @@ def _allow_change_flow(browser: Any, pairs_dir: Path, tmp_path: Path) -> None:
         page.click("#next")
         page.wait_for_selector("body[data-done='true']")
         assert errors == []
-    finally:
-        proc.kill()
-        proc.wait()
     con = sqlite3.connect(db)
     rows = con.execute("SELECT a.position, s.choice, s.same_class, s.locked, s.revisions FROM answers s JOIN "
                        "assignments a ON a.id = s.assignment_id ORDER BY a.position").fetchall()
@@ -107,7 +102,7 @@ def test_rater_in_chromium(server: tuple, pairs_dir: Path, tmp_path: Path) -> No
     exe = _chromium()
     from playwright.sync_api import sync_playwright
 
-    base, db, result, _ = server
+    base, db, result = server
     url = f"{base}/r/{token_of(result['invitations']['rater01'])}"
     errors: list[str] = []
     with sync_playwright() as p:

@@ -188,10 +188,10 @@ def eval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medrobust.models import load_checkpoint
 
     model = load_checkpoint(Path(__file__).resolve().parents[2] / "benchmarks/checkpoints/mitdb_cnn1_intra")
-    beats = load_dataset("synthetic", split="test", n_per_class=4, seed=0)
+    beats = load_dataset("synthetic", split="test", n_per_class=2, seed=0)
     out = tmp_path_factory.mktemp("eval") / "run"
-    cfg = ProtocolConfig(attacks=[{"name": "pgd", "steps": 10}, {"name": "sap", "steps": 10}], eps=(0.05, 0.1),
-                         mode="individual", n_examples=5, large_eps_steps=2)
+    cfg = ProtocolConfig(attacks=[{"name": "pgd", "steps": 5}, {"name": "sap", "steps": 5}], eps=(0.05, 0.1),
+                         mode="individual", n_examples=4, large_eps_steps=2)
     evaluate(model, beats, cfg, out_dir=out, model_card=model.card, checkpoint="mitdb_cnn1_intra", progress=False)
     return out
 
