@@ -21,6 +21,19 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 CLASSES = ["N", "A", "O", "~"]
 
 
+def require(*names: str) -> None:
+    """Skip the calling test module when the ``study`` extra is not installed (in CI: fail, it must be)."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if os.environ.get("CI"):
+                pytest.fail(f"{name} is missing: CI must install the study extra (pip install -e '.[study]')")
+            pytest.skip(f"{name} not installed (pip install -e '.[study]')", allow_module_level=True)
+
+
 def make_pairs(folder: Path, *, n: int = 8, samples: int = 250, fs: float = 100.0, seed: int = 0,
                units: str = "mV") -> Path:
     """A band-step folder written by the reproduction's own exporter (pairs_sap.npz, pairs_pgd.npz).

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from medrobust.study.app import create_app
+from .conftest import require, token_of
 
-from .conftest import token_of
+require("fastapi", "httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from medrobust.study.app import create_app  # noqa: E402
 
 ORIGIN = "http://testserver"
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import thread_server, token_of
+from .conftest import require, thread_server, token_of
+
+require("fastapi", "uvicorn", "playwright")
 
 
 def _chromium() -> str:

@@ -53,6 +53,9 @@ def test_one_line_errors(argv: list[str], message: str, pairs_dir: Path, tmp_pat
 
 
 def test_serve_runs_the_app_on_the_given_address(built: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    from .conftest import require
+
+    require("fastapi", "uvicorn")
     from medrobust.study import app
 
     seen = {}

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import httpx
-
 from medrobust.study.create import StudySpec, create_study
 
-from .conftest import free_port, start_server, token_of
+from .conftest import free_port, require, start_server, token_of
+
+require("fastapi", "uvicorn", "httpx")
+
+import httpx  # noqa: E402
 
 RATERS, PER_ATTACK = 20, 2  # 4 items each: 80 answers
 
