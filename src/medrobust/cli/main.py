@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, reproduce, train
+    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, reproduce, study, train
 
-    for module in (data, train, evaluate, attack, benchmark, report, reproduce, demo, models):
+    for module in (data, train, evaluate, attack, benchmark, report, reproduce, study, demo, models):
         module.add_parser(sub)
     for name, p in sub.choices.items():
         p.formatter_class = HelpFormatter
