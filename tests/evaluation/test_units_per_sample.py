@@ -160,3 +160,5 @@ def test_attack_summary_reports_each_beats_own_uv(helpers: Any, tmp_path: Path) 
     got = summary["perturbation"]["linf_uv_per_sample"]
     assert succ.sum() > 0 and got["max"] == pytest.approx(0.2 * scale[idx[succ]].max(), rel=1e-5)
     assert got["median"] == pytest.approx(0.2 * np.median(scale[idx[succ]]), rel=1e-5)
+    # the npz carries each attacked beat's own µV map (the expert study draws the strips in mV with it)
+    assert np.allclose(adv["uv_scale"], scale[idx]) and np.allclose(adv["uv_offset"], -scale[idx] / 3)

@@ -60,6 +60,7 @@ def test_band_step_attacks_the_correct_records_exports_the_pairs_and_runs_the_ba
     assert np.abs(pairs["x_adv"] - pairs["x"]).max() <= 0.01 + 1e-6
     pgd = np.load(tmp_path / "band" / "pairs_pgd.npz")
     assert str(pgd["attack"]) == "pgd" and (pgd["ids"] == pairs["ids"]).all()
+    assert list(pairs["leads"]) == list(ds.meta.leads)
     band = summary["band"]
     assert band["n_examples"] == 2 and [r["trials"] for r in band["examples"]] == [20, 20]
     assert 0 <= band["examples_with_new_adversarials"] <= 2 and 0.0 <= band["kept_fraction"] <= 1.0

@@ -319,6 +319,9 @@ def attack_dataset(model: nn.Module, dataset: Any, req: AttackRequest, *, out_di
     summary["data"]["selection"] = ("stratified seeded subset" if len(idx) < len(dataset) else "all samples")
     if target is not None:
         extra["target"] = target.numpy()
+    for key in ("uv_scale", "uv_offset"):  # per-sample µV map of scaled beats (drawn in mV by the report, the study)
+        if getattr(meta, key, None) is not None:
+            extra[key] = np.asarray(getattr(meta, key), dtype=np.float64)[idx]
     save_npz(out / ADVERSARIAL_NPZ, x=x.numpy(), x_adv=r["x_adv"].numpy(), y=y.numpy(),
              clean_pred=clean_pred.numpy(), adv_pred=r["adv_pred"].numpy(), success=r["success"].numpy(), extra=extra)
     if req.wfdb and x.ndim == 3:

@@ -93,7 +93,7 @@ def _export(path: Path, *, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
     atomic_save_npz(path, {"x": x.numpy(), "x_adv": x_adv.numpy(), "y": y.numpy(), "clean_pred": clean.numpy(),
                            "adv_pred": adv.numpy(), "ids": ids.astype(str), "fs": np.float64(meta.fs or np.nan),
                            "units": np.str_(meta.units), "classes": np.asarray(list(meta.classes), dtype=str),
-                           "attack": np.str_(attack)})
+                           "leads": np.asarray(list(meta.leads or ()), dtype=str), "attack": np.str_(attack)})
 
 
 def run_band_step(config: dict[str, Any]) -> dict[str, Any]:
