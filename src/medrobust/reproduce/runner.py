@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,29 @@ def _write_config(step: Step, budget_dir: Path) -> Path:
     return path
 
 
-def _done(step: Step) -> bool:
-    """A train step is done once its summary is written (the last thing ``train`` writes); an evaluation resumes
-    itself, so it is rerun until its card holds results (a finished one returns at once)."""
-    return step.kind in ("train", "masking", "band") and (step.out / DONE_FILE[step.kind]).is_file()
+STEP_MARK = ".step-config.sha256"
+"""Written into an evaluation's folder once it finished: the SHA-256 of the step's YAML it finished with."""
+
+
+def _config_digest(config: Path) -> str:
+    return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
+
+
+def _done(step: Step, config: Path) -> bool:
+    """A train (masking, band) step is done once its last file is written. An evaluation resumes itself, so it
+    is rerun until it has finished with exactly the step's current YAML: its card holds results and its mark
+    holds that YAML's digest (a committed reproduction, whose resumable units are not in git, is then kept,
+    while a plan whose radii or attacks changed evaluates again)."""
+    if step.kind != "evaluate":
+        return (step.out / DONE_FILE[step.kind]).is_file()
+    card, mark = step.out / DONE_FILE["evaluate"], step.out / STEP_MARK
+    if not card.is_file() or not mark.is_file():
+        return False
+    try:
+        finished = bool(json.loads(card.read_text("utf-8")).get("results"))
+    except (OSError, ValueError):
+        return False
+    return finished and mark.read_text("utf-8").strip() == _config_digest(config)
 
 
 def _run_step(step: Step, config: Path) -> None:
@@ -58,6 +79,8 @@ def _run_step(step: Step, config: Path) -> None:
     if code != 0:
         raise ConfigError(f"reproduction step '{step.name}' failed (exit {code}); rerun it alone with "
                           f"`{command(step.kind, config)}` to see why, then rerun the reproduction to continue.")
+    if step.kind == "evaluate":
+        atomic_write_text(step.out / STEP_MARK, _config_digest(config) + "\n")
 
 
 def _plan(name: str, model: str | None, source: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
@@ -87,7 +110,7 @@ def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data
     paths = {s.name: _write_config(s, folder) for s in steps}
     started, spent = time.monotonic(), []
     for k, step in enumerate(steps, 1):
-        if _done(step):
+        if _done(step, paths[step.name]):
             if progress:
                 print(f"[{k}/{len(steps)}] {step.name}: done earlier, kept")
             continue
@@ -113,4 +136,5 @@ def status(name: str, *, budget: str, out: str | Path | None = None, model: str 
     plan, default = _plan(name, model, None)
     root = Path(out) if out is not None else Path("reproductions") / default
     steps = resolve_steps(plan, budget=budget, out=root / budget)
-    return [{"step": s.name, "done": (s.out / DONE_FILE[s.kind]).is_file(), "out": str(s.out)} for s in steps]
+    return [{"step": s.name, "done": _done(s, config_path(root / budget, s.kind, s.model_id)), "out": str(s.out)}
+            for s in steps]
