@@ -44,7 +44,8 @@ def test_resolve_fast_path() -> None:
     assert resolve_fast_path("auto", torch.device("cuda")) == "cuda_graph"
     assert resolve_fast_path("off", torch.device("cuda")) == "off"
     assert resolve_fast_path("cuda_graph", torch.device("cuda", 0)) == "cuda_graph"
-    with pytest.raises(ConfigError, match="fast_path='cuda_graph' needs CUDA inputs, got inputs on cpu"):
+    with pytest.raises(ConfigError, match=r"fast_path='cuda_graph' needs CUDA inputs, got inputs on cpu; use "
+                                          r"fast_path='auto' \(the eager path off CUDA\) or 'off'\.$"):
         resolve_fast_path("cuda_graph", torch.device("cpu"))
     with pytest.raises(ConfigError, match="fast_path must be one of"):
         resolve_fast_path("graphs", torch.device("cpu"))
@@ -126,7 +127,8 @@ def test_a_model_mixing_samples_is_caught_by_the_check() -> None:
 
     eng = StaticLossGrad(BatchCentred(), get_loss("ce"), rows=8, capture=eager_capture)
     x, y = _batch(3)[0], torch.tensor([0, 1, 0])
-    with pytest.warns(RuntimeWarning, match="may mix samples"):
+    with pytest.warns(RuntimeWarning, match=r"disagrees with the eager one \(logits, .*\(the model may mix samples of a "
+                                            r"batch, e\.g\. batch statistics in eval mode\)\.$"):
         assert eng(x, y, None, need_grad=False) is None
 
 
@@ -196,3 +198,109 @@ def test_the_evaluation_shares_one_captured_step_per_model_and_loss(forced: None
     ctx.fast_path = "off"
     atk = ctx.attack(spec, 0.1, seed=0)
     assert atk.fast_path == "off"
+
+
+def test_rows_are_checked_and_one_row_works() -> None:
+    with pytest.raises(ConfigError, match="rows"):
+        StaticLossGrad(_model(), get_loss("ce"), rows=0, capture=eager_capture)
+    eng = StaticLossGrad(_model(), get_loss("ce"), rows=1, capture=eager_capture)
+    assert eng.disabled is False and eng.replays == 0
+    x, y = _batch(3)
+    out = eng(x, y, None, need_grad=True)
+    assert out is not None and eng.replays == 3
+    torch.testing.assert_close(out[2], _direct(_model(), x, y)[2])
+    assert eng(x[:0], y[:0], None, need_grad=True) is None and eng.replays == 3   # an empty batch: the eager path
+
+
+def test_a_target_reaches_the_captured_step_and_its_check() -> None:
+    model = _model()
+    eng = StaticLossGrad(model, get_loss("ce"), rows=8, capture=eager_capture)
+    x, y = _batch(5)
+    target = (y + 1) % 3
+    out = eng(x, y, target, need_grad=True)
+    assert out is not None and not eng.disabled
+    leaf = x.clone().requires_grad_(True)
+    loss = get_loss("ce")(model(leaf), y, target)
+    torch.testing.assert_close(out[1], loss.detach())
+    torch.testing.assert_close(out[2], torch.autograd.grad(loss.sum(), leaf)[0])
+    assert not torch.allclose(out[1], get_loss("ce")(model(x), y, None).detach())   # the target changes the loss
+
+
+def test_other_feature_and_label_shapes_get_their_own_buffers() -> None:
+    class Sum(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.sum((1, 2))
+            return torch.stack([s, -s, 0 * s], 1)
+
+    eng = StaticLossGrad(Sum(), get_loss("ce"), rows=4, capture=eager_capture)
+    x, y = _batch(3)
+    for xi in (x, torch.cat([x, x], 1)):                       # 1 lead, then 2 leads of the same length
+        out = eng(xi, y, None, need_grad=True)
+        assert out is not None and out[2].shape == xi.shape
+    soft = torch.nn.functional.one_hot(y, 3).double()          # soft labels after integer ones
+    out = eng(x, soft, None, need_grad=True)
+    assert out is not None and len(eng._slots) == 3
+    torch.testing.assert_close(out[1], get_loss("ce")(Sum()(x), soft, None))
+
+
+def _noisy(field: int, amount: float) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    def capture(step: Callable[[], Any]) -> Callable[[], Any]:
+        def replay() -> Any:
+            out = list(step())
+            out[field] = out[field] + amount
+            return tuple(out)
+        return replay
+    return capture
+
+
+@pytest.mark.parametrize("field,name", [(0, "logits"), (1, "loss"), (2, "gradient")])
+def test_the_warning_names_the_output_and_its_difference(field: int, name: str) -> None:
+    eng = StaticLossGrad(_model(), get_loss("ce"), rows=8, capture=_noisy(field, 1.0))
+    x, y = _batch(4)
+    with pytest.warns(RuntimeWarning, match=rf"disagrees with the eager one \({name}, max difference 1\)"):
+        assert eng(x, y, None, need_grad=True) is None
+
+
+class Scaled(nn.Module):
+    """Logits ``scale · tanh(w·x)`` with some exactly-zero logits, gradients as small as ``scale`` makes them."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.tanh(x.sum((1, 2)) - 12.0)
+        return self.scale * torch.stack([s, -s, 0 * s], 1)
+
+
+@pytest.mark.parametrize("scale,noise,agrees", [
+    (100.0, 5e-4, True),     # atol = 1e-5 x 100 = 1e-3 covers the zero logits; rtol 1e-3 the others
+    (100.0, 2e-3, False),    # beyond both
+    (0.01, 5e-6, True),      # small outputs: atol is at least 1e-5
+    (0.01, 1.5e-5, False),   # ... and not more
+])
+def test_the_check_tolerance_scales_with_each_output(scale: float, noise: float, agrees: bool) -> None:
+    eng = StaticLossGrad(Scaled(scale), get_loss("ce"), rows=8, capture=_noisy(0, noise))
+    x, y = _batch(4)
+    if agrees:
+        assert eng(x, y, None, need_grad=False) is not None and not eng.disabled
+    else:
+        with pytest.warns(RuntimeWarning, match="logits"):
+            assert eng(x, y, None, need_grad=False) is None
+
+
+def test_relative_tolerance_on_large_logits() -> None:
+    class Big(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.sum((1, 2))
+            return torch.stack([1e4 + s, 1e4 - s, 1e4 + 0 * s], 1)
+
+    def scaled_noise(step: Callable[[], Any]) -> Callable[[], Any]:
+        def replay() -> Any:
+            z, loss, g = step()
+            return z * (1 + 5e-4), loss, g                     # 5 units on 1e4: rtol 1e-3 allows it (atol 0.1 does not)
+        return replay
+
+    eng = StaticLossGrad(Big(), get_loss("ce"), rows=8, capture=scaled_noise)
+    x, y = _batch(4)
+    assert eng(x, y, None, need_grad=False) is not None

@@ -85,8 +85,8 @@ class StaticLossGrad:
     capture
         :func:`cuda_graph_capture` on a GPU; :func:`eager_capture` (or a test double) elsewhere.
     check
-        Compare each new graph's first replay with the eager step on the real rows (rtol 1e-3, atol 1e-5
-        relative to the gradient's scale); a graph that disagrees is dropped with a warning.
+        Compare each new graph's first replay with the eager step on the real rows (rtol 1e-3, atol 1e-5 times
+        the largest magnitude of each output, at least 1e-5); a graph that disagrees is dropped with a warning.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, *, rows: int, capture: Capture, check: bool = True) -> None:
@@ -98,8 +98,10 @@ class StaticLossGrad:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *,
                  need_grad: bool) -> Outputs | None:
-        """``(logits, loss, grad)`` of the batch (``grad`` ``None`` without ``need_grad``); ``None`` when the
-        graph was dropped (the caller then takes the eager path)."""
+        """``(logits, loss, grad)`` of the batch (``grad`` ``None`` without ``need_grad``); ``None`` for an empty
+        batch or when the graph was dropped (the caller then takes the eager path)."""
+        if x.shape[0] == 0:
+            return None
         parts: list[Outputs] = []
         for i in range(0, x.shape[0], self.rows):
             out = self._chunk(x[i:i + self.rows], y[i:i + self.rows],
@@ -156,12 +158,11 @@ class StaticLossGrad:
         for name, a, b in zip(("logits", "loss", "gradient"), out, ref):
             if a is None or b is None:
                 continue
-            tol = 1e-5 * max(1.0, float(b.abs().max())) if b.numel() else 0.0
+            tol = 1e-5 * max(1.0, float(b.abs().max()))
             if not torch.allclose(a, b, rtol=1e-3, atol=tol):
                 warnings.warn(f"the captured attack step disagrees with the eager one ({name}, max difference "
                               f"{float((a - b).abs().max()):.3g}); the fast path is off for this attack (the model "
-                              "may mix samples of a batch, e.g. batch statistics in eval mode).",
-                              RuntimeWarning, stacklevel=5)
+                              "may mix samples of a batch, e.g. batch statistics in eval mode).", RuntimeWarning)
                 return False
         return True
 
