@@ -30,6 +30,8 @@ def test_autocast_runs_the_inner_layers_in_bf16_and_returns_float32() -> None:
 def test_fp32_is_the_model_itself_and_bad_values_are_refused() -> None:
     model = nn.Linear(2, 2)
     assert with_precision(model, "fp32") is model
+    low = with_precision(model, "bf16")
+    assert isinstance(low, Autocast) and low.model is model and low.dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="precision must be one of"):
         with_precision(model, "fp16")
 
@@ -53,3 +55,13 @@ def test_the_mask_reaches_a_masked_model_and_the_declared_shape_is_kept() -> Non
             return torch.stack([x.sum((1, 2)), -x.sum((1, 2))], 1)
 
     assert Autocast(Plain())(x, mask=m)[:, 0].tolist() == [4.0, 4.0]   # a model without mask= never gets one
+
+
+def test_the_dtype_is_the_wrappers_and_the_card_is_kept() -> None:
+    lin = nn.Linear(4, 2)
+    lin.card = {"classes": ["a", "b"]}
+    seen: list[torch.dtype] = []
+    lin.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    w = Autocast(lin, dtype=torch.float16)
+    assert w.card == {"classes": ["a", "b"]} and not hasattr(Autocast(nn.Linear(4, 2)), "card")
+    assert w(torch.rand(3, 4)).dtype == torch.float32 and seen == [torch.float16]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medrobust.checks import check_float
+from medrobust.errors import DataError
 from medrobust.models.precision import with_precision
 
 DEFAULT_TOLERANCE_PP = 0.5
@@ -30,6 +31,8 @@ def precision_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attac
     ``within``: ``|difference| <= tolerance_pp``.
     """
     tol = check_float(tolerance_pp, "tolerance_pp", minimum=0.0)
+    if int(y.shape[0]) == 0:
+        raise DataError("precision_check needs at least one sample (x and y are empty).")
     runs = {}
     for name, m in (("fp32", model), (precision, with_precision(model, precision))):
         res = attack(m)(x, y, mask=mask)
@@ -41,5 +44,5 @@ def precision_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attac
     diff = 100.0 * (robust[precision] - robust["fp32"])
     return {"precision": precision, "n": n, "attack": full.attack, "eps": float(f"{float(full.eps.reshape(-1)[0]):.6g}"),
             "clean_accuracy": clean, "robust_accuracy": robust, "difference_pp": diff, "tolerance_pp": tol,
-            "clean_agreement": float((full.clean_pred == low.clean_pred).float().mean()) if n else 1.0,
+            "clean_agreement": float((full.clean_pred == low.clean_pred).float().mean()),
             "within": abs(diff) <= tol}
