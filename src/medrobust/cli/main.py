@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, reproduce, train
+    from medrobust.cli import (attack, benchmark, data, demo, evaluate, leaderboard, models, report, reproduce, train,
+                               zoo)
 
-    for module in (data, train, evaluate, attack, benchmark, report, reproduce, demo, models):
+    for module in (data, train, evaluate, attack, benchmark, report, reproduce, demo, models, zoo, leaderboard):
         module.add_parser(sub)
     for name, p in sub.choices.items():
         p.formatter_class = HelpFormatter
