@@ -63,8 +63,8 @@ def _data_problems(card: Mapping[str, Any], task: Task) -> list[str]:
         if got != ds[key]:
             out.append(f"data.{key}: the card has {got!r}, task {task.name} needs {ds[key]!r}; {fix}.")
     opts = _get(card, "data.options") or {}
-    for key, want in (ds.get("options") or {}).items():
-        if not _same(opts.get(key), want):
+    for key, want in (ds.get("options") or {}).items():   # a loader may record an option under another name:
+        if key in opts and not _same(opts[key], want):      # the fingerprint and the indices hash still hold it
             out.append(f"data.options.{key}: the card has {opts.get(key)!r}, task {task.name} needs {want!r}; "
                        f"load the dataset with {key}={want!r}.")
     want_fp, got_fp = ds.get("fingerprint"), _get(card, "data.fingerprint")
