@@ -47,7 +47,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, helpers: Any) -> Env:
     base = tmp_path_factory.mktemp("leaderboard")
     task = write_task(base / "synth-test.yaml")
     trained = helpers.tiny_checkpoint(tmp_path_factory.getbasetemp())
-    ckpts = {"tiny-a": trained, "tiny-b": _noisy(trained, base / "ckpt-b", 0.6, 1),
+    ckpts = {"tiny-a": trained, "tiny-b": _noisy(trained, base / "ckpt-b", 0.3, 1),
              "tiny-c": _noisy(trained, base / "ckpt-c", 1.5, 2)}
     ds = load_dataset("synthetic", split="test", n_per_class=N_PER_CLASS)
     config = replace(ProtocolConfig.from_dict({**PROTOCOL, "name": "custom"}), n_examples=0)
