@@ -174,13 +174,11 @@ def add(card_path: str | os.PathLike[str], *, board: str | os.PathLike[str] | No
 
 
 def _checkpoint_sha(checkpoint: str) -> str:
-    from medrobust.models.checkpoint import WEIGHTS_NAME, _sha256
-
     p = Path(checkpoint)
-    weights = (p.parent if p.is_file() else p) / WEIGHTS_NAME
+    weights = (p.parent if p.is_file() else p) / "model.safetensors"
     if not weights.is_file():
-        raise ConfigError(f"--checkpoint {checkpoint}: no {WEIGHTS_NAME} there; pass the checkpoint folder.")
-    return _sha256(weights)
+        raise ConfigError(f"--checkpoint {checkpoint}: no model.safetensors there; pass the checkpoint folder.")
+    return _sha256_file(weights)
 
 
 def _load_ckpt(checkpoint: str | None) -> Any:
