@@ -156,3 +156,23 @@ def test_cli_prints_one_line_per_problem(env: Any, card_copy: Any, tmp_path: Pat
     assert rc == 0 and out.startswith("added synth-test/mine-b (linf): clean ")
     e = json.loads((tmp_path / "b" / "entries" / "synth-test" / "mine-b.json").read_text())
     assert e["model"]["defence"] == "noise" and e["model"]["zoo_id"] is None and e["model"]["parameters"] > 0
+
+
+def test_cli_config_evaluate_add_round_trip(env: Any, tmp_path: Path, capsys: Any) -> None:
+    """`leaderboard config` -> `evaluate --config` -> `leaderboard add`: the card the CLI writes is a valid entry."""
+    from medrobust.cli.main import main
+
+    run = tmp_path / "eval"
+    assert main(["leaderboard", "config", str(env.task), "--checkpoint", str(env.ckpts["tiny-a"]), "--out",
+                 str(run)]) == 0
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(capsys.readouterr().out)
+    assert main(["evaluate", "--config", str(cfg), "--no-progress", "--examples", "0"]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "add", str(run), "--board", str(tmp_path / "b"), "--task", str(env.task),
+                 "--checkpoint", str(env.ckpts["tiny-a"]), "--id", "cli"]) == 0
+    e = json.loads((tmp_path / "b" / "entries" / "synth-test" / "cli.json").read_text())
+    ref = json.loads((env.cards["tiny-a"] / "card.json").read_text())
+    # the same model under the same protocol: the same numbers as the Python-API card
+    assert e["clean"]["numerator"] == ref["clean"]["accuracy"]["numerator"]
+    assert [r["numerator"] for r in e["robust"]] == [r["robust_accuracy"]["numerator"] for r in ref["results"]]

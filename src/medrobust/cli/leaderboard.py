@@ -3,6 +3,8 @@
 Examples::
 
     medrobust leaderboard tasks                      # the tasks, their versions and threat rows
+    medrobust leaderboard config mitdb-intra --checkpoint CKPT --out runs/eval > eval.yaml
+    medrobust evaluate --config eval.yaml --data-dir ../shared/data
     medrobust leaderboard add runs/eval/card.json --zoo mitdb-intra/cnn1-ce [--verify --data-dir ../shared/data]
     medrobust leaderboard add runs/eval --checkpoint runs/cnn1/checkpoint --id my-cnn --task mitdb-intra
     medrobust leaderboard build --out leaderboard/site
@@ -28,6 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pn.add_argument("task", help="a task name or YAML file")
     pn.add_argument("--data-dir", help="dataset folder or its parent (default: MEDROBUST_DATA)")
     pn.set_defaults(func=run_pin)
+    c = lsub.add_parser("config", help="print a `medrobust evaluate --config` YAML for a task's threat row")
+    c.add_argument("task", help="a task name or YAML file")
+    c.add_argument("--threat", default="linf", help="threat row id")
+    c.add_argument("--checkpoint", help="the model (checkpoint folder or other model source)")
+    c.add_argument("--out", help="the evaluation's run folder")
+    c.add_argument("--data-dir", help="dataset folder or its parent")
+    c.set_defaults(func=run_config)
     a = lsub.add_parser("add", help="validate a result card and add it to the board")
     a.add_argument("card", help="the result card (card.json or its evaluation folder)")
     a.add_argument("--board", default="leaderboard", help="the board folder")
@@ -66,6 +75,18 @@ def run_pin(args: argparse.Namespace) -> int:
     from medrobust.leaderboard import load_task, pin
 
     print(json.dumps(pin(load_task(args.task), root=args.data_dir), indent=2))
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from medrobust.leaderboard import load_task
+    from medrobust.leaderboard.tasks import evaluate_config
+
+    cfg = evaluate_config(load_task(args.task), threat=args.threat, checkpoint=args.checkpoint, out=args.out,
+                          data_dir=args.data_dir)
+    print(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 

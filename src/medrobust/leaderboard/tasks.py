@@ -219,3 +219,23 @@ def pin(task: Task, *, root: str | os.PathLike[str] | None = None) -> dict[str, 
     idx = subset_indices(task, data)
     return {"fingerprint": data.meta.fingerprint, "n_total": len(data), "indices_sha256": indices_sha256(idx),
             "n_evaluated": len(idx)}
+
+
+def evaluate_config(task: Task, *, threat: str = "linf", checkpoint: str | None = None, out: str | None = None,
+                    data_dir: str | None = None) -> dict[str, Any]:
+    """A ``medrobust evaluate --config`` mapping that evaluates under ``task``'s row ``threat`` (its dataset,
+    subset and protocol exactly)."""
+    row = task.threat(threat)
+    if row.protocol is None:
+        raise ConfigError(f"threat row {threat!r} of task {task.name} is {row.status}: {row.reason}")
+    raw_row = next(r for r in task.raw["threats"] if r.get("id") == threat)
+    ds = task.dataset
+    dataset: dict[str, Any] = {"name": ds["name"], "split": ds["split"], "options": dict(ds.get("options") or {})}
+    if task.subset.get("limit") is not None:
+        dataset["limit"] = task.subset["limit"]
+    if data_dir is not None:
+        dataset["root"] = data_dir
+    protocol = dict(raw_row["protocol"])
+    protocol["seed"] = int(task.subset["seed"]) if "seed" not in protocol else protocol["seed"]
+    cfg: dict[str, Any] = {"checkpoint": checkpoint, "dataset": dataset, "protocol": protocol, "out": out}
+    return {k: v for k, v in cfg.items() if v is not None}
