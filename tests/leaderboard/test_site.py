@@ -40,7 +40,7 @@ def site(env: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     board = tmp_path_factory.mktemp("board")
     for name in ("tiny-a", "tiny-b", "tiny-c"):
         add(env.cards[name], board=board, task=env.task, zoo_root=env.zoo)
-    build(board=board, out=board / "site", tasks=[load_task(env.task), load_task("mitdb-intra")])
+    build(board=board, out=board / "site", tasks=[load_task(env.task), load_task("mitdb-intra")], zoo_root=env.zoo)
     return board / "site"
 
 
@@ -61,6 +61,7 @@ def test_site_is_self_contained_and_complete(site: Path, env: Any) -> None:
     assert flags["tiny-a"] == flags["tiny-b"] == [] and "degenerate-model" in flags["tiny-c"]   # a real flag
     assert "No entries yet (ensemble: pgd100, sap, spsa)" in html     # mitdb-intra's open rows
     assert "not-evaluated: no UAP card" in html
+    assert "In the model zoo without a board entry yet" not in html   # every test zoo model has its entry
 
 
 def test_changed_card_after_validation_stops_the_build(env: Any, card_copy: Any, tmp_path: Path) -> None:
@@ -106,3 +107,16 @@ def test_sort_by_clicking_and_follow_a_card_link_in_chromium(site: Path, tmp_pat
         assert card["clean"]["accuracy"]["value"] == pytest.approx(asc[0], abs=1e-6)
         browser.close()
     assert errors == []
+
+
+def test_zoo_models_without_an_entry_are_listed_under_their_task(tmp_path: Path) -> None:
+    from medrobust import zoo
+
+    index = build(board=tmp_path / "empty", out=tmp_path / "site")      # the shipped zoo, no board entries
+    html = index.read_text()
+    for e in zoo.list():
+        section = html[html.index(f'<h2 id="{e.task}">'):]
+        section = section[:section.index("<h2", 5)] if "<h2" in section[5:] else section
+        assert f"<code>{e.id}</code> ({e.architecture}, {e.defence}, {e.parameters:,} parameters)" in section
+    assert "0 entries." in html and "<table" not in html
+    assert "<code>medrobust evaluate</code> produces no result card" in html

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from medrobust.atomic import atomic_write_json, atomic_write_text
 from medrobust.leaderboard.board import read_entries
@@ -29,7 +30,7 @@ th.sortable{cursor:pointer;user-select:none;background:#f4f6f8}th.sortable:hover
 th.sorted-desc::after{content:" \\25BC"}th.sorted-asc::after{content:" \\25B2"}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .ci{color:#777;font-size:.85em}.flag{color:#a33;font-weight:600}.muted{color:#777}
-tr.flagged td{background:#fff6f4}.note{color:#555;font-size:.9em}
+tr.flagged td{background:#fff6f4}.note{color:#555;font-size:.9em}code{background:#f4f4f4;padding:0 .2em}
 """
 
 JS = """
@@ -49,6 +50,11 @@ function sortTable(th){
 document.querySelectorAll('th.sortable').forEach(function(th){th.addEventListener('click',function(){sortTable(th);});});
 document.body.setAttribute('data-tables', document.querySelectorAll('table.board').length);
 """
+
+
+def _text(s: str) -> str:
+    """Escaped text with `code` spans."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s))
 
 
 def _pct(v: float) -> str:
@@ -101,7 +107,7 @@ def _table(task: Task, row_id: str, entries: list[dict[str, Any]]) -> str:
             f'<thead><tr>{"".join(heads)}</tr></thead>\n<tbody>\n' + "\n".join(body) + "\n</tbody></table>")
 
 
-def _task_section(task: Task, entries: list[dict[str, Any]]) -> str:
+def _task_section(task: Task, entries: list[dict[str, Any]], zoo_entries: Sequence[Any] = ()) -> str:
     ds = task.dataset
     sub = task.subset
     subset = ("the whole split" if sub.get("limit") is None else
@@ -120,16 +126,22 @@ def _task_section(task: Task, entries: list[dict[str, Any]]) -> str:
             parts.append(f'<h3>{html.escape(row.title)}</h3><p class="muted">No entries yet (ensemble: {ens}).</p>')
         else:
             parts.append(f'<h3>{html.escape(row.title)}</h3><p class="muted">{html.escape(row.status)}: '
-                         f"{html.escape(row.reason)}</p>")
+                         f"{_text(row.reason)}</p>")
+    if zoo_entries:
+        items = ", ".join(f"<code>{html.escape(z.id)}</code> ({html.escape(z.architecture)}, {html.escape(z.defence)}, "
+                          f"{z.parameters:,} parameters)" for z in zoo_entries)
+        parts.append(f'<p class="note">In the model zoo without a board entry yet: {items}.</p>')
     return "\n".join(parts)
 
 
-def render(tasks: list[Task], entries: list[dict[str, Any]]) -> str:
-    """The index page."""
+def render(tasks: list[Task], entries: list[dict[str, Any]], zoo_entries: list[Any] | None = None) -> str:
+    """The index page (``zoo_entries``: zoo models listed under their task when no entry uses them)."""
+    used = {e["model"].get("zoo_id") for e in entries}
+    waiting = [z for z in (zoo_entries or []) if z.id not in used]
     by_task = {t.name: [e for e in entries if e["task"] == t.name] for t in tasks}
     order = sorted(tasks, key=lambda t: (-len(by_task[t.name]), t.name))
     toc = " · ".join(f'<a href="#{t.name}">{t.name}</a> ({len(by_task[t.name])})' for t in order)
-    sections = "\n".join(_task_section(t, by_task[t.name]) for t in order)
+    sections = "\n".join(_task_section(t, by_task[t.name], [z for z in waiting if z.task == t.name]) for t in order)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medrobust leaderboard</title>'
             f"<style>{CSS}</style></head>\n<body>\n<h1>medrobust robustness leaderboard</h1>\n"
             f'<p class="note">{len(entries)} entries. Every row links its result card; click a numeric column '
@@ -137,8 +149,11 @@ def render(tasks: list[Task], entries: list[dict[str, Any]]) -> str:
 
 
 def build(*, board: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] = "leaderboard/site",
-          tasks: list[Task] | None = None) -> Path:
-    """Write the site to ``out`` (replacing the files it writes); returns ``out/index.html``."""
+          tasks: list[Task] | None = None, zoo_root: str | os.PathLike[str] | None = None) -> Path:
+    """Write the site to ``out`` (replacing the files it writes); returns ``out/index.html``.
+
+    Zoo entries (of ``zoo_root``, default the shipped zoo) without a board entry are listed under their task."""
+    from medrobust import zoo
     entries = read_entries(board)
     tasks = tasks if tasks is not None else builtin_tasks()
     known = {t.name for t in tasks}
@@ -163,5 +178,5 @@ def build(*, board: str | os.PathLike[str] | None = None, out: str | os.PathLike
     atomic_write_json(out / "leaderboard.json", {"format": "medrobust-leaderboard/1",
                                                  "tasks": [t.summary() for t in tasks], "entries": public})
     index = out / "index.html"
-    atomic_write_text(index, render(tasks, entries))
+    atomic_write_text(index, render(tasks, entries, zoo.list_entries(root=zoo_root)))
     return index
