@@ -176,3 +176,44 @@ def test_cli_config_evaluate_add_round_trip(env: Any, tmp_path: Path, capsys: An
     # the same model under the same protocol: the same numbers as the Python-API card
     assert e["clean"]["numerator"] == ref["clean"]["accuracy"]["numerator"]
     assert [r["numerator"] for r in e["robust"]] == [r["robust_accuracy"]["numerator"] for r in ref["results"]]
+
+
+def test_whole_split_task(env: Any, tmp_path: Path) -> None:
+    """A task with ``limit: null`` (the MedMNIST tasks) takes a card of the whole split and refuses a subset."""
+    from medrobust.data import load_dataset
+    from medrobust.evaluation import ProtocolConfig, evaluate
+    from medrobust.models import load_checkpoint
+    from tests.leaderboard._lb import N_PER_CLASS, PROTOCOL
+
+    task = write_task(tmp_path / "synth-test.yaml", limit=None)
+    model = load_checkpoint(env.ckpts["tiny-a"])
+    ds = load_dataset("synthetic", split="test", n_per_class=N_PER_CLASS)
+    cfg = ProtocolConfig.from_dict({**PROTOCOL, "name": "custom", "n_examples": 0, "large_eps_check": False})
+    evaluate(model, ds, cfg, out_dir=tmp_path / "all", model_card=model.card, progress=False)
+    e = add(tmp_path / "all", board=tmp_path / "b", task=task, zoo_id="synth-test/tiny-a", zoo_root=env.zoo)
+    assert e["clean"]["denominator"] == len(ds) == 40
+    msg = _refused(env.cards["tiny-a"] / "card.json", env, tmp_path / "x", task=task)
+    assert msg.split("\n  ")[1:] == [msg.split("\n  ")[1]]
+    assert msg.split("\n  ")[1].startswith("data.evaluated.indices_sha256: the card evaluated other samples")
+    assert msg.endswith("evaluate the whole split (no --limit).")
+
+
+def test_results_must_follow_the_task_radii(env: Any, card_copy: Any, tmp_path: Path) -> None:
+    card = _edit(card_copy(), lambda c: c["results"].pop())
+    assert "results: expected one entry per ε [0.02, 0.1], got 1; re-evaluate." in _refused(card, env, tmp_path)
+    card = _edit(card_copy(), lambda c: c["results"][0].__setitem__("eps", 0.03))
+    assert "results[0].eps: 0.03 is not the task's ε 0.02" in _refused(card, env, tmp_path)
+
+    def over(c: dict) -> None:
+        r = c["results"][0]["robust_accuracy"]
+        r["numerator"] = r["denominator"] + 1
+    assert "results[0].robust_accuracy.value" in _refused(_edit(card_copy(), over), env, tmp_path)
+    card = _edit(card_copy(), lambda c: c["clean"]["accuracy"].__setitem__("numerator", True))
+    assert "clean.accuracy.numerator: missing or not a count (True)" in _refused(card, env, tmp_path)
+
+
+def test_not_a_result_card(env: Any, tmp_path: Path) -> None:
+    task = load_task(env.task)
+    v = validate({"format": "medrobust-checkpoint/1"}, task, weights_sha256="x")
+    assert v.problems == ["format: 'medrobust-checkpoint/1' is not a medrobust-result-card/1 result card; pass the "
+                          "card.json written by medrobust evaluate."]
