@@ -118,3 +118,26 @@ def test_url_entry_is_never_downloaded(tmp_path: Path, monkeypatch: Any) -> None
     shutil.copyfile(src / "model.safetensors", where)
     model = zoo.load("mitdb-intra/big", root=root)
     assert model.card["weights_sha256"] == e.weights_sha256
+
+
+def test_add_copies_the_eval_card_and_compresses_per_sample(tmp_path: Path) -> None:
+    import numpy as np
+
+    from medrobust.evaluation.card import read_npz
+
+    src = REPO / "benchmarks" / "checkpoints" / "mitdb_cnn1_intra"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "card.json").write_text('{"format": "medrobust-result-card/1"}')
+    arrays = {"index": np.arange(500), "ids": np.asarray([f"100:{i}" for i in range(500)]),
+              "adv_pred": np.zeros((3, 500), dtype=np.int64)}
+    np.savez(run / "per_sample.npz", **arrays)
+    e = zoo.add(src, entry_id="t/x", root=tmp_path / "zoo", eval_card=run / "card.json")
+    assert e.eval_card is not None and e.eval_card.read_bytes() == (run / "card.json").read_bytes()
+    copied = e.folder / "eval" / "per_sample.npz"
+    back = read_npz(copied)
+    assert set(back) == set(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    assert copied.stat().st_size < (run / "per_sample.npz").stat().st_size / 4
+    with pytest.raises(ConfigError, match="--eval-card .*: no card.json there"):
+        zoo.add(src, entry_id="t/y", root=tmp_path / "zoo", eval_card=tmp_path)
+    assert not (tmp_path / "zoo" / "t" / "y").exists()

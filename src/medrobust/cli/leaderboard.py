@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--verify", action="store_true", help="re-run a seeded sample of the evaluation and compare")
     a.add_argument("--verify-samples", type=int, default=32, help="samples re-run by --verify")
     a.add_argument("--data-dir", help="dataset folder for --verify (default: MEDROBUST_DATA)")
+    a.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch during --verify")
     a.set_defaults(func=run_add)
     b = lsub.add_parser("build", help="write the static site (HTML + JSON, self-contained)")
     b.add_argument("--board", default="leaderboard", help="the board folder")

@@ -258,14 +258,30 @@ def _budget(card: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "not recorded"
 
 
-def _copy_eval(eval_card: Path, dest: Path) -> None:
+def _eval_folder(eval_card: Path) -> Path:
     folder = eval_card.parent if eval_card.is_file() else eval_card
     if not (folder / "card.json").is_file():
         raise ConfigError(f"--eval-card {eval_card}: no card.json there; pass the evaluation's card.json or its run "
                           "folder (medrobust evaluate --out).")
+    return folder
+
+
+def _copy_eval(folder: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in EVAL_FILES:
-        if (folder / name).is_file():
+        if not (folder / name).is_file():
+            continue
+        if name.endswith(".npz"):   # the same arrays, compressed (record ids and int64 outcomes shrink ~10x)
+            import io
+
+            import numpy as np
+
+            with np.load(folder / name, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            atomic_write_bytes(dest / name, buf.getvalue())
+        else:
             shutil.copyfile(folder / name, dest / name)
 
 
@@ -280,6 +296,7 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
     from medrobust.models import load_checkpoint
 
     task, name = _check_id(entry_id)
+    eval_folder = None if eval_card is None else _eval_folder(Path(eval_card))
     model = load_checkpoint(checkpoint)
     card = dict(model.card)  # type: ignore[arg-type]
     base = Path(root) if root is not None else zoo_root()
@@ -294,8 +311,8 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
     shutil.copyfile(src_dir / "card.json", folder / "card.json")
     if url is None:
         shutil.copyfile(src_dir / "model.safetensors", folder / "model.safetensors")
-    if eval_card is not None:
-        _copy_eval(Path(eval_card), folder / EVAL_DIR)
+    if eval_folder is not None:
+        _copy_eval(eval_folder, folder / EVAL_DIR)
     shape = card["input_shape"]
     logits = probe_logits(model, shape)
     atomic_write_json(folder / PROBE_NAME, {"seed": PROBE_SEED, "n": PROBE_N, "input_shape": shape,
