@@ -81,3 +81,22 @@ def test_missing_per_sample_file_is_a_clear_error(env: Any, card_copy: Any) -> N
     (folder / "per_sample.npz").unlink()
     with pytest.raises(DataError, match="--verify needs .*per_sample.npz"):
         _verify(env, folder)
+
+
+def test_zoo_add_with_board_is_one_command(env: Any, tmp_path: Path, capsys: Any) -> None:
+    from medrobust.cli.main import main
+
+    zroot, board = tmp_path / "zoo", tmp_path / "board"
+    rc = main(["zoo", "add", str(env.ckpts["tiny-b"]), "--id", "synth-test/one", "--eval-card",
+               str(env.cards["tiny-b"] / "card.json"), "--root", str(zroot), "--board", str(board), "--task",
+               str(env.task), "--verify", "--budget", "8 epochs"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "board entry synth-test/one (linf)" in out and "verified on 24 samples" in out
+    e = json.loads((board / "entries" / "synth-test" / "one.json").read_text())
+    assert e["model"]["zoo_id"] == "synth-test/one" and e["model"]["budget"] == "8 epochs"
+    assert (board / e["card"]).resolve() == (zroot / "synth-test" / "one" / "eval" / "card.json").resolve()
+    rc = main(["zoo", "add", str(env.ckpts["tiny-b"]), "--id", "synth-test/two", "--root", str(zroot), "--board",
+               str(board)])
+    assert rc == 2 and "--board needs --eval-card" in capsys.readouterr().err
+    assert not (zroot / "synth-test" / "two").exists()

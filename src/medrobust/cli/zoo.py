@@ -4,6 +4,7 @@ Examples::
 
     medrobust zoo list
     medrobust zoo add runs/nsr/checkpoint --id mitdb-intra/cnn1-nsr --eval-card runs/eval-nsr/card.json
+    medrobust zoo add ... --eval-card CARD --board leaderboard --verify   # zoo + board in one command
     medrobust zoo check                      # load every shipped entry and compare its probe logits
 """
 
@@ -28,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--url", help="do not ship the weights: the URL they are downloaded from (SHA-256 recorded)")
     a.add_argument("--root", help="zoo folder (default: the package's medrobust/zoo/entries)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing entry")
+    a.add_argument("--board", help="also add the eval card to this leaderboard folder (medrobust leaderboard add)")
+    a.add_argument("--task", help="with --board: the task name or YAML (default: the entry's TASK)")
+    a.add_argument("--verify", action="store_true", help="with --board: re-run a seeded sample of the evaluation")
+    a.add_argument("--data-dir", help="with --verify: dataset folder (default: MEDROBUST_DATA)")
+    a.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch during --verify")
     a.set_defaults(func=run_add)
     c = zsub.add_parser("check", help="load every shipped entry and compare its probe logits")
     c.add_argument("--root", help="zoo folder (default: the package's)")
@@ -46,11 +52,23 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     from medrobust import zoo
+    from medrobust.errors import ConfigError
+
+    if args.board and not args.eval_card:
+        raise ConfigError("--board needs --eval-card: the board holds evaluated entries only.")
 
     e = zoo.add(args.checkpoint, entry_id=args.entry_id, eval_card=args.eval_card, defence=args.defence,
                 budget=args.budget, notes=args.notes, url=args.url, root=args.root, overwrite=args.overwrite)
     print(f"zoo entry {e.id}: {e.architecture}, {e.defence}, {e.parameters:,} parameters, "
           f"{'eval card copied' if e.eval_card else 'no eval card'} -> {e.folder}")
+    if args.board:
+        from medrobust.leaderboard import add
+
+        entry = add(e.eval_card, board=args.board, task=args.task, zoo_id=e.id, zoo_root=args.root, verify=args.verify,
+                    data_root=args.data_dir)
+        print(f"board entry {entry['task']}/{entry['id']} ({entry['threat']}): clean "
+              f"{100 * entry['clean']['value']:.1f} %" + (" FLAGGED" if entry["flagged"] else "")
+              + (f", verified on {entry['verified']['n']} samples" if entry["verified"] else ""))
     return 0
 
 
