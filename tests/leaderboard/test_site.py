@@ -55,6 +55,9 @@ def test_site_is_self_contained_and_complete(site: Path, env: Any) -> None:
         copied = site / "cards" / "synth-test" / f"{e['id']}.json"
         assert copied.read_bytes() == (env.cards[e["id"]] / "card.json").read_bytes()
         assert f'href="cards/synth-test/{e["id"]}.json"' in html
+        report = site / "reports" / "synth-test" / f"{e['id']}.html"      # rendered from the card
+        assert f'href="reports/synth-test/{e["id"]}.html"' in html and "<!DOCTYPE html>" in report.read_text()[:200]
+        assert f"{e['clean']['numerator']}/{e['clean']['denominator']}" in report.read_text()
     rows = re.findall(r'<tr class="([a-z]*)" data-id="([^"]+)"', html)
     assert sorted(rows, key=lambda r: r[1]) == [("", "tiny-a"), ("", "tiny-b"), ("flagged", "tiny-c")]
     flags = {e["id"]: [f["code"] for f in e["flags"]] for e in data["entries"]}
@@ -71,7 +74,7 @@ def test_changed_card_after_validation_stops_the_build(env: Any, card_copy: Any,
     card["clean"]["accuracy"]["numerator"] += 1
     (folder / "card.json").write_text(json.dumps(card))
     with pytest.raises(DataError, match="missing or changed since it was validated"):
-        build(board=tmp_path / "b", out=tmp_path / "site", tasks=[load_task(env.task)])
+        build(board=tmp_path / "b", out=tmp_path / "site", tasks=[load_task(env.task)], reports=False)
 
 
 def test_sort_by_clicking_and_follow_a_card_link_in_chromium(site: Path, tmp_path: Path) -> None:

@@ -55,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b = lsub.add_parser("build", help="write the static site (HTML + JSON, self-contained)")
     b.add_argument("--board", default="leaderboard", help="the board folder")
     b.add_argument("--out", default=None, help="site folder (default: BOARD/site)")
+    b.add_argument("--no-reports", action="store_true",
+                   help="do not render a report from the card of an entry that has none")
     b.set_defaults(func=run_build)
 
 
@@ -114,6 +116,6 @@ def run_build(args: argparse.Namespace) -> int:
     from medrobust.leaderboard import build
 
     out = args.out or str(Path(args.board) / "site")
-    index = build(board=args.board, out=out)
+    index = build(board=args.board, out=out, reports=not args.no_reports)
     print(f"leaderboard site: {index}")
     return 0

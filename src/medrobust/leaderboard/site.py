@@ -148,11 +148,26 @@ def render(tasks: list[Task], entries: list[dict[str, Any]], zoo_entries: list[A
             f"header to sort. Tasks: {toc}.</p>\n{sections}\n<script>{JS}</script>\n</body></html>\n")
 
 
+def _render_report(card: Path, dest: Path) -> None:
+    """``medrobust report`` of the card alone (no examples file: the figures that need none), into ``dest``."""
+    import tempfile
+
+    from medrobust.report import write_report
+
+    with tempfile.TemporaryDirectory(prefix="medrobust-board-report-") as tmp:
+        shutil.copyfile(card, Path(tmp) / "card.json")
+        _, report = write_report(tmp, progress=False)
+        shutil.copyfile(report, dest)
+
+
 def build(*, board: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] = "leaderboard/site",
-          tasks: list[Task] | None = None, zoo_root: str | os.PathLike[str] | None = None) -> Path:
+          tasks: list[Task] | None = None, zoo_root: str | os.PathLike[str] | None = None,
+          reports: bool = True) -> Path:
     """Write the site to ``out`` (replacing the files it writes); returns ``out/index.html``.
 
-    Zoo entries (of ``zoo_root``, default the shipped zoo) without a board entry are listed under their task."""
+    Zoo entries (of ``zoo_root``, default the shipped zoo) without a board entry are listed under their task.
+    Each row links its evaluation's ``report.html`` when the entry has one; otherwise (``reports``) a report is
+    rendered from the card (:func:`medrobust.report.write_report`)."""
     from medrobust import zoo
     entries = read_entries(board)
     tasks = tasks if tasks is not None else builtin_tasks()
@@ -166,13 +181,15 @@ def build(*, board: str | os.PathLike[str] | None = None, out: str | os.PathLike
         dest = out / "cards" / e["task"] / f"{e['id']}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(e["_card_path"], dest)
-        if e.get("report"):
-            rep = Path(e["_entry_path"]).parents[2] / e["report"]
-            if rep.is_file():
-                rdest = out / "reports" / e["task"] / f"{e['id']}.html"
-                rdest.parent.mkdir(parents=True, exist_ok=True)
+        rep = Path(e["_entry_path"]).parents[2] / e["report"] if e.get("report") else None
+        if (rep is not None and rep.is_file()) or reports:
+            rdest = out / "reports" / e["task"] / f"{e['id']}.html"
+            rdest.parent.mkdir(parents=True, exist_ok=True)
+            if rep is not None and rep.is_file():
                 shutil.copyfile(rep, rdest)
-                e["_report_href"] = f"reports/{e['task']}/{e['id']}.html"
+            else:
+                _render_report(Path(e["_card_path"]), rdest)
+            e["_report_href"] = f"reports/{e['task']}/{e['id']}.html"
     out.mkdir(parents=True, exist_ok=True)
     public = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]
     atomic_write_json(out / "leaderboard.json", {"format": "medrobust-leaderboard/1",
