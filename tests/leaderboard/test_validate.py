@@ -217,3 +217,10 @@ def test_not_a_result_card(env: Any, tmp_path: Path) -> None:
     v = validate({"format": "medrobust-checkpoint/1"}, task, weights_sha256="x")
     assert v.problems == ["format: 'medrobust-checkpoint/1' is not a medrobust-result-card/1 result card; pass the "
                           "card.json written by medrobust evaluate."]
+
+
+def test_reduced_precision_card_is_refused(env: Any, card_copy: Any, tmp_path: Path) -> None:
+    card = _edit(card_copy(), lambda c: c.__setitem__("precision", {"requested": "bf16", "used": "bf16"}))
+    assert "precision.used: the card was evaluated in bf16" in _refused(card, env, tmp_path)
+    card = _edit(card_copy(), lambda c: c.__setitem__("precision", {"requested": "bf16", "used": "fp32"}))
+    assert add(card, board=tmp_path / "b", task=env.task, zoo_root=env.zoo)["id"] == "tiny-a"

@@ -180,6 +180,10 @@ def validate(card: Mapping[str, Any], task: Task, *, weights_sha256: str | None,
         problems.append(f"model.card.weights_sha256: the card measured weights {str(got_w)[:12]}..., the checkpoint "
                         f"holds {weights_sha256[:12]}...; evaluate this checkpoint (or pass the checkpoint that "
                         "was evaluated).")
+    used = _get(card, "precision.used")
+    if used not in (None, "fp32"):
+        problems.append(f"precision.used: the card was evaluated in {used}; the board compares float32 evaluations: "
+                        "re-evaluate with --precision fp32.")
     problems += _result_problems(card, row)
     flags = [f for f in (card.get("flags") or []) if isinstance(f, Mapping)]
     return Validation(task, row, problems, [dict(f) for f in flags])
