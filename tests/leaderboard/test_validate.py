@@ -23,9 +23,9 @@ def _edit(folder: Path, fn: Any) -> Path:
 
 
 def _refused(card: Path, env: Any, tmp_path: Path, **kw: Any) -> str:
-    kw = {"task": env.task, "zoo_id": "synth-test/tiny-a", **kw}
+    kw = {"task": env.task, "zoo_id": "synth-test/tiny-a", "zoo_root": env.zoo, **kw}
     with pytest.raises(ConfigError) as exc:
-        add(card, board=tmp_path / "board", zoo_root=env.zoo, **kw)
+        add(card, board=tmp_path / "board", **kw)
     assert not (tmp_path / "board" / "entries").exists()   # nothing written
     return str(exc.value)
 
@@ -224,3 +224,17 @@ def test_reduced_precision_card_is_refused(env: Any, card_copy: Any, tmp_path: P
     assert "precision.used: the card was evaluated in bf16" in _refused(card, env, tmp_path)
     card = _edit(card_copy(), lambda c: c.__setitem__("precision", {"requested": "bf16", "used": "fp32"}))
     assert add(card, board=tmp_path / "b", task=env.task, zoo_root=env.zoo)["id"] == "tiny-a"
+
+
+def test_the_model_is_found_in_the_zoo_or_must_be_named(env: Any, tmp_path: Path) -> None:
+    card = env.cards["tiny-a"] / "card.json"
+    empty = tmp_path / "empty-zoo"
+    empty.mkdir()
+    msg = _refused(card, env, tmp_path, zoo_id=None, zoo_root=empty)
+    assert msg.split("\n  ")[1:] == ["weights: no checkpoint given to check the card's weights against; pass "
+                                     "--checkpoint DIR or --zoo ID."]
+    twice = tmp_path / "twice"
+    zoo.add(env.ckpts["tiny-a"], entry_id="synth-test/a1", root=twice)
+    zoo.add(env.ckpts["tiny-a"], entry_id="synth-test/a2", root=twice)
+    with pytest.raises(ConfigError, match=r"in several zoo entries \(\['synth-test/a1', 'synth-test/a2'\]\); pass --zoo"):
+        add(card, board=tmp_path / "b", task=env.task, zoo_root=twice)

@@ -140,13 +140,7 @@ def add(card_path: str | os.PathLike[str], *, board: str | os.PathLike[str] | No
     path = _card_file(card_path)
     card = load_card(path)
     board = Path(board) if board is not None else default_board()
-    zentry = None
-    if zoo_id is not None:
-        zentry = zoomod.get(zoo_id, root=zoo_root)
-    elif checkpoint is None:
-        w = ((card.get("model") or {}).get("card") or {}).get("weights_sha256")
-        hits = [e for e in zoomod.list_entries(root=zoo_root) if e.weights_sha256 == w]
-        zentry = hits[0] if len(hits) == 1 else None
+    zentry = _zoo_entry(card, zoo_id, checkpoint, zoo_root)
     t = _find_task(card, task, zentry)
     if zentry is not None and zentry.task != t.name:
         raise ConfigError(f"zoo entry {zentry.id!r} belongs to task {zentry.task}, not {t.name}; pass the right --task.")
@@ -171,6 +165,21 @@ def add(card_path: str | os.PathLike[str], *, board: str | os.PathLike[str] | No
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(dest, entry)
     return entry
+
+
+def _zoo_entry(card: Mapping[str, Any], zoo_id: str | None, checkpoint: str | None, zoo_root: Any) -> Any:
+    """The zoo entry named ``zoo_id``, or (no ``checkpoint`` either) the one entry holding the card's weights."""
+    from medrobust import zoo as zoomod
+
+    if zoo_id is not None:
+        return zoomod.get(zoo_id, root=zoo_root)
+    if checkpoint is not None:
+        return None
+    w = ((card.get("model") or {}).get("card") or {}).get("weights_sha256")
+    hits = [e for e in zoomod.list_entries(root=zoo_root) if e.weights_sha256 == w]
+    if len(hits) > 1:
+        raise ConfigError(f"the card's weights are in several zoo entries ({[e.id for e in hits]}); pass --zoo ID.")
+    return hits[0] if hits else None
 
 
 def _checkpoint_sha(checkpoint: str) -> str:
