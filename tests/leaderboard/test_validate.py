@@ -238,3 +238,14 @@ def test_the_model_is_found_in_the_zoo_or_must_be_named(env: Any, tmp_path: Path
     zoo.add(env.ckpts["tiny-a"], entry_id="synth-test/a2", root=twice)
     with pytest.raises(ConfigError, match=r"in several zoo entries \(\['synth-test/a1', 'synth-test/a2'\]\); pass --zoo"):
         add(card, board=tmp_path / "b", task=env.task, zoo_root=twice)
+
+
+def test_entry_gives_radii_in_microvolts_when_the_row_says_how(env: Any, tmp_path: Path) -> None:
+    d = task_dict()
+    d["threats"][0]["uv_per_unit"] = 1000.0     # as if the data were in mV
+    task = tmp_path / "synth-test.yaml"
+    task.write_text(__import__("yaml").safe_dump(d))
+    e = add(env.cards["tiny-a"], board=tmp_path / "b", task=task, zoo_root=env.zoo)
+    assert [r["eps_uv"] for r in e["robust"]] == [20.0, 100.0]
+    e = add(env.cards["tiny-a"], board=tmp_path / "b", task=env.task, zoo_root=env.zoo)
+    assert all("eps_uv" not in r for r in e["robust"])
