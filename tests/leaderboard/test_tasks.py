@@ -87,3 +87,12 @@ def test_pin_reads_the_fingerprint_and_subset_hash(tmp_path: Path) -> None:
     d["subset"]["seed"] = 1
     p.write_text(yaml.safe_dump(d))
     assert pin(load_task(p))["indices_sha256"] != got["indices_sha256"]
+
+
+def test_json_values_compare_as_numbers_but_not_bools() -> None:
+    from medrobust.leaderboard.validate import _same
+
+    assert _same(30, 30.0) and _same({"a": [1, 2]}, {"a": [1, 2.0]}) and _same("x", "x") and _same(None, None)
+    assert not _same(True, 1) and not _same(1, True) and not _same(0.1, 0.1 + 1e-9)
+    assert not _same([1], [1, 2]) and not _same({"a": 1}, {"b": 1}) and not _same({"a": 1}, {"a": 1, "b": 2})
+    assert not _same([1, 2], [2, 1]) and not _same("1", 1) and _same((1, 2), [1, 2])
