@@ -59,7 +59,11 @@ def test_site_is_self_contained_and_complete(site: Path, env: Any) -> None:
         assert f'href="reports/synth-test/{e["id"]}.html"' in html and "<!DOCTYPE html>" in report.read_text()[:200]
         assert f"{e['clean']['numerator']}/{e['clean']['denominator']}" in report.read_text()
     rows = re.findall(r'<tr class="([a-z]*)" data-id="([^"]+)"', html)
-    assert sorted(rows, key=lambda r: r[1]) == [("", "tiny-a"), ("", "tiny-b"), ("flagged", "tiny-c")]
+    # unflagged first, by robust accuracy at the largest radius; the flagged (degenerate) model last
+    by_id = {e["id"]: e for e in data["entries"]}
+    assert rows[-1] == ("flagged", "tiny-c") and {r[1] for r in rows[:2]} == {"tiny-a", "tiny-b"}
+    assert by_id[rows[0][1]]["robust"][-1]["value"] >= by_id[rows[1][1]]["robust"][-1]["value"]
+    assert by_id["tiny-c"]["robust"][-1]["value"] > by_id[rows[0][1]]["robust"][-1]["value"]   # yet last
     flags = {e["id"]: [f["code"] for f in e["flags"]] for e in data["entries"]}
     assert flags["tiny-a"] == flags["tiny-b"] == [] and "degenerate-model" in flags["tiny-c"]   # a real flag
     assert "No entries yet (ensemble: pgd100, sap, spsa)" in html     # mitdb-intra's open rows

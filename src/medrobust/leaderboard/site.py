@@ -81,7 +81,9 @@ def _eps_label(item: dict[str, Any], eps_mode: str) -> str:
 def _table(task: Task, row_id: str, entries: list[dict[str, Any]]) -> str:
     row = task.threat(row_id)
     mode = row.protocol.eps_mode if row.protocol is not None else "abs"
-    entries = sorted(entries, key=lambda e: -e["robust"][-1]["value"])
+    # default order: unflagged entries first (a flagged number is not robustness), then robust accuracy at the
+    # largest radius
+    entries = sorted(entries, key=lambda e: (bool(e["flagged"]), -e["robust"][-1]["value"], e["id"]))
     heads = ['<th>model</th><th>defence</th><th>architecture</th><th class="sortable num">parameters</th>',
              '<th class="sortable num">clean accuracy %</th>']
     heads += [f'<th class="sortable num">robust % {html.escape(_eps_label(r, mode))}</th>' for r in entries[0]["robust"]]
