@@ -146,7 +146,7 @@ def render(tasks: list[Task], entries: list[dict[str, Any]], zoo_entries: list[A
     sections = "\n".join(_task_section(t, by_task[t.name], [z for z in waiting if z.task == t.name]) for t in order)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medrobust leaderboard</title>'
             f"<style>{CSS}</style></head>\n<body>\n<h1>medrobust robustness leaderboard</h1>\n"
-            f'<p class="note">{len(entries)} entries. Every row links its result card; click a numeric column '
+            f'<p class="note">{len(entries)} {"entry" if len(entries) == 1 else "entries"}. Every row links its result card; click a numeric column '
             f"header to sort. Tasks: {toc}.</p>\n{sections}\n<script>{JS}</script>\n</body></html>\n")
 
 
