@@ -236,7 +236,7 @@ def test_the_model_is_found_in_the_zoo_or_must_be_named(env: Any, tmp_path: Path
     twice = tmp_path / "twice"
     zoo.add(env.ckpts["tiny-a"], entry_id="synth-test/a1", root=twice)
     zoo.add(env.ckpts["tiny-a"], entry_id="synth-test/a2", root=twice)
-    with pytest.raises(ConfigError, match=r"in several zoo entries \(\['synth-test/a1', 'synth-test/a2'\]\); pass --zoo"):
+    with pytest.raises(ConfigError, match=r"several zoo entries \(\['synth-test/a1', 'synth-test/a2'\]\); pass --zoo"):
         add(card, board=tmp_path / "b", task=env.task, zoo_root=twice)
 
 

@@ -143,7 +143,8 @@ def add(card_path: str | os.PathLike[str], *, board: str | os.PathLike[str] | No
     zentry = _zoo_entry(card, zoo_id, checkpoint, zoo_root)
     t = _find_task(card, task, zentry)
     if zentry is not None and zentry.task != t.name:
-        raise ConfigError(f"zoo entry {zentry.id!r} belongs to task {zentry.task}, not {t.name}; pass the right --task.")
+        raise ConfigError(f"zoo entry {zentry.id!r} belongs to task {zentry.task}, not {t.name}; pass the right "
+                          "--task.")
     weights = zentry.weights_sha256 if zentry is not None else (_checkpoint_sha(checkpoint) if checkpoint else None)
     v = validate(card, t, weights_sha256=weights, threat=threat)
     if not v.ok:
@@ -277,7 +278,8 @@ def read_entries(board: str | os.PathLike[str] | None = None) -> list[dict[str, 
         try:
             e = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"board entry {p} is unreadable ({exc}); re-add it with medrobust leaderboard add.") from exc
+            raise DataError(f"board entry {p} is unreadable ({exc}); re-add it with medrobust leaderboard add."
+                            ) from exc
         if not isinstance(e, dict) or e.get("format") != ENTRY_FORMAT:
             raise DataError(f"{p} is not a {ENTRY_FORMAT} entry; re-add it with medrobust leaderboard add.")
         card = (base / e["card"]).resolve()

@@ -47,7 +47,9 @@ function sortTable(th){
   });
   rows.forEach(function(r){body.appendChild(r);});
 }
-document.querySelectorAll('th.sortable').forEach(function(th){th.addEventListener('click',function(){sortTable(th);});});
+document.querySelectorAll('th.sortable').forEach(function(th){
+  th.addEventListener('click',function(){sortTable(th);});
+});
 document.body.setAttribute('data-tables', document.querySelectorAll('table.board').length);
 """
 
@@ -86,7 +88,8 @@ def _table(task: Task, row_id: str, entries: list[dict[str, Any]]) -> str:
     entries = sorted(entries, key=lambda e: (bool(e["flagged"]), -e["robust"][-1]["value"], e["id"]))
     heads = ['<th>model</th><th>defence</th><th>architecture</th><th class="sortable num">parameters</th>',
              '<th class="sortable num">clean accuracy %</th>']
-    heads += [f'<th class="sortable num">robust % {html.escape(_eps_label(r, mode))}</th>' for r in entries[0]["robust"]]
+    heads += [f'<th class="sortable num">robust % {html.escape(_eps_label(r, mode))}</th>'
+              for r in entries[0]["robust"]]
     heads += ["<th>training budget</th><th>date</th><th>card</th><th>flags</th>"]
     body = []
     for e in entries:
@@ -146,8 +149,9 @@ def render(tasks: list[Task], entries: list[dict[str, Any]], zoo_entries: list[A
     sections = "\n".join(_task_section(t, by_task[t.name], [z for z in waiting if z.task == t.name]) for t in order)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medrobust leaderboard</title>'
             f"<style>{CSS}</style></head>\n<body>\n<h1>medrobust robustness leaderboard</h1>\n"
-            f'<p class="note">{len(entries)} {"entry" if len(entries) == 1 else "entries"}. Every row links its result card; click a numeric column '
-            f"header to sort. Tasks: {toc}.</p>\n{sections}\n<script>{JS}</script>\n</body></html>\n")
+            f'<p class="note">{len(entries)} {"entry" if len(entries) == 1 else "entries"}. Every row links its '
+            f"result card; click a numeric column header to sort. Tasks: {toc}.</p>\n{sections}\n"
+            f"<script>{JS}</script>\n</body></html>\n")
 
 
 def _render_report(card: Path, dest: Path) -> None:

@@ -95,8 +95,8 @@ class Task:
             if r.reason:
                 row["reason"] = r.reason
             rows.append(row)
-        return {"task": self.name, "version": self.version, "protocol_version": self.protocol_version, "title": self.title, "dataset": self.dataset,
-                "subset": self.subset, "threats": rows}
+        return {"task": self.name, "version": self.version, "protocol_version": self.protocol_version,
+                "title": self.title, "dataset": self.dataset, "subset": self.subset, "threats": rows}
 
 
 def _need(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -149,8 +149,8 @@ def parse_task(data: Any, *, source: str = "<task>") -> Task:
     ids = [r.id for r in rows]
     if len(set(ids)) != len(ids) or not any(r.status == "open" for r in rows):
         raise ConfigError(f"{source}: threat row ids must be unique and at least one row open, got {ids}.")
-    return Task(name=str(_need(data, "task", str, source)), version=version, protocol_version=pv, title=str(data.get("title", "")),
-                dataset=ds, subset=sub, threats=rows, source=source, raw=dict(data))
+    return Task(name=str(_need(data, "task", str, source)), version=version, protocol_version=pv,
+                title=str(data.get("title", "")), dataset=ds, subset=sub, threats=rows, source=source, raw=dict(data))
 
 
 def _builtin_dir() -> Path:
