@@ -117,6 +117,8 @@ def test_sort_by_clicking_and_follow_a_card_link_in_chromium(site: Path, tmp_pat
 
 
 def test_zoo_models_without_an_entry_are_listed_under_their_task(tmp_path: Path) -> None:
+    from html import escape
+
     from medrobust import zoo
 
     index = build(board=tmp_path / "empty", out=tmp_path / "site")      # the shipped zoo, no board entries
@@ -124,6 +126,7 @@ def test_zoo_models_without_an_entry_are_listed_under_their_task(tmp_path: Path)
     for e in zoo.list():
         section = html[html.index(f'<h2 id="{e.task}">'):]
         section = section[:section.index("<h2", 5)] if "<h2" in section[5:] else section
-        assert f"<code>{e.id}</code> ({e.architecture}, {e.defence}, {e.parameters:,} parameters)" in section
+        assert (f"<code>{e.id}</code> ({e.architecture}, {escape(e.defence)}, {e.parameters:,} parameters)"
+                in section)
     assert "0 entries." in html and "<table" not in html
     assert "<code>medrobust evaluate</code> produces no result card" in html
