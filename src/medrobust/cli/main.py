@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from medrobust import __version__
 from medrobust.errors import ConfigError, MedrobustError
 
-COMMANDS = ("data", "train", "evaluate", "attack", "benchmark", "report", "reproduce", "demo", "models")
+COMMANDS = ("data", "train", "evaluate", "attack", "benchmark", "report", "reproduce", "study", "demo", "models", "zoo",
+            "leaderboard")
 COMPUTING = ("data", "train", "evaluate", "attack", "benchmark", "report", "reproduce")
 """Commands that get ``--threads`` here (``demo`` has its own, default 1)."""
 
@@ -38,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from medrobust.cli import attack, benchmark, data, demo, evaluate, models, report, reproduce, study, train
+    from medrobust.cli import (attack, benchmark, data, demo, evaluate, leaderboard, models, report, reproduce, study,
+                               train, zoo)
 
-    for module in (data, train, evaluate, attack, benchmark, report, reproduce, study, demo, models):
+    for module in (data, train, evaluate, attack, benchmark, report, reproduce, study, demo, models, zoo, leaderboard):
         module.add_parser(sub)
     for name, p in sub.choices.items():
         p.formatter_class = HelpFormatter
