@@ -68,3 +68,16 @@ def _evaluation_helpers() -> Any:
 def helpers() -> Any:
     """The shared evaluation test helpers (used by tests/evaluation, tests/report and tests/cli)."""
     return _evaluation_helpers()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium (never a browser download): skipped where it is missing, a failure under CI."""
+    import shutil
+
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: CI must install it (apt-get install -y chromium) before the tests")
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium); browser test not run")
+    return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,6 @@ import pytest
 
 from medrobust.errors import DataError
 from medrobust.leaderboard import add, build, load_task
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: CI must install it (apt-get install -y chromium) before the tests")
-        pytest.skip("headless Chromium not installed (apt-get install -y chromium); the site is not rendered")
-    return path
 
 
 def _playwright() -> Any:
@@ -81,8 +71,8 @@ def test_changed_card_after_validation_stops_the_build(env: Any, card_copy: Any,
         build(board=tmp_path / "b", out=tmp_path / "site", tasks=[load_task(env.task)], reports=False)
 
 
-def test_sort_by_clicking_and_follow_a_card_link_in_chromium(site: Path, tmp_path: Path) -> None:
-    exe = _chromium()
+def test_sort_by_clicking_and_follow_a_card_link_in_chromium(site: Path, tmp_path: Path, chromium: str) -> None:
+    exe = chromium
     sync_api = _playwright()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])

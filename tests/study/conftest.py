@@ -47,7 +47,7 @@ def make_pairs(folder: Path, *, n: int = 8, samples: int = 250, fs: float = 100.
     x = (torch.sin(2 * torch.pi * 1.1 * t) * 0.8).expand(n, 1, samples).clone() + 0.05 * torch.randn(n, 1, samples,
                                                                                                      generator=g)
     y = torch.arange(n) % 2
-    meta = SimpleNamespace(fs=fs, units=units, classes=CLASSES)
+    meta = SimpleNamespace(fs=fs, units=units, classes=CLASSES, leads=("I",))
     folder.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(("sap", "pgd")):
         delta = 0.01 * torch.randn(n, 1, samples, generator=g, dtype=torch.float64)

@@ -12,20 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .conftest import require, thread_server, token_of
 
 require("fastapi", "uvicorn", "playwright")
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: CI must install it (apt-get install -y chromium) before the tests")
-        pytest.skip("headless Chromium not installed (apt-get install -y chromium); browser test not run")
-    return path
 
 
 def _keep(shot: Path) -> None:
@@ -100,8 +89,8 @@ def _allow_change_flow(browser: Any, pairs_dir: Path, tmp_path: Path) -> None:
     assert rows == [(0, "right", 1, 1, 1), (1, "left", 0, 1, 0)]
 
 
-def test_rater_in_chromium(server: tuple, pairs_dir: Path, tmp_path: Path) -> None:
-    exe = _chromium()
+def test_rater_in_chromium(server: tuple, pairs_dir: Path, tmp_path: Path, chromium: str) -> None:
+    exe = chromium
     from playwright.sync_api import sync_playwright
 
     base, db, result = server

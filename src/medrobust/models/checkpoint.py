@@ -35,7 +35,8 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "medrobust-checkpoint/1"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -175,7 +176,7 @@ def verify_weights(card: dict[str, Any], weights: Path, *, trust_unverified: boo
     :class:`CheckpointError` unless ``trust_unverified`` is true; then an
     :class:`UnverifiedWeightsWarning` is issued and ``verified`` is ``False``.
     """
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     recorded = card.get("weights_sha256")
     if isinstance(recorded, str) and recorded == digest:
         return digest, True

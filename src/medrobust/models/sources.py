@@ -37,21 +37,13 @@ import torch
 from torch import nn
 
 from medrobust.errors import CheckpointError, ConfigError, MedrobustError
+from medrobust.models.checkpoint import file_sha256  # noqa: F401  (also imported from here by onnx_model and tests)
 
 SOURCE_KINDS = ("checkpoint", "torchscript", "factory", "onnx")
 PROBE_BATCH = 4
 """Samples in the probe forward pass (seeded ``U[0, 1)`` inputs of the declared input shape)."""
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_kind(source: str | os.PathLike[str]) -> str:

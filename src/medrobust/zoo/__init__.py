@@ -23,7 +23,6 @@ medrobust never downloads them itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from torch import nn
 
 from medrobust.atomic import atomic_write_bytes, atomic_write_json
 from medrobust.errors import CheckpointError, ConfigError
+from medrobust.models.checkpoint import file_sha256
 
 __all__ = ["ZooEntry", "list", "list_entries", "get", "load", "add", "probe_logits", "zoo_root", "cache_dir",
            "ENTRY_FORMAT", "PROBE_ATOL"]
@@ -59,14 +59,6 @@ def cache_dir() -> Path:
     """Where URL entries' weights are looked up: ``MEDROBUST_ZOO_CACHE`` or ``~/.cache/medrobust/zoo``."""
     env = os.environ.get("MEDROBUST_ZOO_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medrobust" / "zoo"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -176,7 +168,7 @@ def _weights_folder(entry: ZooEntry) -> Path:
             f"zoo entry {entry.id!r} is not shipped: download {src['url']} (SHA-256 {src['sha256']}) yourself and "
             f"save it as {weights} (or set MEDROBUST_ZOO_CACHE to the folder holding {entry.id}/model.safetensors); "
             "medrobust never downloads weights.")
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     if digest != src["sha256"]:
         raise CheckpointError(f"{weights} (zoo entry {entry.id!r}) has SHA-256 {digest[:12]}..., not the entry's "
                               f"{src['sha256'][:12]}...: the download is truncated or another file; download "
@@ -202,7 +194,7 @@ def load(entry_id: str, *, map_location: str | torch.device = "cpu", verify_prob
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"zoo entry {entry.id!r}: {weights} is missing; re-add it with `medrobust zoo add`.")
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     if digest != entry.weights_sha256:
         raise CheckpointError(f"zoo entry {entry.id!r}: {weights} has SHA-256 {digest[:12]}..., the entry records "
                               f"{entry.weights_sha256[:12]}...; the file was replaced or is corrupt: restore it "
