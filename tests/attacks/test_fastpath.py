@@ -304,3 +304,38 @@ def test_relative_tolerance_on_large_logits() -> None:
     eng = StaticLossGrad(Big(), get_loss("ce"), rows=8, capture=scaled_noise)
     x, y = _batch(4)
     assert eng(x, y, None, need_grad=False) is not None
+
+
+def test_targeted_attacks_keep_their_target_through_the_captured_step(forced: None) -> None:
+    model = _model()
+    x, _ = _batch(24)
+    y = model(x).argmax(1)
+    target = 2 - y                                     # classes 0 and 2 are both reached inside the box
+    keep = y != 1
+    x, y, target = x[keep], y[keep], target[keep]
+    off = PGD(model, eps=1.0, steps=20, rel_step_size=0.1, bounds=(0, 1))
+    off.fast_path = "off"
+    on = PGD(model, eps=1.0, steps=20, rel_step_size=0.1, bounds=(0, 1))
+    a, b = off(x, y, target=target), on(x, y, target=target)
+    assert bool(a.success.any())
+    torch.testing.assert_close(b.x_adv, a.x_adv)
+    assert torch.equal(a.success, b.success)
+
+
+def test_one_engine_per_batch_size_and_per_loss(forced: None) -> None:
+    model = _model()
+    x, _ = _batch(6)
+    y = model(x).argmax(1)
+    shared: dict[Any, Any] = {}
+    for n, loss in ((6, "ce"), (4, "ce"), (6, "margin")):
+        atk = PGD(model, eps=0.1, steps=2, bounds=(0, 1), loss=loss)
+        atk._engines = shared
+        atk(x[:n], y[:n])
+    assert sorted(e.rows for e in shared.values()) == [4, 6, 6] and len(shared) == 3
+    first = lambda z, yy, t: -torch.nn.functional.cross_entropy(z, yy, reduction="none")  # noqa: E731
+    second = lambda z, yy, t: torch.nn.functional.cross_entropy(z, yy, reduction="none")  # noqa: E731
+    for fn in (first, second):                    # two callables: never one engine for both
+        atk = PGD(model, eps=0.1, steps=2, bounds=(0, 1), loss=fn)
+        atk._engines = shared
+        atk(x, y)
+    assert len(shared) == 5
