@@ -187,6 +187,17 @@ def list_defenses() -> str:
     return "\n".join(lines)
 
 
+def _shape_kwargs(shape: tuple[int, ...]) -> dict[str, Any]:
+    """The architecture's size arguments from a dataset's input shape.
+
+    ``(leads, samples)`` → ``in_channels``, ``input_length`` (the ECG models); ``(channels, H, W)`` →
+    ``in_channels``, ``input_size`` (the image models, which have no ``input_length``).
+    """
+    if len(shape) == 3:
+        return {"in_channels": int(shape[0]), "input_size": [int(shape[1]), int(shape[2])]}
+    return {"in_channels": int(shape[0]), "input_length": int(shape[-1])}
+
+
 def run(args: argparse.Namespace) -> int:
     from medrobust.data import load_dataset
     from medrobust.models import build_model
@@ -217,8 +228,7 @@ def run(args: argparse.Namespace) -> int:
     train, val = load("train"), load("val")
     tcfg = TrainConfig(**cfg["train"])
     seed_everything(tcfg.seed)
-    kwargs = {"in_channels": train.input_shape[0], "input_length": train.input_shape[-1],
-              "num_classes": train.num_classes, **cfg["model"]["kwargs"]}
+    kwargs = {**_shape_kwargs(train.input_shape), "num_classes": train.num_classes, **cfg["model"]["kwargs"]}
     model = build_model(cfg["model"]["name"], **kwargs)
     init_info = None
     if cfg["init_from"]:

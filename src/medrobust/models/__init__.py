@@ -7,6 +7,7 @@
 from medrobust.models import ma_liang, resnet1d  # noqa: F401  (register architectures)
 from medrobust.models import vision  # noqa: F401  (torchvision architectures; torchvision itself is optional)
 from medrobust.models import han_cnn, resnet18_12lead  # noqa: F401  (ECG architectures of issue 7)
+from medrobust.models import cnn2d  # noqa: F401  (the small image CNN: CPU baseline of the image tasks)
 from medrobust.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from medrobust.models.kernel_norm import normalize_kernels
 from medrobust.models.ma_liang import CNN1, MLP1
