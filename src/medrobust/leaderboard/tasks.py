@@ -177,9 +177,8 @@ def load_task(task: str | os.PathLike[str]) -> Task:
     except yaml.YAMLError as exc:
         raise ConfigError(f"task file {p} is not valid YAML: {exc}".splitlines()[0]) from exc
     t = parse_task(data, source=str(p))
-    if not p.suffix or p.parent == _builtin_dir():
-        if t.name != p.stem:
-            raise ConfigError(f"{p}: 'task: {t.name}' differs from the file name; rename one of them.")
+    if p.parent == _builtin_dir() and t.name != p.stem:   # a built-in task (by name or by its path)
+        raise ConfigError(f"{p}: 'task: {t.name}' differs from the file name; rename one of them.")
     return t
 
 
