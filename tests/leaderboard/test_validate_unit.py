@@ -392,3 +392,21 @@ def test_the_other_committed_cards_validate_too(name: str) -> None:
     c = json.loads(e.eval_card.read_text())
     assert validate(c, TASK, weights_sha256=e.weights_sha256).problems == []
     assert validate(c, TASK, weights_sha256=W).problems[0].startswith("model.card.weights_sha256:")
+
+
+# ---------------------------------------------------------------------------------------------- malformed sections
+def test_card_sections_of_the_wrong_type_are_problems_not_crashes() -> None:
+    """Bug fixed: a ``results`` entry, ``protocol``, ``data.evaluated.selection`` or ``flags`` of the wrong JSON
+    type raised AttributeError/TypeError from inside validate (a traceback from ``medrobust leaderboard add``)."""
+    ps = problems(card(results=[0.9, CARD["results"][1], None]))
+    assert ps == ["results[0]: 0.9 is not a result entry (eps, robust_accuracy); re-evaluate.",
+                  "results[2]: None is not a result entry (eps, robust_accuracy); re-evaluate."]
+    assert problems(card(protocol=["pgd"])) == problems(card(protocol=...))
+    assert problems(card(**{"data.evaluated.selection": [2000, 0]})) == problems(
+        card(**{"data.evaluated.selection": ...}))
+    assert problems(card(**{"data.options": ["scheme"]})) == []
+    t = task_with(dataset={"options": {"format": "kachuee", "scheme": "intra"}})
+    assert problems(card(**{"data.options": "scheme"}), task=t) == []
+    for flags in (5, "zero_gradients", {"code": "x"}):
+        v = validate(card(flags=flags), TASK, weights_sha256=W)
+        assert v.ok and v.flags == []
