@@ -199,8 +199,8 @@ def test_summary() -> None:
     d = base()
     d["threats"][2]["uv_per_unit"] = 2.0
     assert parse_task(d).summary()["threats"][2]["eps_uv"] is None
-    d["threats"][0]["uv_per_unit"] = 0
-    assert parse_task(d).summary()["threats"][0]["eps_uv"] == [0.0, 0.0]
+    d["threats"][0]["uv_per_unit"] = 0.5
+    assert parse_task(d).summary()["threats"][0]["eps_uv"] == [0.05, 0.1]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -301,3 +301,35 @@ def test_evaluate_config() -> None:
     assert str(exc.value) == "threat row 'uap' of task t1 is not-evaluated: no card yet"
     with pytest.raises(ConfigError, match="has no threat row 'l2'"):
         evaluate_config(t, threat="l2")
+
+
+def test_optional_fields_are_checked_when_given() -> None:
+    """Bug fixed: a task with ``uv_per_unit: mV`` raised ValueError from float(); a non-mapping ``options``, a
+    non-integer ``n_total`` or a non-string fingerprint / indices hash was accepted and failed later, deep in
+    validate or evaluate_config."""
+    def with_(section: str, key: str, value: Any) -> str:
+        d = base()
+        d[section][key] = value
+        return refused(d)
+    for bad in (["x"], "kachuee", 3):
+        assert with_("dataset", "options", bad) == f"t.yaml: dataset.options must be a mapping or null, got {bad!r}."
+    for bad in (0, -5, True, 2.0, "40"):
+        assert with_("dataset", "n_total", bad) == (
+            f"t.yaml: dataset.n_total must be a positive integer or null, got {bad!r}.")
+    for bad in (123, ["ab"], True):
+        assert with_("dataset", "fingerprint", bad) == f"t.yaml: dataset.fingerprint must be a string or null, got {bad!r}."
+        assert with_("subset", "indices_sha256", bad) == (
+            f"t.yaml: subset.indices_sha256 must be a string or null, got {bad!r}.")
+    d = base()
+    d["dataset"].update(options=None, n_total=1, fingerprint="ab" * 32)
+    d["subset"].update(indices_sha256="cd" * 32)
+    t = parse_task(d)
+    assert t.dataset["n_total"] == 1 and t.dataset["options"] is None and t.subset["indices_sha256"] == "cd" * 32
+    for bad in ("mV", True, 0, -1.0, float("nan"), float("inf"), [1000]):
+        d = base()
+        d["threats"][0]["uv_per_unit"] = bad
+        assert refused(d) == (f"t.yaml threats[0] row 'linf': uv_per_unit must be a positive number (µV per data unit) "
+                              f"or null, got {bad!r}.")
+    d = base()
+    d["threats"][0]["uv_per_unit"] = 1e-3
+    assert parse_task(d).threat("linf").uv_per_unit == 1e-3
