@@ -79,7 +79,7 @@ def test_ids_are_task_slash_name() -> None:
 
 # ---------------------------------------------------------------------------------------------- entry files
 def test_read_entry_fields(tmp_path: Path) -> None:
-    folder = write_entry(tmp_path, "t/a", parameters="12")
+    folder = write_entry(tmp_path, "t/a", parameters=12)
     e = Z._read_entry(folder)
     assert e == Z.ZooEntry(id="t/a", task="t", architecture="cnn1", defence="ce", parameters=12, budget="b",
                            weights_sha256="ab" * 32, source="shipped", folder=folder, notes="n")
@@ -428,3 +428,36 @@ def test_add_copies_the_evaluation(tmp_path: Path) -> None:
         assert str(exc.value) == (f"--eval-card {bad}: no card.json there; pass the evaluation's card.json or its run "
                                   "folder (medrobust evaluate --out).")
     assert not (tmp_path / "zoo" / "t" / "z").exists()
+
+
+def test_a_parameter_count_that_is_not_a_count_is_refused(tmp_path: Path) -> None:
+    """Bug fixed: ``parameters: "many"`` in zoo.json raised ValueError from int() (and ``"12"`` or ``3.7`` were
+    silently converted); now one CheckpointError line."""
+    folder = tmp_path / "t" / "a"
+    for bad in ("many", "12", 3.7, -1, True, [1]):
+        write_entry(tmp_path, "t/a", parameters=bad)
+        with pytest.raises(CheckpointError) as exc:
+            Z._read_entry(folder)
+        assert str(exc.value) == (f"{folder / 'zoo.json'}: parameters must be a count (an integer >= 0), got "
+                                  f"{bad!r}; re-add the entry with `medrobust zoo add`.")
+    write_entry(tmp_path, "t/a", parameters=0)
+    assert Z._read_entry(folder).parameters == 0
+
+
+def test_a_probe_the_model_cannot_run_is_refused(tmp_path: Path) -> None:
+    """Bug fixed: a probe.json whose input_shape the model cannot take (or with a negative size, or not numbers)
+    raised RuntimeError/ValueError from inside torch; now one CheckpointError line."""
+    model, e = _probe(tmp_path, input_shape=[1, 5])
+    path = e.folder / "probe.json"
+    with pytest.raises(CheckpointError) as exc:
+        Z.check_probe(model, e)
+    msg = str(exc.value)
+    assert msg.startswith(f"zoo entry 't/p': the probe input (n=3, shape (1, 5)) recorded in {path} does not run "
+                          "through the model (")
+    assert msg.endswith("); the model is not the one the entry was made from.") and "\n" not in msg
+    model, e = _probe(tmp_path, n=-1)
+    with pytest.raises(CheckpointError, match=r"the probe input \(n=-1, shape \(1, 4\)\) recorded in"):
+        Z.check_probe(model, e)
+    model, e = _probe(tmp_path, input_shape="ab")
+    with pytest.raises(CheckpointError, match="is missing or unreadable"):
+        Z.check_probe(model, e)

@@ -115,9 +115,13 @@ def _read_entry(folder: Path) -> ZooEntry:
     if not (src == "shipped" or (isinstance(src, dict) and isinstance(src.get("url"), str)
                                  and isinstance(src.get("sha256"), str))):
         raise CheckpointError(f"{path}: source must be \"shipped\" or {{url, sha256}}, got {src!r}.")
+    params = d.get("parameters")
+    if params is not None and (isinstance(params, bool) or not isinstance(params, int) or params < 0):
+        raise CheckpointError(f"{path}: parameters must be a count (an integer >= 0), got {params!r}; re-add the "
+                              "entry with `medrobust zoo add`.")
     try:
         return ZooEntry(id=str(d["id"]), task=str(d["task"]), architecture=str(d["architecture"]),
-                        defence=str(d["defence"]), parameters=int(d["parameters"]), budget=str(d["budget"]),
+                        defence=str(d["defence"]), parameters=d["parameters"], budget=str(d["budget"]),
                         weights_sha256=str(d["weights_sha256"]), source=src, folder=folder,
                         notes=str(d.get("notes", "")))
     except KeyError as exc:
@@ -211,11 +215,16 @@ def check_probe(model: nn.Module, entry: ZooEntry) -> float:
     try:
         rec = json.loads(path.read_text())
         expected = torch.tensor(rec["logits"], dtype=torch.float32)
-        shape, seed, n = rec["input_shape"], int(rec["seed"]), int(rec["n"])
+        shape, seed, n = [int(d) for d in rec["input_shape"]], int(rec["seed"]), int(rec["n"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"zoo entry {entry.id!r}: {path} is missing or unreadable ({exc}); re-add the entry "
                               "with `medrobust zoo add`.") from exc
-    got = probe_logits(model, shape, seed=seed, n=n)
+    try:
+        got = probe_logits(model, shape, seed=seed, n=n)
+    except RuntimeError as exc:   # a negative size, or an input the architecture cannot take
+        raise CheckpointError(f"zoo entry {entry.id!r}: the probe input (n={n}, shape {tuple(shape)}) recorded in "
+                              f"{path} does not run through the model ({str(exc).splitlines()[0]}); the model is not "
+                              "the one the entry was made from.") from exc
     if got.shape != expected.shape:
         raise CheckpointError(f"zoo entry {entry.id!r}: probe logits have shape {tuple(got.shape)}, {path} records "
                               f"{tuple(expected.shape)}; the model is not the one the entry was made from.")
