@@ -276,6 +276,10 @@ def test_load_task_data_and_subset(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     d["dataset"]["options"] = None
     T.load_task_data(parse_task(d))
     assert calls[-1] == (("synthetic",), {"root": None, "split": "test"})
+    # pin reads the task's data from the root it is given
+    real = ds
+    monkeypatch.setattr(medrobust.data, "load_dataset", lambda *a, **k: calls.append((a, k)) or real)
+    assert T.pin(t, root=tmp_path) == pinned and calls[-1][1]["root"] == tmp_path
 
 
 def test_evaluate_config() -> None:
