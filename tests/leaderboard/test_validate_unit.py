@@ -308,6 +308,10 @@ def test_ratio_counts_at_their_bounds() -> None:
 def test_ratio_value_must_be_the_quotient() -> None:
     assert _ratio_problems("w", {"numerator": 1, "denominator": 3, "value": 1 / 3}, 3) == []
     assert _ratio_problems("w", {"numerator": 1, "denominator": 3, "value": 0.3333333333}, 3) == []   # 3e-11 off
+    # the tolerance is absolute (1e-9), also at 0 where a relative one would demand exactly 0.0
+    assert _ratio_problems("w", {"numerator": 0, "denominator": 3, "value": 5e-10}, 3) == []
+    assert _ratio_problems("w", {"numerator": 0, "denominator": 3, "value": 2e-9}, 3) == [
+        "w.value: 2e-09 is not 0/3; the card was edited: re-evaluate."]
     for bad in (0.33, 1 / 3 + 1e-8, 1 / 3 + 0.5, None, "0.3333"):
         assert _ratio_problems("w", {"numerator": 1, "denominator": 3, "value": bad}, 3) == [
             f"w.value: {bad!r} is not 1/3; the card was edited: re-evaluate."]
