@@ -417,7 +417,9 @@ def test_add_copies_the_evaluation(tmp_path: Path) -> None:
             assert sorted(z.files) == ["index", "y"] and all(np.array_equal(z[k], arrays[k]) for k in arrays)
         assert (ev / "per_sample.npz").stat().st_size < (run / "per_sample.npz").stat().st_size / 4
         assert e.eval_card == ev / "card.json" and e.to_dict()["eval_card"] == "eval/card.json"
-    (run / "per_sample.npz").unlink()
+    (run / "per_sample.npz").unlink()          # a file missing: the ones after it are still copied
+    e = zoo.add(ck, entry_id="t/x8", root=tmp_path / "zoo", eval_card=run)
+    assert sorted(p.name for p in (e.folder / "eval").iterdir()) == ["card.json", "report.html"]
     (run / "report.html").unlink()
     e = zoo.add(ck, entry_id="t/x9", root=tmp_path / "zoo", eval_card=run)
     assert sorted(p.name for p in (e.folder / "eval").iterdir()) == ["card.json"]
@@ -456,8 +458,63 @@ def test_a_probe_the_model_cannot_run_is_refused(tmp_path: Path) -> None:
                           "through the model (")
     assert msg.endswith("); the model is not the one the entry was made from.") and "\n" not in msg
     model, e = _probe(tmp_path, n=-1)
-    with pytest.raises(CheckpointError, match=r"the probe input \(n=-1, shape \(1, 4\)\) recorded in"):
+    with pytest.raises(CheckpointError) as exc:
         Z.check_probe(model, e)
+    assert f"the probe input (n=-1, shape (1, 4)) recorded in {e.folder / 'probe.json'} does not run through the " \
+           "model (Trying to create tensor with negative dimension -1" in str(exc.value)
     model, e = _probe(tmp_path, input_shape="ab")
     with pytest.raises(CheckpointError, match="is missing or unreadable"):
         Z.check_probe(model, e)
+
+
+def test_a_per_sample_file_that_is_not_plain_arrays_is_refused_before_writing(tmp_path: Path) -> None:
+    """Bug fixed: a per_sample.npz holding object (pickled) arrays, or not an .npz at all, raised numpy's
+    ValueError / BadZipFile from ``zoo add`` after the entry folder was half written; now one ConfigError line
+    and nothing written."""
+    ck = checkpoint(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "card.json").write_text("{}")
+    ps = run / "per_sample.npz"
+    np.savez(ps, index=np.arange(3), meta=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "ok.npz", index=np.arange(3))
+    for content, why in ((ps.read_bytes(), "Object arrays cannot be loaded when allow_pickle=False"),
+                         (b"not an npz", "pickled (object) data"),
+                         ((tmp_path / "ok.npz").read_bytes()[:40], "File is not a zip file")):
+        ps.write_bytes(content)
+        with pytest.raises(ConfigError) as exc:
+            zoo.add(ck, entry_id="t/x", root=tmp_path / "zoo", eval_card=run)
+        msg = str(exc.value)
+        assert msg.startswith(f"--eval-card: {ps} is not an .npz file of plain arrays (") and why in msg
+        assert msg.endswith("); pass the run folder written by medrobust evaluate.") and "\n" not in msg
+        assert not (tmp_path / "zoo" / "t" / "x").exists()
+
+
+def test_add_without_root_writes_into_the_package_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Z, "zoo_root", lambda: tmp_path / "pkg")
+    e = zoo.add(checkpoint(tmp_path), entry_id="t/x")
+    assert e.folder == tmp_path / "pkg" / "t" / "x" and (e.folder / "zoo.json").is_file()
+    assert e.notes == "" and zoo.get("t/x").notes == "" and [x.id for x in zoo.list()] == ["t/x"]
+
+
+def test_the_probe_does_not_depend_on_the_default_dtype(tmp_path: Path) -> None:
+    """probe_input is float32 and the record is compared in float32 whatever torch's default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        x = Z.probe_input([1, 4])
+        assert x.dtype == torch.float32
+        torch.set_default_dtype(old)
+        assert torch.equal(x, Z.probe_input([1, 4]))
+        torch.set_default_dtype(torch.float64)
+        # a model whose logits are 0: a record 1e-4 + 1e-12 rounds to float32 9.99999974e-05 <= PROBE_ATOL
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1)).float()
+        with torch.no_grad():
+            model[1].weight.zero_()
+            model[1].bias.zero_()
+        folder = write_entry(tmp_path, "t/z")
+        (folder / "probe.json").write_text(json.dumps({"seed": 0, "n": 1, "input_shape": [1, 4],
+                                                       "logits": [[1e-4 + 1e-12]]}))
+        assert Z.check_probe(model, Z._read_entry(folder)) == float(np.float32(1e-4 + 1e-12))
+    finally:
+        torch.set_default_dtype(old)
