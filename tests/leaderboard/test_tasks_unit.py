@@ -321,7 +321,8 @@ def test_optional_fields_are_checked_when_given() -> None:
         assert with_("dataset", "n_total", bad) == (
             f"t.yaml: dataset.n_total must be a positive integer or null, got {bad!r}.")
     for bad in (123, ["ab"], True):
-        assert with_("dataset", "fingerprint", bad) == f"t.yaml: dataset.fingerprint must be a string or null, got {bad!r}."
+        assert with_("dataset", "fingerprint", bad) == (
+            f"t.yaml: dataset.fingerprint must be a string or null, got {bad!r}.")
         assert with_("subset", "indices_sha256", bad) == (
             f"t.yaml: subset.indices_sha256 must be a string or null, got {bad!r}.")
     d = base()
@@ -332,8 +333,8 @@ def test_optional_fields_are_checked_when_given() -> None:
     for bad in ("mV", True, 0, -1.0, float("nan"), float("inf"), [1000]):
         d = base()
         d["threats"][0]["uv_per_unit"] = bad
-        assert refused(d) == (f"t.yaml threats[0] row 'linf': uv_per_unit must be a positive number (µV per data unit) "
-                              f"or null, got {bad!r}.")
+        assert refused(d) == ("t.yaml threats[0] row 'linf': uv_per_unit must be a positive number (µV per data "
+                              f"unit) or null, got {bad!r}.")
     d = base()
     d["threats"][0]["uv_per_unit"] = 1e-3
     assert parse_task(d).threat("linf").uv_per_unit == 1e-3
