@@ -16,6 +16,7 @@ Any change of these is a new ``version``; a card of another version is refused.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -121,10 +122,25 @@ def _row(d: Any, where: str, protocol_version: int) -> ThreatRow:
     elif not d.get("reason"):
         raise ConfigError(f"{where} row {rid!r} is {status}: give the 'reason'.")
     uvpu = d.get("uv_per_unit")
+    if uvpu is not None and (isinstance(uvpu, bool) or not isinstance(uvpu, (int, float)) or not math.isfinite(uvpu)
+                             or uvpu <= 0):
+        raise ConfigError(f"{where} row {rid!r}: uv_per_unit must be a positive number (µV per data unit) or null, "
+                          f"got {uvpu!r}.")
     return ThreatRow(id=rid, title=str(d.get("title", rid)), status=status, protocol=proto,
                      units=str(d.get("units", "")), uv=str(d.get("uv", "")),
                      uv_per_unit=None if uvpu is None else float(uvpu), reason=str(d.get("reason", "")).strip(),
                      protocol_version=protocol_version)
+
+
+def _check_pins(source: str, ds: Mapping[str, Any], sub: Mapping[str, Any]) -> None:
+    """The optional fields (each may be null): ``dataset.options`` a mapping, ``dataset.n_total`` a positive
+    integer, ``dataset.fingerprint`` and ``subset.indices_sha256`` strings."""
+    fields = (("dataset", ds, "options", Mapping, "a mapping"), ("dataset", ds, "fingerprint", str, "a string"),
+              ("dataset", ds, "n_total", int, "a positive integer"), ("subset", sub, "indices_sha256", str, "a string"))
+    for section, d, key, kind, what in fields:
+        v = d.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind) or (kind is int and v < 1)):
+            raise ConfigError(f"{source}: {section}.{key} must be {what} or null, got {v!r}.")
 
 
 def parse_task(data: Any, *, source: str = "<task>") -> Task:
@@ -144,6 +160,7 @@ def parse_task(data: Any, *, source: str = "<task>") -> Task:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"{source}: subset.limit must be a positive integer or null, got {limit!r}.")
     _need(sub, "seed", int, f"{source} subset")
+    _check_pins(source, ds, sub)
     rows_raw = _need(data, "threats", list, source)
     rows = tuple(_row(r, f"{source} threats[{i}]", pv) for i, r in enumerate(rows_raw))
     ids = [r.id for r in rows]
@@ -177,9 +194,8 @@ def load_task(task: str | os.PathLike[str]) -> Task:
     except yaml.YAMLError as exc:
         raise ConfigError(f"task file {p} is not valid YAML: {exc}".splitlines()[0]) from exc
     t = parse_task(data, source=str(p))
-    if not p.suffix or p.parent == _builtin_dir():
-        if t.name != p.stem:
-            raise ConfigError(f"{p}: 'task: {t.name}' differs from the file name; rename one of them.")
+    if p.parent == _builtin_dir() and t.name != p.stem:   # a built-in task (by name or by its path)
+        raise ConfigError(f"{p}: 'task: {t.name}' differs from the file name; rename one of them.")
     return t
 
 

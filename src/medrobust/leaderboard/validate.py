@@ -42,6 +42,11 @@ def _get(card: Mapping[str, Any], path: str) -> Any:
     return cur
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    """``v`` if it is a mapping, else an empty one (a card section of the wrong type counts as missing)."""
+    return v if isinstance(v, Mapping) else {}
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality of JSON values, numbers compared as numbers (``30`` equals ``30.0``)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -62,7 +67,7 @@ def _data_problems(card: Mapping[str, Any], task: Task) -> list[str]:
         got = _get(card, f"data.{key}")
         if got != ds[key]:
             out.append(f"data.{key}: the card has {got!r}, task {task.name} needs {ds[key]!r}; {fix}.")
-    opts = _get(card, "data.options") or {}
+    opts = _mapping(_get(card, "data.options"))
     for key, want in (ds.get("options") or {}).items():   # a loader may record an option under another name:
         if key in opts and not _same(opts[key], want):      # the fingerprint and the indices hash still hold it
             out.append(f"data.options.{key}: the card has {opts.get(key)!r}, task {task.name} needs {want!r}; "
@@ -76,7 +81,7 @@ def _data_problems(card: Mapping[str, Any], task: Task) -> list[str]:
 
 def _subset_problems(card: Mapping[str, Any], task: Task) -> list[str]:
     sub, out = task.subset, []
-    sel = _get(card, "data.evaluated.selection") or {}
+    sel = _mapping(_get(card, "data.evaluated.selection"))
     limit, seed = sub.get("limit"), sub.get("seed")
     n_total = task.dataset.get("n_total")
     whole = limit is None or (n_total is not None and limit >= n_total)
@@ -92,7 +97,7 @@ def _subset_problems(card: Mapping[str, Any], task: Task) -> list[str]:
 
 
 def _protocol_diff(card: Mapping[str, Any], row: ThreatRow) -> list[str]:
-    proto, out = card.get("protocol") or {}, []
+    proto, out = _mapping(card.get("protocol")), []
     for key, want in row.expected().items():
         got = proto.get(key)
         if _same(got, want):
@@ -154,6 +159,9 @@ def _result_problems(card: Mapping[str, Any], row: ThreatRow | None) -> list[str
         return out + [f"results: expected one entry per ε {eps}, got "
                       f"{len(results) if isinstance(results, list) else results!r}; re-evaluate."]
     for i, res in enumerate(results):
+        if not isinstance(res, Mapping):
+            out.append(f"results[{i}]: {res!r} is not a result entry (eps, robust_accuracy); re-evaluate.")
+            continue
         if eps and not _same(res.get("eps"), eps[i]):
             out.append(f"results[{i}].eps: {res.get('eps')!r} is not the task's ε {eps[i]}; re-evaluate.")
         out += _ratio_problems(f"results[{i}].robust_accuracy", res.get("robust_accuracy"), n)
@@ -185,5 +193,6 @@ def validate(card: Mapping[str, Any], task: Task, *, weights_sha256: str | None,
         problems.append(f"precision.used: the card was evaluated in {used}; the board compares float32 evaluations: "
                         "re-evaluate with --precision fp32.")
     problems += _result_problems(card, row)
-    flags = [f for f in (card.get("flags") or []) if isinstance(f, Mapping)]
+    flags = card.get("flags")
+    flags = [f for f in flags if isinstance(f, Mapping)] if isinstance(flags, list) else []
     return Validation(task, row, problems, [dict(f) for f in flags])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -115,9 +116,13 @@ def _read_entry(folder: Path) -> ZooEntry:
     if not (src == "shipped" or (isinstance(src, dict) and isinstance(src.get("url"), str)
                                  and isinstance(src.get("sha256"), str))):
         raise CheckpointError(f"{path}: source must be \"shipped\" or {{url, sha256}}, got {src!r}.")
+    params = d.get("parameters")
+    if params is not None and (isinstance(params, bool) or not isinstance(params, int) or params < 0):
+        raise CheckpointError(f"{path}: parameters must be a count (an integer >= 0), got {params!r}; re-add the "
+                              "entry with `medrobust zoo add`.")
     try:
         return ZooEntry(id=str(d["id"]), task=str(d["task"]), architecture=str(d["architecture"]),
-                        defence=str(d["defence"]), parameters=int(d["parameters"]), budget=str(d["budget"]),
+                        defence=str(d["defence"]), parameters=d["parameters"], budget=str(d["budget"]),
                         weights_sha256=str(d["weights_sha256"]), source=src, folder=folder,
                         notes=str(d.get("notes", "")))
     except KeyError as exc:
@@ -211,11 +216,16 @@ def check_probe(model: nn.Module, entry: ZooEntry) -> float:
     try:
         rec = json.loads(path.read_text())
         expected = torch.tensor(rec["logits"], dtype=torch.float32)
-        shape, seed, n = rec["input_shape"], int(rec["seed"]), int(rec["n"])
+        shape, seed, n = [int(d) for d in rec["input_shape"]], int(rec["seed"]), int(rec["n"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"zoo entry {entry.id!r}: {path} is missing or unreadable ({exc}); re-add the entry "
                               "with `medrobust zoo add`.") from exc
-    got = probe_logits(model, shape, seed=seed, n=n)
+    try:
+        got = probe_logits(model, shape, seed=seed, n=n)
+    except RuntimeError as exc:   # a negative size, or an input the architecture cannot take
+        raise CheckpointError(f"zoo entry {entry.id!r}: the probe input (n={n}, shape {tuple(shape)}) recorded in "
+                              f"{path} does not run through the model ({str(exc).splitlines()[0]}); the model is not "
+                              "the one the entry was made from.") from exc
     if got.shape != expected.shape:
         raise CheckpointError(f"zoo entry {entry.id!r}: probe logits have shape {tuple(got.shape)}, {path} records "
                               f"{tuple(expected.shape)}; the model is not the one the entry was made from.")
@@ -258,23 +268,31 @@ def _eval_folder(eval_card: Path) -> Path:
     return folder
 
 
-def _copy_eval(folder: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+def _eval_files(folder: Path) -> dict[str, bytes]:
+    """The evaluation's files to copy into the entry (name -> bytes), read before anything is written; the
+    per-sample file recompressed (the same arrays: record ids and int64 outcomes shrink ~10x)."""
+    import io
+
+    import numpy as np
+
+    out = {}
     for name in EVAL_FILES:
-        if not (folder / name).is_file():
+        path = folder / name
+        if not path.is_file():
             continue
-        if name.endswith(".npz"):   # the same arrays, compressed (record ids and int64 outcomes shrink ~10x)
-            import io
-
-            import numpy as np
-
-            with np.load(folder / name, allow_pickle=False) as z:
+        if not name.endswith(".npz"):
+            out[name] = path.read_bytes()
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **arrays)
-            atomic_write_bytes(dest / name, buf.getvalue())
-        else:
-            shutil.copyfile(folder / name, dest / name)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ConfigError(f"--eval-card: {path} is not an .npz file of plain arrays ({exc}); pass the run "
+                              "folder written by medrobust evaluate.") from exc
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        out[name] = buf.getvalue()
+    return out
 
 
 def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | os.PathLike[str] | None = None,
@@ -288,7 +306,7 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
     from medrobust.models import load_checkpoint
 
     task, name = _check_id(entry_id)
-    eval_folder = None if eval_card is None else _eval_folder(Path(eval_card))
+    eval_files = {} if eval_card is None else _eval_files(_eval_folder(Path(eval_card)))
     model = load_checkpoint(checkpoint)
     card = dict(model.card)  # type: ignore[arg-type]
     base = Path(root) if root is not None else zoo_root()
@@ -303,8 +321,10 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
     shutil.copyfile(src_dir / "card.json", folder / "card.json")
     if url is None:
         shutil.copyfile(src_dir / "model.safetensors", folder / "model.safetensors")
-    if eval_folder is not None:
-        _copy_eval(eval_folder, folder / EVAL_DIR)
+    if eval_files:
+        (folder / EVAL_DIR).mkdir()
+        for fname, data in eval_files.items():
+            atomic_write_bytes(folder / EVAL_DIR / fname, data)
     shape = card["input_shape"]
     logits = probe_logits(model, shape)
     atomic_write_json(folder / PROBE_NAME, {"seed": PROBE_SEED, "n": PROBE_N, "input_shape": shape,
