@@ -134,7 +134,7 @@ def collect(module: Module, equivalents: list[dict]) -> Result | None:
     if module.path is None or not path.exists():
         return None
     codes = json.loads(path.read_text("utf-8"))["exit_code_by_key"]
-    dotted = module.source.removeprefix("src/").removesuffix(".py").replace("/", ".")
+    dotted = module.source.removeprefix("src/").removesuffix(".py").replace("/", ".").removesuffix(".__init__")
     result = Result(module=module, mutants=[Mutant(k, function_of(k, dotted), status(c)) for k, c in codes.items()])
     timing_file = module.work / "timing.json"
     if timing_file.exists():
