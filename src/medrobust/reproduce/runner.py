@@ -16,7 +16,8 @@ from medrobust.outdir import claim_out_dir
 from medrobust.reproduce.plan import USER_MODEL, Step, command, config_path, load_plan, resolve_steps, with_user_model
 from medrobust.reproduce.readme import write_readme
 
-DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json"}
+DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json",
+             "uap": "uap.json"}
 
 
 def _write_config(step: Step, budget_dir: Path) -> Path:
@@ -67,6 +68,15 @@ def _run_step(step: Step, config: Path) -> None:
         summary = run_band_step(step.config)
         print(f"band experiments on {step.model_id}: SAP {summary['sap_success']} / PGD {summary['pgd_success']} "
               f"of {summary['n_attacked']} correctly classified records flipped, pairs exported")
+        return
+    if step.kind == "uap":
+        from medrobust.reproduce.hirano_uap import run_uap_step
+
+        summary = run_uap_step(step.config)
+        nt = [u for u in summary["units"] if u["target"] is None and not u["method"].startswith("random")]
+        best = max((u["test"]["fooling_rate"] for u in nt), default=float("nan"))
+        print(f"UAPs on {step.model_id}: {len(summary['units'])} fitted or controls, highest non-targeted test "
+              f"fooling rate {best:.3f}")
         return
     argv = [step.kind, "--config", str(config)]
     if step.kind == "train" and step.out.exists():
