@@ -76,7 +76,7 @@ def _cell(plan: dict[str, Any], c: dict[str, Any], results: dict[str, Any]) -> s
         mid, t = models[0], int(c["target"])
         u = _unit(results.get(mid), method=method, norm=norm, zeta=zeta, target=t)
         return f"{mid}: {_success(u, t)} (train {_success(u, t, 'train')})" if u else f"{mid}: not run here"
-    parts, rates, every = [], [], 0
+    parts, rates, every, evaluated = [], [], 0, 0
     for mid in models:
         res = results.get(mid)
         if metric == "targeted":
@@ -87,6 +87,7 @@ def _cell(plan: dict[str, Any], c: dict[str, Any], results: dict[str, Any]) -> s
                 continue
             mine = [u["test"]["targets"][t]["hit"] / u["test"]["n"] for t, u in us]
             rates += mine
+            evaluated += 1
             every += int(all(r > threshold for r in mine))
             parts.append(f"{mid}: " + ", ".join(f"→{res['classes'][t]} {_success(u, t)}" for t, u in us))
             continue
@@ -100,7 +101,7 @@ def _cell(plan: dict[str, Any], c: dict[str, Any], results: dict[str, Any]) -> s
     if not rates:
         return "<br>".join(parts) or "not run"
     head = {"nontargeted": f"{sum(r > threshold for r in rates)} of {len(rates)} models above {threshold:.2f}",
-            "targeted": f"every target above {threshold:.2f} for {every} of {len(models)} models; "
+            "targeted": f"every target above {threshold:.2f} for {every} of {evaluated} models; "
                         f"{sum(r > threshold for r in rates)} of {len(rates)} (model, target) pairs",
             "random": f"highest {max(rates):.3f}",
             "architecture": f"range {min(rates):.3f}–{max(rates):.3f} (spread {max(rates) - min(rates):.3f})"}[metric]
