@@ -239,3 +239,17 @@ def test_main_reruns_one_step_and_reports_errors_in_one_line(tmp_path: Path, toy
     assert "2 UAPs; clean test accuracy 0.667" in capsys.readouterr().out
     assert hirano_uap.main([str(tmp_path / "missing.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_runner_counts_a_uap_step_done_only_with_its_current_settings(tmp_path: Path, toy: None) -> None:
+    from medrobust.reproduce.plan import Step
+    from medrobust.reproduce.runner import _done
+
+    cfg = _small(tmp_path, targeted=False)
+    step = Step("uap", "toy", cfg, tmp_path / "uap", ("toy",))
+    assert not _done(step, tmp_path / "c.yaml")
+    run_uap_step(cfg)
+    assert _done(step, tmp_path / "c.yaml")
+    assert not _done(Step("uap", "toy", {**cfg, "eval_limit": 3}, tmp_path / "uap"), tmp_path / "c.yaml")
+    (tmp_path / "uap" / "uap.json").write_text("{")
+    assert not _done(step, tmp_path / "c.yaml")

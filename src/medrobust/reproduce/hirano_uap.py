@@ -95,6 +95,13 @@ def _limit(value: Any, name: str) -> int | None:
     return None if value is None else check_int(value, name, minimum=1)
 
 
+def _method_map(value: Any, name: str, what: str, where: str) -> dict[str, Any]:
+    value = value or {}
+    if not isinstance(value, dict) or set(value) - set(UAP_METHODS):
+        raise _fail(where, f"{name} must map methods {list(UAP_METHODS)} to {what}, got {value!r}.")
+    return value
+
+
 def uap_step_config(settings: dict[str, Any], *, checkpoint: str | Path, dataset: dict[str, Any], out: Path,
                     retrained: bool, where: str) -> dict[str, Any]:
     """The config of one ``uap`` step: the plan's ``uap`` block with the budget's over it (``retrained``: the
@@ -112,12 +119,8 @@ def uap_step_config(settings: dict[str, Any], *, checkpoint: str | Path, dataset
     if not isinstance(zetas, (list, tuple)) or not zetas:
         raise _fail(where, f"zetas must be a non-empty list of relative strengths such as [0.02, 0.04], got {zetas!r}.")
     methods = _subset(s.get("methods", ["fgsm"]), UAP_METHODS, "methods", where)
-    passes = s.get("passes") or {}
-    if not isinstance(passes, dict) or set(passes) - set(UAP_METHODS):
-        raise _fail(where, f"passes must map methods {list(UAP_METHODS)} to pass counts, got {passes!r}.")
-    step = s.get("step_size") or {}
-    if not isinstance(step, dict) or set(step) - set(UAP_METHODS):
-        raise _fail(where, f"step_size must map methods {list(UAP_METHODS)} to step sizes, got {step!r}.")
+    passes = _method_map(s.get("passes"), "passes", "pass counts", where)
+    step = _method_map(s.get("step_size"), "step_size", "step sizes", where)
     bounds = s.get("bounds")
     if not (bounds is None or bounds == "auto" or (isinstance(bounds, (list, tuple)) and len(bounds) == 2)):
         raise _fail(where, f"bounds must be null (the paper's code never clips), 'auto' or [lo, hi], got {bounds!r}.")
