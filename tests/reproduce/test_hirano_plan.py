@@ -156,3 +156,20 @@ def test_readme_claims_are_read_from_the_uap_results(tmp_path: Path) -> None:
     assert "| 0.900 | 0.800 |" in text                                           # clean accuracy before / after
     assert "| vgg16 | fgsm l2 ζ 4% | normal | 0.700 [" in text
     assert (tmp_path / "cpu" / "figures" / "fooling_rate_vs_zeta.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("budget", ["smoke", "cpu", "paper"])
+def test_every_train_step_of_every_budget_is_a_valid_training_config(tmp_path: Path, budget: str) -> None:
+    import inspect
+
+    from medrobust.defenses.uap_retraining import UAPRetraining
+    from medrobust.train.trainer import TrainConfig
+
+    accepted = set(inspect.signature(UAPRetraining.__init__).parameters)
+    for step in resolve_steps(load_plan("hirano2021"), budget=budget, out=tmp_path):
+        if step.kind != "train":
+            continue
+        TrainConfig(**step.config["train"]).validate()
+        options = {k for k in step.config["defense"] if k != "name"}
+        assert options <= accepted, (step.name, options - accepted)
+        assert step.config["train"].get("progress") is False

@@ -242,6 +242,8 @@ def test_main_reruns_one_step_and_reports_errors_in_one_line(tmp_path: Path, toy
 
 
 def test_runner_counts_a_uap_step_done_only_with_its_current_settings(tmp_path: Path, toy: None) -> None:
+    import yaml
+
     from medrobust.reproduce.plan import Step
     from medrobust.reproduce.runner import _done
 
@@ -251,5 +253,10 @@ def test_runner_counts_a_uap_step_done_only_with_its_current_settings(tmp_path: 
     run_uap_step(cfg)
     assert _done(step, tmp_path / "c.yaml")
     assert not _done(Step("uap", "toy", {**cfg, "eval_limit": 3}, tmp_path / "uap"), tmp_path / "c.yaml")
+    written = tmp_path / "uap-toy.yaml"                     # the step's YAML as the run wrote it rules (--status)
+    written.write_text(yaml.safe_dump(cfg))
+    assert _done(Step("uap", "toy", {**cfg, "dataset": {"name": "toy", "root": "/elsewhere"}}, tmp_path / "uap"), written)
+    written.write_text(yaml.safe_dump({**cfg, "eval_limit": 3}))
+    assert not _done(step, written)
     (tmp_path / "uap" / "uap.json").write_text("{")
     assert not _done(step, tmp_path / "c.yaml")

@@ -41,12 +41,13 @@ def _done(step: Step, config: Path) -> bool:
     is rerun until it has finished with exactly the step's current YAML: its card holds results and its mark
     holds that YAML's digest (a committed reproduction, whose resumable units are not in git, is then kept,
     while a plan whose radii or attacks changed evaluates again)."""
-    if step.kind == "uap":  # done with the step's current settings (a changed plan refits what changed)
+    if step.kind == "uap":  # done with the settings of the step's YAML (a changed plan refits what changed)
         try:
             summary = json.loads((step.out / DONE_FILE["uap"]).read_text("utf-8"))
-        except (OSError, ValueError):
+            settings = yaml.safe_load(config.read_text("utf-8")) if config.is_file() else step.config
+        except (OSError, ValueError, yaml.YAMLError):
             return False
-        return summary.get("config") == json.loads(json.dumps(step.config))
+        return summary.get("config") == json.loads(json.dumps(settings))
     if step.kind != "evaluate":
         return (step.out / DONE_FILE[step.kind]).is_file()
     card, mark = step.out / DONE_FILE["evaluate"], step.out / STEP_MARK
