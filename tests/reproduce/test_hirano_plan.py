@@ -173,3 +173,16 @@ def test_every_train_step_of_every_budget_is_a_valid_training_config(tmp_path: P
         options = {k for k in step.config["defense"] if k != "name"}
         assert options <= accepted, (step.name, options - accepted)
         assert step.config["train"].get("progress") is False
+
+
+def test_readme_names_each_models_stem() -> None:
+    from medrobust.reproduce.hirano_readme import _stem
+
+    def card(name: str, **kwargs: Any) -> dict[str, Any]:
+        return {"config": {"model": {"name": name, "kwargs": kwargs}}}
+
+    assert _stem(card("resnet18", small_input=False)) == "ImageNet"
+    assert _stem(card("resnet50", small_input=True)) == "small-input"
+    assert _stem(card("vgg16", small_input=True, batch_norm=True)) == "small-input, batch norm"
+    assert _stem(card("inception_v3")) == "ImageNet (input upsampled to 75×75)"
+    assert _stem(card("densenet121")) == "default for the input size" and _stem(None) == "–"

@@ -151,9 +151,14 @@ def _claims_table(plan: dict[str, Any], root: Path, budget: str, results: dict[s
 
 
 def _stem(summary: dict[str, Any] | None) -> str:
-    kwargs = ((summary or {}).get("config") or {}).get("model", {}).get("kwargs") or {}
+    """The input stem a trained model used (``medrobust.models.vision``), from its training summary."""
+    model = ((summary or {}).get("config") or {}).get("model") or {}
+    kwargs = model.get("kwargs") or {}
+    if model.get("name") == "inception_v3":
+        return "ImageNet (input upsampled to 75×75)"
     small = kwargs.get("small_input")
-    return "small (3×3, stride 1)" if small else "ImageNet" if small is False else "default"
+    text = "small-input" if small else "ImageNet" if small is False else "default for the input size" if model else "–"
+    return text + (", batch norm" if kwargs.get("batch_norm") else "")
 
 
 def _models_table(plan: dict[str, Any], root: Path, budget: str, results: dict[str, Any]) -> list[str]:
