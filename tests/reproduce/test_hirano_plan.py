@@ -56,6 +56,11 @@ def test_paper_budget_keeps_every_model_with_its_stem_and_the_paper_uap_settings
     uap = next(s.config for s in steps if s.name == "uap inception_v3")
     assert (uap["fit_limit"], uap["eval_limit"], uap["passes"]["fgsm"], uap["bounds"]) == (None, None, 15, None)
     assert uap["zetas"] == [0.02, 0.04] and uap["norms"] == ["l2", "linf"] and uap["norm_channels"] == "first"
+    assert uap["step_size"] == {}                                   # the paper's inner step (the attack's default)
+    cpu = {s.model_id: s.config for s in resolve_steps(plan, budget="cpu", out=tmp_path) if s.kind == "uap"}
+    assert cpu["resnet18"]["step_size"] == {"fgsm": 0.0039} and cpu["resnet18"]["targeted"] is True
+    assert cpu["vgg16"]["step_size"] == {"fgsm": 0.0039} and cpu["vgg16"]["norms"] == ["l2"]   # per_model over budget
+    assert cpu["vgg16"]["fit_limit"] == 64 and cpu["breast_resnet18"]["eval_limit"] is None
 
 
 def test_user_model_drops_the_budgets_model_choice(tmp_path: Path) -> None:
