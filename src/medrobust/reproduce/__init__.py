@@ -2,7 +2,7 @@
 
 >>> from medrobust import reproduce
 >>> reproduce.available()
-['han2020', 'ma2020', 'ma2022', 'shao2022']
+['han2020', 'hirano2021', 'ma2020', 'ma2022', 'shao2022']
 >>> readme = reproduce.run("ma2020", budget="smoke", out="runs/repro")   # doctest: +SKIP
 
 Each paper is one YAML plan (``medrobust/reproduce/configs/``, linked from ``configs/reproductions/``): the models

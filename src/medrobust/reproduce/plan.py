@@ -20,12 +20,13 @@ from medrobust.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
-PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims"}
+PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims", "uap"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-               "protocol", "per_dataset", "defense_options", "masking", "band"}
+               "protocol", "per_dataset", "defense_options", "masking", "band", "per_model", "uap", "models"}
 PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
                     "defense_options", "masking"}
-MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe"}
+PER_MODEL_KEYS = {"model_kwargs", "train", "finetune", "uap"}
+MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe", "kwargs"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
 CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
 
@@ -34,7 +35,7 @@ CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that att
 class Step:
     """One unit of a reproduction: train one model, or evaluate one trained model."""
 
-    kind: str                    # "train" or "evaluate"
+    kind: str                    # "train", "evaluate", "masking", "band" or "uap"
     model_id: str
     config: dict[str, Any]       # the YAML of the ``medrobust train`` / ``evaluate`` run
     out: Path                    # its output folder
@@ -50,10 +51,14 @@ def config_path(budget_dir: Path, kind: str, model_id: str) -> Path:
     return budget_dir / "configs" / f"{kind}-{model_id}.yaml"
 
 
+STEP_MODULES = {"masking": "masking", "band": "han_band", "uap": "hirano_uap"}
+"""Step kinds that are not a CLI command: the module whose ``main`` reruns one such step by hand."""
+
+
 def command(kind: str, config: Path) -> str:
     """The command line that reruns one step by hand."""
-    if kind in ("masking", "band"):
-        return f"python -m medrobust.reproduce.{'masking' if kind == 'masking' else 'han_band'} {config}"
+    if kind in STEP_MODULES:
+        return f"python -m medrobust.reproduce.{STEP_MODULES[kind]} {config}"
     return f"medrobust {kind} --config {config}"
 
 
@@ -72,7 +77,14 @@ def load_plan(name: str) -> dict[str, Any]:
     _check_keys(plan, PLAN_KEYS, f"{path}")
     _check_models(plan, path)
     _check_budgets(plan, path)
-    _check_claims(plan, path)
+    if plan.get("uap") is not None:
+        from medrobust.reproduce.hirano_uap import check_uap_plan
+
+        check_uap_plan(plan, path)
+    elif "evaluation" not in plan:
+        raise ConfigError(f"{path}: a plan needs `evaluation` (per-sample attacks) or `uap` (universal perturbations).")
+    else:
+        _check_claims(plan, path)
     plan["source"] = str(path)
     return plan
 
@@ -101,6 +113,21 @@ def _check_budgets(plan: dict[str, Any], path: Path) -> None:
                 raise ConfigError(f"{path}: budgets.{b}.per_dataset.{d} names no entry of the plan's `datasets` "
                                   f"({sorted(datasets) or 'none'}).")
             _check_keys(over, PER_DATASET_KEYS, f"{path}: budgets.{b}.per_dataset.{d}")
+        for mid, over in (spec.get("per_model") or {}).items():
+            if mid not in plan["models"]:
+                raise ConfigError(f"{path}: budgets.{b}.per_model.{mid} names no model of this plan "
+                                  f"({', '.join(plan['models'])}).")
+            _check_keys(over, PER_MODEL_KEYS, f"{path}: budgets.{b}.per_model.{mid}")
+        chosen = spec.get("models")
+        if chosen is not None:
+            if not isinstance(chosen, list) or not chosen or any(m not in plan["models"] for m in chosen):
+                raise ConfigError(f"{path}: budgets.{b}.models must be a non-empty list of the plan's models "
+                                  f"({', '.join(plan['models'])}), got {chosen!r}.")
+            lacking = [m for m in chosen if plan["models"][m].get("init") not in (None, *chosen)]
+            if lacking:
+                raise ConfigError(f"{path}: budgets.{b}.models lists {lacking} without the model each starts from.")
+        if spec.get("uap") is not None and plan.get("uap") is None:
+            raise ConfigError(f"{path}: budgets.{b}.uap needs the plan's top-level `uap` block.")
 
 
 def _check_claims(plan: dict[str, Any], path: Path) -> None:
@@ -136,7 +163,18 @@ def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | N
     plan["models"] = {USER_MODEL: {"model": str(model), "defense": "(your model)", "source": dict(source or {})}}
     for c in plan.get("claims", []):
         c["models"] = [USER_MODEL]
+    for spec in plan["budgets"].values():  # the budget's model choice and per-model settings name the paper's models
+        spec.pop("models", None)
+        spec.pop("per_model", None)
     return plan
+
+
+def budget_plan(plan: dict[str, Any], budget: str) -> dict[str, Any]:
+    """The plan with only the models the budget runs (its ``models`` list; all when it has none)."""
+    chosen = (plan["budgets"].get(budget) or {}).get("models")
+    if chosen is None:
+        return plan
+    return {**plan, "models": {m: s for m, s in plan["models"].items() if m in chosen}}
 
 
 def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str | None = None) -> list[Step]:
@@ -145,15 +183,19 @@ def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str
     if budget not in plan["budgets"]:
         raise ConfigError(f"reproduction {plan['name']!r} has no budget {budget!r}; it has "
                           f"{', '.join(plan['budgets'])}.")
+    plan = budget_plan(plan, budget)
     contexts = {mid: _model_context(plan, plan["budgets"][budget], mid, data_dir) for mid in plan["models"]}
     steps = [_train_step(plan, *contexts[mid], mid, out) for mid in _train_order(plan["models"])
              if "source" not in plan["models"][mid]]
-    steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
+    if "evaluation" in plan:
+        steps += [_eval_step(plan, *contexts[mid], mid, out) for mid in plan["models"]]
     evals = {s.model_id: s for s in steps if s.kind == "evaluate"}
     steps += [_masking_step(plan, *contexts[mid], mid, out, budget) for mid in plan["models"]
               if plan["models"][mid]["defense"] != "ce" and contexts[mid][0].get("masking")]
     steps += [_band_step(plan, contexts[mid][0], evals[mid], mid, out, budget) for mid in plan["models"]
               if contexts[mid][0].get("band")]
+    if plan.get("uap") is not None:
+        steps += [_uap_step(plan, *contexts[mid], mid, out, budget) for mid in plan["models"]]
     return steps
 
 
@@ -187,10 +229,14 @@ def _train_order(models: dict[str, Any]) -> list[str]:
 def _train_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:
     m = plan["models"][mid]
     finetune = m.get("init") is not None and spec.get("finetune") is not None
-    model = {"name": m["model"], **({"kwargs": dict(spec["model_kwargs"])} if spec.get("model_kwargs") else {})}
-    cfg: dict[str, Any] = {"dataset": ds, "model": model, "recipe": m.get("recipe", plan["recipe"]),
+    own = (spec.get("per_model") or {}).get(mid) or {}
+    kwargs = {**(spec.get("model_kwargs") or {}), **(m.get("kwargs") or {}), **(own.get("model_kwargs") or {})}
+    model = {"name": m["model"], **({"kwargs": kwargs} if kwargs else {})}
+    train = dict((spec.get("finetune") if finetune else spec.get("train")) or {})
+    train.update((own.get("finetune") if finetune else own.get("train")) or {})
+    cfg: dict[str, Any] = {"dataset": ds, "model": model, "recipe": m.get("recipe", plan.get("recipe")),
                            "defense": {"name": m["defense"], **((spec.get("defense_options") or {}).get(m["defense"]) or {})},
-                           "train": dict((spec.get("finetune") if finetune else spec.get("train")) or {}),
+                           "train": train,
                            "out": str(out / "models" / mid), "evaluate_test": True}
     after: tuple[str, ...] = ()
     if finetune:
@@ -217,6 +263,20 @@ def _band_step(plan: dict[str, Any], spec: dict[str, Any], ev: Step, mid: str, o
                            out=out / "band" / mid, where=f"{plan['source']}: budgets.{budget}.band")
     cfg["source"] = dict(plan["models"][mid].get("source") or {})
     return Step("band", mid, cfg, out / "band" / mid, (mid,))
+
+
+def _uap_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path,
+              budget: str) -> Step:
+    from medrobust.reproduce.hirano_uap import uap_step_config
+
+    m = plan["models"][mid]
+    own = ((spec.get("per_model") or {}).get(mid) or {}).get("uap") or {}
+    cfg = uap_step_config({**plan["uap"], **(spec.get("uap") or {}), **own}, checkpoint=_checkpoint(plan, mid, out),
+                          dataset=ds, out=out / "uap" / mid, retrained=m.get("init") is not None,
+                          where=f"{plan['source']}: budgets.{budget}.uap")
+    if "source" in m:
+        cfg["source"] = dict(m["source"])
+    return Step("uap", mid, cfg, out / "uap" / mid, (mid,))
 
 
 def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], mid: str, out: Path) -> Step:

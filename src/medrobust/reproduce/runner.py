@@ -16,7 +16,8 @@ from medrobust.outdir import claim_out_dir
 from medrobust.reproduce.plan import USER_MODEL, Step, command, config_path, load_plan, resolve_steps, with_user_model
 from medrobust.reproduce.readme import write_readme
 
-DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json"}
+DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json",
+             "uap": "uap.json"}
 
 
 def _write_config(step: Step, budget_dir: Path) -> Path:
@@ -40,6 +41,13 @@ def _done(step: Step, config: Path) -> bool:
     is rerun until it has finished with exactly the step's current YAML: its card holds results and its mark
     holds that YAML's digest (a committed reproduction, whose resumable units are not in git, is then kept,
     while a plan whose radii or attacks changed evaluates again)."""
+    if step.kind == "uap":  # done with the settings of the step's YAML (a changed plan refits what changed)
+        try:
+            summary = json.loads((step.out / DONE_FILE["uap"]).read_text("utf-8"))
+            settings = yaml.safe_load(config.read_text("utf-8")) if config.is_file() else step.config
+        except (OSError, ValueError, yaml.YAMLError):
+            return False
+        return summary.get("config") == json.loads(json.dumps(settings))
     if step.kind != "evaluate":
         return (step.out / DONE_FILE[step.kind]).is_file()
     card, mark = step.out / DONE_FILE["evaluate"], step.out / STEP_MARK
@@ -67,6 +75,15 @@ def _run_step(step: Step, config: Path) -> None:
         summary = run_band_step(step.config)
         print(f"band experiments on {step.model_id}: SAP {summary['sap_success']} / PGD {summary['pgd_success']} "
               f"of {summary['n_attacked']} correctly classified records flipped, pairs exported")
+        return
+    if step.kind == "uap":
+        from medrobust.reproduce.hirano_uap import run_uap_step
+
+        summary = run_uap_step(step.config)
+        nt = [u for u in summary["units"] if u["target"] is None and not u["method"].startswith("random")]
+        best = max((u["test"]["fooling_rate"] for u in nt), default=float("nan"))
+        print(f"UAPs on {step.model_id}: {len(summary['units'])} fitted or controls, highest non-targeted test "
+              f"fooling rate {best:.3f}")
         return
     argv = [step.kind, "--config", str(config)]
     if step.kind == "train" and step.out.exists():

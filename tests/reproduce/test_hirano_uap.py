@@ -1,0 +1,262 @@
+"""The ``uap`` step of the hirano2021 reproduction (Hirano, Minagi & Takemoto, BMC Med. Imaging 21:9, 2021):
+metrics on hand-made predictions, unit list, config errors, and resumability on a model whose decision is known
+(class 1 iff the image's mean intensity exceeds 0.5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medrobust.data.base import DatasetMeta, ECGDataset
+from medrobust.errors import ConfigError, DataError
+from medrobust.reproduce import hirano_uap
+from medrobust.reproduce.hirano_uap import run_uap_step, uap_metrics, uap_step_config, unit_specs
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def test_uap_metrics_match_a_hand_computed_case() -> None:
+    clean = torch.tensor([1, 1, 0, 0, 0, 2, 0])
+    adv = torch.tensor([2, 1, 1, 1, 1, 2, 0])
+    y = torch.tensor([0, 0, 0, 0, 1, 0, 1])
+    m = uap_metrics(clean=clean, adv=adv, y=y, k=3)
+    assert (m["n"], m["fooled"], m["fooling_rate"]) == (7, 4, 4 / 7)                 # changed at 0, 2, 3, 4
+    assert (m["misclassified"], m["misclassification_rate"]) == (6, 6 / 7)          # adv = y only at 4
+    assert (m["clean_correct"], m["clean_accuracy"]) == (2, 2 / 7)                  # clean = y at 2, 3
+    t0, t1, t2 = m["targets"]
+    assert [t["target"] for t in m["targets"]] == [0, 1, 2]
+    # target 0: adv = 0 only at 6, which is already 0 clean; 3 inputs (0, 1, 5) are not 0 clean
+    assert (t0["hit"], t0["success_rate"], t0["n_not_target"], t0["hit_not_target"]) == (1, 1 / 7, 3, 0)
+    assert t0["success_rate_not_target"] == 0.0 and t0["clean_rate"] == 4 / 7
+    # target 1: adv = 1 at 1..4; not 1 clean: 2..6 (5 inputs), of which adv = 1 at 2, 3, 4
+    assert (t1["hit"], t1["success_rate"], t1["n_not_target"], t1["hit_not_target"]) == (4, 4 / 7, 5, 3)
+    assert t1["success_rate_not_target"] == 3 / 5 and t1["clean_rate"] == 2 / 7
+    # target 2: adv = 2 at 0 and 5; not 2 clean: all but 5 (6 inputs), of which adv = 2 at 0
+    assert (t2["hit"], t2["success_rate"], t2["n_not_target"], t2["hit_not_target"]) == (2, 2 / 7, 6, 1)
+    assert t2["success_rate_not_target"] == 1 / 6 and t2["clean_rate"] == 1 / 7
+    assert m["transition"] == [[1, 3, 0], [0, 1, 1], [0, 0, 1]]                   # rows clean, columns adversarial
+
+
+def test_uap_metrics_misclassification_is_against_the_label_not_the_prediction() -> None:
+    # nothing changes (fooling rate 0) but two of four labels disagree with the prediction
+    m = uap_metrics(clean=torch.tensor([0, 1, 1, 0]), adv=torch.tensor([0, 1, 1, 0]), y=torch.tensor([0, 0, 1, 1]), k=2)
+    assert (m["fooled"], m["misclassified"], m["clean_correct"]) == (0, 2, 2)
+    assert m["misclassification_rate"] == 0.5 and m["clean_accuracy"] == 0.5 and m["fooling_rate"] == 0.0
+
+
+def test_uap_metrics_success_excluding_the_target_is_none_when_every_input_is_already_there() -> None:
+    m = uap_metrics(clean=torch.tensor([1, 1, 1]), adv=torch.tensor([1, 0, 1]), y=torch.tensor([1, 1, 0]), k=2)
+    t0, t1 = m["targets"]
+    assert t1["n_not_target"] == 0 and t1["success_rate_not_target"] is None and t1["success_rate"] == 2 / 3
+    assert t0["n_not_target"] == 3 and t0["hit_not_target"] == 1 and t0["success_rate_not_target"] == 1 / 3
+    assert t1["clean_rate"] == 1.0 and t0["clean_rate"] == 0.0
+
+
+@pytest.mark.parametrize("clean,adv,y,k,match", [
+    ([], [], [], 2, "one non-zero length"),
+    ([0, 1], [0], [0, 1], 2, "one non-zero length"),
+    ([0, 1], [0, 1], [0], 2, "one non-zero length"),
+    ([0, 2], [0, 1], [0, 1], 2, r"clean predictions must be class indices in \[0, 2\)"),
+    ([0, 1], [0, -1], [0, 1], 2, r"adv predictions must be class indices"),
+])
+def test_uap_metrics_refuse_bad_predictions(clean: list[int], adv: list[int], y: list[int], k: int, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        uap_metrics(clean=torch.tensor(clean, dtype=torch.long), adv=torch.tensor(adv, dtype=torch.long),
+                    y=torch.tensor(y, dtype=torch.long), k=k)
+
+
+# ----------------------------------------------------------------------------------------------- config
+def _cfg(tmp_path: Path, as_retrained: bool = False, **settings: Any) -> dict[str, Any]:
+    base = {"zetas": [0.02, 0.04], "norms": ["l2", "linf"], "methods": ["fgsm", "batched"], "targeted": True,
+            "controls": ["uniform"], "fit_limit": 16, "eval_limit": 12, "passes": {"fgsm": 2, "batched": 3},
+            "bounds": None, "norm_channels": "first", "examples": 2, "retrained": {"targeted": False,
+                                                                                    "methods": ["fgsm"]}}
+    base.update(settings)
+    return uap_step_config(base, checkpoint=tmp_path / "ck", dataset={"name": "toy", "split": "val", "limit": 3},
+                           out=tmp_path / "uap", retrained=as_retrained, where="plan.yaml: budgets.cpu.uap")
+
+
+def test_step_config_fills_defaults_and_applies_the_retrained_block(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert cfg["dataset"] == {"name": "toy"}                        # split and limit are the step's own business
+    assert cfg["passes"] == {"fgsm": 2, "batched": 3} and cfg["targeted"] is True
+    assert cfg["targeted_norms"] == ["l2", "linf"] and cfg["step_size"] == {} and cfg["seed"] == 0
+    assert (cfg["batch_size"], cfg["eval_batch_size"]) == (64, 256)
+    again = _cfg(tmp_path, as_retrained=True)
+    assert again["targeted"] is False and again["methods"] == ["fgsm"] and again["passes"] == {"fgsm": 2}
+    paper = uap_step_config({"zetas": [0.04]}, checkpoint="c", dataset={}, out=tmp_path, retrained=False, where="w")
+    assert paper["passes"] == {"fgsm": 15} and paper["methods"] == ["fgsm"] and paper["norms"] == ["l2"]
+    assert paper["norm_channels"] == "first" and paper["bounds"] is None and paper["controls"] == ["uniform"]
+    assert uap_step_config({"zetas": [0.04], "methods": ["batched"]}, checkpoint="c", dataset={}, out=tmp_path,
+                           retrained=False, where="w")["passes"] == {"batched": 10}
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"zeta": 0.1}, r"budgets.cpu.uap: unknown keys \['zeta'\]"),
+    ({"zetas": []}, "zetas must be a non-empty list"),
+    ({"zetas": [0.0]}, "zetas"),
+    ({"norms": ["l1"]}, r"norms must be a non-empty list of \['l2', 'linf'\]"),
+    ({"methods": ["deepfool"]}, "methods must be"),
+    ({"controls": ["gauss"]}, "controls must be"),
+    ({"targeted_norms": ["l3"]}, "targeted_norms must be"),
+    ({"passes": {"pgd": 3}}, "passes must map methods"),
+    ({"step_size": {"fgsm": -1.0}}, "step_size.fgsm"),
+    ({"bounds": "clip"}, "bounds must be null"),
+    ({"norm_channels": "mean"}, "norm_channels must be 'first'"),
+    ({"retrained": {"retrained": {}}}, "uap.retrained must be a mapping of uap keys"),
+    ({"fit_limit": 0}, "fit_limit"),
+    ({"targeted": "yes"}, "targeted"),
+])
+def test_step_config_errors_name_the_key(tmp_path: Path, change: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _cfg(tmp_path, **change)
+
+
+def test_unit_specs_list_every_uap_once_then_the_controls(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, zetas=[0.04], norms=["l2", "linf"], targeted_norms=["l2"], controls=["uniform", "sign"])
+    keys = [u["key"] for u in unit_specs(cfg, 3)]
+    assert keys == ["fgsm_l2_z0.04_nontargeted", "fgsm_l2_z0.04_target0", "fgsm_l2_z0.04_target1",
+                    "fgsm_l2_z0.04_target2", "fgsm_linf_z0.04_nontargeted",
+                    "batched_l2_z0.04_nontargeted", "batched_l2_z0.04_target0", "batched_l2_z0.04_target1",
+                    "batched_l2_z0.04_target2", "batched_linf_z0.04_nontargeted",
+                    "random-uniform_l2_z0.04", "random-uniform_linf_z0.04", "random-sign_l2_z0.04",
+                    "random-sign_linf_z0.04"]
+    units = {u["key"]: u for u in unit_specs(cfg, 3)}
+    assert units["fgsm_l2_z0.04_target2"]["target"] == 2 and units["fgsm_l2_z0.04_target2"]["passes"] == 2
+    assert units["batched_linf_z0.04_nontargeted"]["passes"] == 3 and units["random-sign_l2_z0.04"]["passes"] is None
+    assert [u["key"] for u in unit_specs(_cfg(tmp_path, zetas=[0.02], norms=["l2"], methods=["fgsm"],
+                                                       targeted=False), 2)] == ["fgsm_l2_z0.02_nontargeted",
+                                                                                "random-uniform_l2_z0.02"]
+
+
+# ----------------------------------------------------------------------------------------------- the step
+class MeanThreshold(nn.Module):
+    """Logits (0, 400·(mean − 0.5)): class 1 iff the image's mean intensity exceeds 0.5."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 400 * (x.mean(dim=(1, 2, 3)) - 0.5)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _images(levels: list[float], labels: list[int], split: str) -> ECGDataset:
+    x = torch.stack([torch.full((1, 4, 4), v, dtype=torch.float32) for v in levels])
+    meta = DatasetMeta(name="toy", fs=0.0, classes=("lo", "hi"), units="intensity [0, 1]",
+                       ids=np.asarray([f"{split}/{i}" for i in range(len(levels))]), split=split)
+    return ECGDataset(x, torch.as_tensor(labels), meta)
+
+
+TRAIN = _images([0.4999] * 4 + [0.5001] * 4 + [0.1] * 4, [0] * 4 + [1] * 4 + [0] * 4, "train")
+TEST = _images([0.495] * 3 + [0.9] * 3, [0, 0, 1, 1, 1, 0], "test")
+
+
+@pytest.fixture()
+def toy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data",
+                        lambda d, c, **k: (MeanThreshold(), TRAIN if d["split"] == "train" else TEST, {}))
+
+
+def _small(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    return _cfg(tmp_path, **{"zetas": [0.04], "norms": ["l2"], "methods": ["fgsm"], "controls": ["uniform"],
+                             "fit_limit": None, "eval_limit": None, "examples": 2, **settings})
+
+
+def test_step_writes_every_unit_with_metrics_from_its_perturbation(tmp_path: Path, toy: None) -> None:
+    summary = run_uap_step(_small(tmp_path))
+    out = tmp_path / "uap"
+    assert [u["key"] for u in summary["units"]] == ["fgsm_l2_z0.04_nontargeted", "fgsm_l2_z0.04_target0",
+                                                   "fgsm_l2_z0.04_target1", "random-uniform_l2_z0.04"]
+    assert (summary["n_fit"], summary["n_test"], summary["k"], summary["classes"]) == (12, 6, 2, ["lo", "hi"])
+    assert summary["clean_accuracy"] == {"train": 1.0, "test": 4 / 6}
+    mean_l2 = float(TRAIN.x.flatten(1).norm(dim=1).mean())
+    for u in summary["units"]:
+        assert u["xi"] == pytest.approx(0.04 * mean_l2)                     # ξ = ζ · mean ‖x‖₂ of the fitting set
+        delta = np.load(out / "units" / f"{u['key']}.npz")["delta"]
+        assert delta.shape == (1, 4, 4) and np.linalg.norm(delta) <= u["xi"] * (1 + 1e-5)
+        assert json.loads((out / "units" / f"{u['key']}.json").read_text())["key"] == u["key"]
+        model, x = MeanThreshold(), TEST.x
+        with torch.no_grad():
+            clean, adv = model(x).argmax(1), model(x + torch.from_numpy(delta)).argmax(1)
+        assert u["test"] == uap_metrics(clean=clean, adv=adv, y=TEST.y, k=2)  # no clip: bounds null
+    nt, _, to_hi, rnd = summary["units"]
+    # the 0.4999 / 0.5001 training images sit 1e-4 from the threshold, under one FGSM step (0.0012 · mean ‖x‖∞),
+    # so the paper's loop flips the class-0 ones (non-targeted) and sends all 8 to class 1 (targeted)
+    assert nt["train"]["fooled"] >= 4 and to_hi["train"]["targets"][1]["hit"] >= 8
+    assert rnd["method"] == "random_uniform" and rnd["fit"]["fit_rate"] is None
+    assert (out / "uap.json").is_file() and (out / "figures" / "uaps.png").stat().st_size > 1000
+    assert (out / "figures" / "examples.png").is_file()
+
+
+def test_rerun_skips_finished_units_and_a_killed_run_resumes_with_the_missing_one(
+        tmp_path: Path, toy: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _small(tmp_path)
+    first = run_uap_step(cfg)
+    fits: list[str] = []
+    real = hirano_uap._fit_unit
+    monkeypatch.setattr(hirano_uap, "_fit_unit", lambda model, unit, *a, **k: (fits.append(unit["key"]),
+                                                                                real(model, unit, *a, **k))[1])
+    assert run_uap_step(cfg)["units"] == first["units"] and fits == []          # every unit kept
+    units = tmp_path / "uap" / "units"
+    # killed after the npz of one unit and before its JSON (and before uap.json): only that unit is fitted again
+    (units / "fgsm_l2_z0.04_target0.json").unlink()
+    (tmp_path / "uap" / "uap.json").unlink()
+    (units / "fgsm_l2_z0.04_target1.json").write_text("{trunc")                 # a half-written file is refitted too
+    again = run_uap_step(cfg)
+    assert fits == ["fgsm_l2_z0.04_target0", "fgsm_l2_z0.04_target1"] and len(again["units"]) == 4
+    assert again["units"][0] == first["units"][0]
+    fits.clear()
+    run_uap_step({**cfg, "passes": {"fgsm": 3}})              # another pass count: the fitted UAPs again, not the control
+    assert fits == ["fgsm_l2_z0.04_nontargeted", "fgsm_l2_z0.04_target0", "fgsm_l2_z0.04_target1"]
+    fits.clear()
+    run_uap_step({**cfg, "fit_limit": 10})                    # another fitting set: every unit again
+    assert fits == ["fgsm_l2_z0.04_nontargeted", "fgsm_l2_z0.04_target0", "fgsm_l2_z0.04_target1",
+                    "random-uniform_l2_z0.04"]
+
+
+def test_bounds_auto_clips_the_perturbed_inputs(tmp_path: Path, toy: None) -> None:
+    # a 0.9 image plus a positive UAP would leave [0, 1]; with bounds 'auto' ([0, 1] for intensities) it cannot
+    summary = run_uap_step(_small(tmp_path, bounds="auto", targeted=False))
+    delta = torch.from_numpy(np.load(tmp_path / "uap" / "units" / "fgsm_l2_z0.04_nontargeted.npz")["delta"])
+    model = MeanThreshold()
+    with torch.no_grad():
+        clean = model(TEST.x).argmax(1)
+        adv = model((TEST.x + delta).clamp(0, 1)).argmax(1)
+    assert summary["units"][0]["test"] == uap_metrics(clean=clean, adv=adv, y=TEST.y, k=2)
+    assert summary["config"]["bounds"] == "auto"
+
+
+def test_main_reruns_one_step_and_reports_errors_in_one_line(tmp_path: Path, toy: None,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    path = tmp_path / "uap-toy.yaml"
+    path.write_text(yaml.safe_dump(_small(tmp_path, targeted=False)))
+    assert hirano_uap.main([str(path)]) == 0
+    assert "2 UAPs; clean test accuracy 0.667" in capsys.readouterr().out
+    assert hirano_uap.main([str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_runner_counts_a_uap_step_done_only_with_its_current_settings(tmp_path: Path, toy: None) -> None:
+    import yaml
+
+    from medrobust.reproduce.plan import Step
+    from medrobust.reproduce.runner import _done
+
+    cfg = _small(tmp_path, targeted=False)
+    step = Step("uap", "toy", cfg, tmp_path / "uap", ("toy",))
+    assert not _done(step, tmp_path / "c.yaml")
+    run_uap_step(cfg)
+    assert _done(step, tmp_path / "c.yaml")
+    assert not _done(Step("uap", "toy", {**cfg, "eval_limit": 3}, tmp_path / "uap"), tmp_path / "c.yaml")
+    written = tmp_path / "uap-toy.yaml"                     # the step's YAML as the run wrote it rules (--status)
+    written.write_text(yaml.safe_dump(cfg))
+    assert _done(Step("uap", "toy", {**cfg, "dataset": {"name": "toy", "root": "/elsewhere"}}, tmp_path / "uap"), written)
+    written.write_text(yaml.safe_dump({**cfg, "eval_limit": 3}))
+    assert not _done(step, written)
+    (tmp_path / "uap" / "uap.json").write_text("{")
+    assert not _done(step, tmp_path / "c.yaml")
