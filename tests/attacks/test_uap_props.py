@@ -323,16 +323,19 @@ def test_fgsm_loop_by_hand() -> None:
     assert (res.xi, res.norm, res.zeta, res.mean_norm, res.method, res.target) == (
         0.3, "linf", None, None, "fgsm", None)
     assert res.fit_rate == 2 / 3 and res.converged is False
-    # gradients: pass 1 tries the far input and one near one, passes 2-3 the far one; forwards: clean + start
-    # rate (3 + 3), per pass 3 checks + 2 per FGSM try + the pass's rate (3)
-    assert res.grad_evals == 4 and res.queries == 6 + (3 + 4 + 3) + 2 * (3 + 2 + 3)
+    # gradients: pass 1 tries a near input (kept) and the far one (rejected); forwards: clean + start rate (3 + 3),
+    # pass 1's 3 checks + 2 per FGSM try + its rate (3). Passes 2-3 cost nothing: v has not changed since every
+    # input was found fooled or its step rejected, so the one-at-a-time loop would repeat exactly that
+    assert res.grad_evals == 2 and res.queries == 6 + (3 + 4 + 3)
     assert res.seconds > 0 and res.config == uap.config() and res.config["method"] == "fgsm"
     assert uap._shape == (1, 2) and uap.xi == 0.3
     # the goal stops the loop: 2/3 of the inputs fooled is enough for fooling_goal = 2/3
     stop = UniversalPerturbation(model, norm="linf", eps=0.3, method="fgsm", step_size=0.2, max_iter=3,
                                  fooling_goal=2 / 3).fit(x)
     assert len(stop.history) == 1 and stop.converged is True and stop.fit_rate == 2 / 3
-    assert stop.grad_evals == 2 and stop.queries == 6 + 10
+    # seed 0 visits far, near, near: the far input alone (chunk of 1, rejected), then both near ones from the same v
+    # (chunk of 2: both steps flip, the first is kept), then the second near one again from the new v (now fooled)
+    assert stop.grad_evals == 1 + 2 and stop.queries == 6 + 3 + 3 * 2 + 1 + 3
 
 
 def test_fgsm_default_step_is_the_papers_fraction_of_the_mean_linf_norm() -> None:
@@ -352,7 +355,8 @@ def test_targeted_fgsm_by_hand() -> None:
     assert torch.equal(res.delta, torch.tensor([[-0.3, 0.3]], dtype=D))
     assert res.history == [{"pass": 1, "rate": 1.0, "norm": 0.3, "accepted": 1}]
     assert res.target == 2 and res.fit_rate == 1.0 and res.converged is True
-    assert res.grad_evals == 1 and res.queries == 6 + 3 + 2 + 3
+    # seed 0 visits C (already the target at the start: skipped), A (its step is kept), then B from the new v (done)
+    assert res.grad_evals == 1 and res.queries == 6 + 3 + 1 + 3
     ev = uap.evaluate(x, torch.tensor([0, 1, 2]), res)
     assert ev["target"] == 2 and ev["targeted_success_rate"] == 1.0 and ev["n_not_target"] == 2
     # every input already in the target class: nothing to do, no pass
@@ -476,28 +480,31 @@ def _cos_alpha(a0: float, k: int, total: int) -> float:
 
 def test_batched_solver_by_hand_linf() -> None:
     """``s = x0 − 2·x1``: the margin gradient is ``+w`` for both inputs, so every step is ``α_k·(1, −1)`` with the
-    cosine schedule ``α_k = α0·(0.1 + 0.45·(1 + cos(πk/T)))``, T = passes × steps per pass."""
+    cosine schedule ``α_k = α0·(0.1 + 0.45·(1 + cos(πk/T)))``, T = passes × steps per pass. A pass's rate is read
+    off the forwards its gradients needed, i.e. at the perturbation *before* each step."""
     model = two_class([1.0, -2.0], 0.0)
     x = x_([-0.6, 0.0], [-2.0, 0.0])
     uap = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=5, fooling_goal=0.5)
     res = uap.fit(x)
-    v = [sum(_cos_alpha(0.1, k, 5) for k in range(p + 1)) for p in range(3)]
-    # s of the near input: −0.6 + 3v: −0.3, −0.026, +0.18 → fooled after pass 3; the goal (0.5) stops there
-    assert [h["pass"] for h in res.history] == [1, 2, 3]
-    assert [h["rate"] for h in res.history] == [0.0, 0.0, 0.5]
+    v = [sum(_cos_alpha(0.1, k, 5) for k in range(p + 1)) for p in range(4)]
+    # s of the near input before the step of pass p: −0.6 + 3·v[p−1]: −0.6, −0.3, −0.026, +0.18 → first seen
+    # fooled in pass 4; the goal (0.5) stops there and the perturbation after that pass is returned
+    assert [h["pass"] for h in res.history] == [1, 2, 3, 4]
+    assert [h["rate"] for h in res.history] == [0.0, 0.0, 0.0, 0.5]
+    assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
+    torch.testing.assert_close(res.delta, torch.tensor([[v[3], -v[3]]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 0.5 and res.converged is True and res.method == "batched"
+    # clean predictions, 4 passes of 2 rows (one forward + backward each) and one exact re-scoring at the end
+    assert res.grad_evals == 4 * 2 and res.queries == 2 + 4 * 2 + 2
+
+
+def test_batched_solver_keeps_the_latest_best_pass_and_its_default_steps() -> None:
+    model = two_class([1.0, -2.0], 0.0)
+    x = x_([-5.0, 0.0], [-6.0, 0.0])  # never fooled: every pass ties at rate 0, the last (most steps) is kept
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, max_iter=3).fit(x)  # α0 = ξ/10 = 0.1
+    v = [sum(_cos_alpha(0.1, k, 3) for k in range(p + 1)) for p in range(3)]
     assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
     torch.testing.assert_close(res.delta, torch.tensor([[v[2], -v[2]]], dtype=D), rtol=1e-12, atol=0)
-    assert res.fit_rate == 0.5 and res.converged is True and res.method == "batched"
-    assert res.grad_evals == 3 * 2 and res.queries == 2 + 3 * (2 + 2)
-
-
-def test_batched_solver_keeps_the_first_best_pass_and_its_default_steps() -> None:
-    model = two_class([1.0, -2.0], 0.0)
-    x = x_([-5.0, 0.0], [-6.0, 0.0])  # never fooled: every pass ties at rate 0, the first is kept
-    res = UniversalPerturbation(model, norm="linf", eps=1.0, max_iter=3).fit(x)  # α0 = ξ/10 = 0.1
-    assert [h["norm"] for h in res.history] == pytest.approx([sum(_cos_alpha(0.1, k, 3) for k in range(p + 1))
-                                                              for p in range(3)], rel=1e-12)
-    torch.testing.assert_close(res.delta, torch.tensor([[0.1, -0.1]], dtype=D), rtol=1e-12, atol=0)
     assert res.fit_rate == 0.0 and res.converged is False and len(res.history) == 3
     l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/4 along w/‖w‖
     torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
@@ -506,7 +513,7 @@ def test_batched_solver_keeps_the_first_best_pass_and_its_default_steps() -> Non
     b = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=2, batch_size=2).fit(x3)
     assert [h["norm"] for h in b.history] == pytest.approx(
         [_cos_alpha(0.1, 0, 4) + _cos_alpha(0.1, 1, 4), sum(_cos_alpha(0.1, k, 4) for k in range(4))], rel=1e-12)
-    assert b.grad_evals == 2 * 3 and b.queries == 3 + 2 * (3 + 3)
+    assert b.grad_evals == 2 * 3 and b.queries == 3 + 2 * 3 + 3
 
 
 def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
@@ -526,11 +533,13 @@ def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
     a1 = _cos_alpha(0.2, 1, 2)
     assert [h["norm"] for h in free.history] == pytest.approx([0.2, 0.2 + a1], rel=1e-12)
     assert [h["norm"] for h in clamped.history] == pytest.approx([0.2, math.hypot(a1, 0.2)], rel=1e-12)
-    # free: B stays unfooled, the rates tie and the first best pass is the result; clamped: B is fooled too
-    assert [h["rate"] for h in free.history] == [0.5, 0.5] and free.converged is False
-    torch.testing.assert_close(free.delta, torch.tensor([[0.0, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
-    assert [h["rate"] for h in clamped.history] == [0.5, 1.0] and clamped.converged is True
+    # both see A fooled (only) before the step of pass 2; the exact re-scoring of the result tells them apart:
+    # free leaves B unfooled, clamped fools it too
+    assert [h["rate"] for h in free.history] == [0.0, 0.5] == [h["rate"] for h in clamped.history]
+    torch.testing.assert_close(free.delta, torch.tensor([[0.0, 0.2 + a1]], dtype=D), rtol=1e-12, atol=1e-15)
+    assert free.fit_rate == 0.5 and free.converged is False
     torch.testing.assert_close(clamped.delta, torch.tensor([[a1, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
+    assert clamped.fit_rate == 1.0 and clamped.converged is True
 
 
 def test_batched_targeted_by_hand() -> None:
@@ -1003,3 +1012,53 @@ def test_a_shared_padding_mask_of_any_rank_is_the_same_mask_for_every_sample() -
         assert torch.equal(r.delta, ref.delta) and r.fit_rate == ref.fit_rate, shape
     whole = UniversalPerturbation(model, norm="linf", eps=0.1, method="fgsm", step_size=0.1, max_iter=1)
     assert torch.equal(whole.fit(x, mask=torch.tensor(1.0)).delta, whole.fit(x).delta)
+
+
+# ------------------------------------------------------------------------------------------ the FGSM loop in chunks
+def _hirano_one_at_a_time(model: nn.Module, x: torch.Tensor, *, xi: float, eps_a: float, passes: int, seed: int,
+                          target: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Hirano & Takemoto's loop written out plainly (one input at a time, L2 ball), for the chunked solver."""
+    import torch.nn.functional as F
+
+    g = gen(seed)
+    clean = model(x).argmax(1)
+    v, accepted = torch.zeros(x.shape[1:], dtype=x.dtype), []
+    for _ in range(passes):
+        acc = 0
+        for i in torch.randperm(len(x), generator=g).tolist():
+            xi1 = x[i: i + 1]
+            pred = int(model(xi1 + v).argmax(1))
+            if (pred != int(clean[i])) if target is None else pred == target:
+                continue
+            z = (xi1 + v).requires_grad_(True)
+            lab = clean[i: i + 1] if target is None else torch.tensor([target])
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(z), lab), z)
+            cand = v + (1.0 if target is None else -1.0) * eps_a * grad[0].sign()
+            new = int(model(xi1 + cand).argmax(1))
+            if (new != int(clean[i])) if target is None else new == target:
+                v, acc = cand * min(1.0, xi / float(cand.norm())), acc + 1
+        accepted.append(acc)
+    return v.detach(), accepted
+
+
+@pytest.mark.parametrize("target", [None, 2])
+def test_the_fgsm_loop_tried_in_chunks_is_the_loop_one_input_at_a_time(target: int | None) -> None:
+    """60 inputs near the boundaries of a 3-class linear model, small steps: many steps are kept in the middle of
+    a chunk, so a chunk that kept a later step, skipped the inputs after the kept one or reused their stale
+    checks would end elsewhere. Any chunk size gives the plain loop's perturbation and per-pass counts."""
+    torch.manual_seed(0)
+    model = Lin(torch.randn(3, 6, dtype=D).tolist(), [0.0, 0.0, 0.0])
+    x = 0.3 * torch.randn(60, 1, 6, dtype=D)
+    want, acc = _hirano_one_at_a_time(model, x, xi=0.6, eps_a=0.05, passes=3, seed=5, target=target)
+    assert sum(acc) >= 10 and acc[0] >= 5  # the case is not vacuous
+    for b in (1, 7, 64):
+        res = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                    batch_size=b, target=target, generator=gen(5)).fit(x)
+        torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=1e-15)
+        assert [h["accepted"] for h in res.history] == acc
+    one = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                batch_size=1, target=target, generator=gen(5)).fit(x)
+    many = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                 batch_size=64, target=target, generator=gen(5)).fit(x)
+    # chunks re-try the inputs after a kept step, so they back-propagate more rows, in fewer calls
+    assert many.grad_evals > one.grad_evals

@@ -613,6 +613,7 @@ class UniversalPerturbation:
         step = 0
         for p in range(self.max_iter):
             perm = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
+            hits = 0
             for idx in perm.split(b):
                 alpha = alpha0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
                 mb = _rows(m, idx)
@@ -623,41 +624,106 @@ class UniversalPerturbation:
                     (g,) = torch.autograd.grad(loss, vv)
                 counter["grad"] += len(idx)
                 counter["fwd"] += len(idx)
+                hits += self._hits(z.detach().argmax(1), clean[idx])  # read off the forward the step needed
                 g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
                 d = g.sign() if self.norm == "linf" else g / g.norm().clamp_min(1e-30)
                 v = self._project(v + alpha * d, xi)
                 step += 1
-            rate = self._rate(self._predict(x, v, m), clean)
-            counter["fwd"] += n
+            rate = hits / n
             hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0])})
-            if rate > best_rate:
+            if rate >= best_rate:  # a later pass that ties has taken more steps: keep it
                 best_v, best_rate = v.clone(), rate
             if best_rate >= self.fooling_goal:
                 break
-        return best_v, hist, best_rate
+        rate = self._rate(self._predict(x, best_v, m), clean)  # the exact rate of what is returned
+        counter["fwd"] += n
+        return best_v, hist, rate
 
-    def _fools(self, pred: torch.Tensor, clean: torch.Tensor) -> bool:
-        """Fooled (non-targeted: prediction changed) or in the target class (targeted)."""
-        return bool(pred != clean) if self.target is None else int(pred) == self.target
+    def _hits(self, pred: torch.Tensor, clean: torch.Tensor) -> int:
+        """How many of ``pred`` are fooled (non-targeted) or in the target class (targeted)."""
+        return int((pred != clean).sum()) if self.target is None else int((pred == self.target).sum())
 
-    def _fgsm_step(self, x1: torch.Tensor, m1: torch.Tensor | None, c: torch.Tensor, v: torch.Tensor,
-                   eps_a: float, counter: dict[str, int]) -> torch.Tensor | None:
-        """Hirano & Takemoto's step ``v ± ε_a·sign(∇ CE)``, or ``None`` when it does not flip ``x1``."""
+    def _fools(self, pred: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Per input: fooled (non-targeted: prediction changed) or in the target class (targeted)."""
+        return pred != clean if self.target is None else pred == self.target
+
+    def _fgsm_chunk(self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, idx: torch.Tensor,
+                    v: torch.Tensor, eps_a: float, counter: dict[str, int]) -> tuple[int, torch.Tensor | None]:
+        """Hirano & Takemoto's step for the inputs ``idx`` (in pass order), all tried from the same ``v``.
+
+        Each input not yet fooled gets ``v' = v ± ε_a·sign(∇ CE(x_i + v, ·))``, kept only if it flips
+        ``x_i``. Returns the position in ``idx`` of the first input whose step is kept and that step, or
+        ``(len(idx), None)`` when none is: exactly what one input at a time would give up to there.
+        """
         t = self.target
+        xs, cs, ms = x[idx], clean[idx], _rows(m, idx)
+        with torch.no_grad():
+            cur = self._logits(self._input(xs, v, ms), ms).argmax(1)
+        counter["fwd"] += len(idx)
+        sel = (~self._fools(cur, cs)).nonzero().flatten()  # already fooled / already in the target class: skip
+        if len(sel) == 0:
+            return len(idx), None
+        xt, ct, mt = xs[sel], cs[sel], _rows(ms, sel)
         with torch.enable_grad():
-            z = self._input(x1, v, m1).requires_grad_(True)
-            lab = c if t is None else torch.tensor([t], device=x1.device)
-            loss = F.cross_entropy(self._logits(z, m1), lab)
+            z = self._input(xt, v, mt).requires_grad_(True)
+            lab = ct if t is None else torch.full_like(ct, t)
+            loss = F.cross_entropy(self._logits(z, mt), lab, reduction="sum")  # rows independent: own gradients
             (g,) = torch.autograd.grad(loss, z)
-        counter["grad"] += 1
-        counter["fwd"] += 1
-        cand = v + (1.0 if t is None else -1.0) * eps_a * g.squeeze(0).sign()
+        counter["grad"] += len(sel)
+        counter["fwd"] += len(sel)
+        cand = v + (1.0 if t is None else -1.0) * eps_a * g.sign()
         if self._vmask is not None:
             cand = cand * self._vmask
         with torch.no_grad():
-            new = self._logits(self._input(x1, cand, m1), m1).argmax(1)
-        counter["fwd"] += 1
-        return cand if self._fools(new, c) else None
+            new = self._logits(self._input(xt, cand, mt), mt).argmax(1)
+        counter["fwd"] += len(sel)
+        ok = self._fools(new, ct).nonzero().flatten()
+        if len(ok) == 0:
+            return len(idx), None
+        return int(sel[ok[0]]), cand[ok[0]]
+
+    def _fgsm_pass(self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, order: torch.Tensor,
+                   v: torch.Tensor, xi: float, eps_a: float, counter: dict[str, int],
+                   memo: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """One pass of the FGSM loop, run speculatively with the same result as one input at a time.
+
+        The inputs are tried in chunks from the same ``v`` (one batched forward, gradient and check); the
+        chunk's first kept step updates ``v`` and the inputs after it are tried again from the new ``v``
+        (the chunk doubles after a chunk with no kept step, up to ``batch_size``, and halves after one).
+        ``memo["seen"][i] == memo["version"]`` (the count of kept steps) means input ``i`` was already
+        found fooled or its step rejected at this very ``v``: its outcome is known and it is skipped.
+        """
+        seen, accepted, size, pos = memo["seen"], 0, 1, 0
+        while True:
+            live = (seen[order[pos:]] != memo["version"]).nonzero().flatten()[:size]  # positions after pos
+            if len(live) == 0:
+                return v, accepted
+            idx = order[pos + live]
+            j, cand = self._fgsm_chunk(x, m, clean, idx, v, eps_a, counter)
+            seen[idx[:j]] = memo["version"]
+            if cand is None:
+                pos, size = pos + int(live[-1]) + 1, min(2 * size, self.batch_size)
+            else:
+                v = self._project(cand, xi)
+                memo["version"] += 1
+                pos, size, accepted = pos + int(live[j]) + 1, max(1, size // 2), accepted + 1
+
+    def _deepfool_pass(self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, order: torch.Tensor,
+                       v: torch.Tensor, xi: float, k: int, counter: dict[str, int]) -> tuple[torch.Tensor, int]:
+        """One pass of Moosavi-Dezfooli et al.'s loop, one input at a time."""
+        accepted = 0
+        for i in order.tolist():
+            x1, c, m1 = x[i: i + 1], clean[i: i + 1], _rows(m, slice(i, i + 1))
+            with torch.no_grad():
+                cur = self._logits(self._input(x1, v, m1), m1).argmax(1)
+            counter["fwd"] += 1
+            if bool(self._fools(cur, c)):
+                continue  # already fooled
+            r, ok = self._deepfool(self._input(x1, v, m1), m1, int(cur), k, counter)
+            if ok:
+                v = self._project(v + r.squeeze(0), xi)
+                accepted += 1
+        return v, accepted
 
     def _fit_loop(
         self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, xi: float, counter: dict[str, int], k: int
@@ -668,33 +734,31 @@ class UniversalPerturbation:
         eps_a = 0.0
         if self.method == "fgsm":
             eps_a = self.step_size if self.step_size is not None else _PAPER_STEP * mean_norm(x, "linf")
+        memo: dict[str, Any] = {"version": 0, "seen": torch.full((n,), -1, dtype=torch.long, device=x.device)}
         hist: list[dict[str, Any]] = []
-        rate = self._rate(self._predict(x, v, m), clean)
-        counter["fwd"] += n
+        rate, scored = self._score(x, m, clean, v, counter, memo), 0
         for p in range(self.max_iter):
             if rate >= self.fooling_goal:
                 break
-            accepted = 0
-            for i in torch.randperm(n, generator=gen, device=gen.device).tolist():
-                x1, c, m1 = x[i: i + 1], clean[i: i + 1], _rows(m, slice(i, i + 1))
-                with torch.no_grad():
-                    cur = self._logits(self._input(x1, v, m1), m1).argmax(1)
-                counter["fwd"] += 1
-                if self._fools(cur, c):
-                    continue  # already fooled / already in the target class
-                if self.method == "deepfool":
-                    r, ok = self._deepfool(self._input(x1, v, m1), m1, int(cur), k, counter)
-                    cand = v + r.squeeze(0) if ok else None
-                else:
-                    cand = self._fgsm_step(x1, m1, c, v, eps_a, counter)
-                if cand is not None:
-                    v = self._project(cand, xi)
-                    accepted += 1
-            rate = self._rate(self._predict(x, v, m), clean)
-            counter["fwd"] += n
+            order = torch.randperm(n, generator=gen, device=gen.device).to(x.device)
+            if self.method == "deepfool":
+                v, accepted = self._deepfool_pass(x, m, clean, order, v, xi, k, counter)
+                memo["version"] += 1
+            else:
+                v, accepted = self._fgsm_pass(x, m, clean, order, v, xi, eps_a, counter, memo)
+            if memo["version"] != scored:  # v changed in this pass: score it (else the rate is known)
+                rate, scored = self._score(x, m, clean, v, counter, memo), memo["version"]
             hist.append({"pass": p + 1, "rate": rate, "norm": float(_flat_norm(v.unsqueeze(0), self.norm)[0]),
                          "accepted": accepted})
         return v, hist, rate
+
+    def _score(self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, v: torch.Tensor,
+               counter: dict[str, int], memo: dict[str, Any]) -> float:
+        """The rate of ``v`` on the fitting set; the inputs it fools need no step at this ``v``."""
+        hit = self._fools(self._predict(x, v, m), clean)
+        counter["fwd"] += len(x)
+        memo["seen"][hit] = memo["version"]
+        return float(hit.double().mean())
 
     def _deepfool(
         self, z0: torch.Tensor, m1: torch.Tensor | None, label: int, k: int, counter: dict[str, int]
