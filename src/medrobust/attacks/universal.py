@@ -592,12 +592,25 @@ class UniversalPerturbation:
                          converged=rate >= self.fooling_goal, grad_evals=counter["grad"], queries=counter["fwd"],
                          seconds=seconds, config=self.config())
 
-    def _margin(self, z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Per-sample margin to increase: away from the clean prediction ``ref``, or towards the target."""
+    def _margin(self, z: torch.Tensor, ref: torch.Tensor, *, soft: bool = False) -> torch.Tensor:
+        """Per-sample margin towards being fooled: ``max_{j≠c} z_j − z_c`` away from the clean prediction
+        ``c = ref``, or ``z_t − max_{j≠t} z_j`` towards the target ``t`` (positive: fooled / in the target
+        class); ``soft=True`` puts ``logsumexp`` in place of ``max``."""
+        pool = (lambda a: a.logsumexp(1)) if soft else (lambda a: a.amax(1))
         if self.target is None:
-            return z.scatter(1, ref.view(-1, 1), -1e30).amax(1) - z.gather(1, ref.view(-1, 1)).squeeze(1)
+            return pool(z.scatter(1, ref.view(-1, 1), -math.inf)) - z.gather(1, ref.view(-1, 1)).squeeze(1)
         t = torch.full((len(z),), self.target, dtype=torch.long, device=z.device)
-        return z.gather(1, t.view(-1, 1)).squeeze(1) - z.scatter(1, t.view(-1, 1), -1e30).amax(1)
+        return z.gather(1, t.view(-1, 1)).squeeze(1) - pool(z.scatter(1, t.view(-1, 1), -math.inf))
+
+    def _loss(self, z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """The batched solver's per-sample loss: ``softplus`` of the soft margin, i.e. the cross-entropy
+        against the clean prediction ``−log p_c`` (non-targeted) or ``−log(1 − p_t)`` (targeted), held
+        constant (no gradient) once the margin reaches ``κ``, so that inputs fooled that far stop pulling
+        (the clipped loss of Shafahi et al., AAAI 2020). Its gradient weighs each input by
+        ``sigmoid(soft margin)``: inputs close to flipping pull hardest, hopeless ones hardly at all.
+        """
+        ce = F.softplus(self._margin(z, ref, soft=True))
+        return torch.where(self._margin(z, ref) < self.kappa, ce, ce.detach())
 
     def _fit_batched(
         self, x: torch.Tensor, m: torch.Tensor | None, clean: torch.Tensor, xi: float, counter: dict[str, int]
@@ -620,7 +633,7 @@ class UniversalPerturbation:
                 with torch.enable_grad():
                     vv = v.detach().requires_grad_(True)
                     z = self._logits(self._input(x[idx], vv, mb), mb)
-                    loss = self._margin(z, clean[idx]).clamp(max=self.kappa).mean()
+                    loss = self._loss(z, clean[idx]).mean()
                     (g,) = torch.autograd.grad(loss, vv)
                 counter["grad"] += len(idx)
                 counter["fwd"] += len(idx)
@@ -657,20 +670,19 @@ class UniversalPerturbation:
         """
         t = self.target
         xs, cs, ms = x[idx], clean[idx], _rows(m, idx)
-        with torch.no_grad():
-            cur = self._logits(self._input(xs, v, ms), ms).argmax(1)
-        counter["fwd"] += len(idx)
-        sel = (~self._fools(cur, cs)).nonzero().flatten()  # already fooled / already in the target class: skip
-        if len(sel) == 0:
-            return len(idx), None
-        xt, ct, mt = xs[sel], cs[sel], _rows(ms, sel)
-        with torch.enable_grad():
-            z = self._input(xt, v, mt).requires_grad_(True)
+        with torch.enable_grad():  # one forward gives the check and, for the inputs not yet fooled, the gradient
+            z = self._input(xs, v, ms).requires_grad_(True)
+            logits = self._logits(z, ms)
+            counter["fwd"] += len(idx)
+            sel = (~self._fools(logits.detach().argmax(1), cs)).nonzero().flatten()  # fooled already: skip
+            if len(sel) == 0:
+                return len(idx), None
+            ct = cs[sel]
             lab = ct if t is None else torch.full_like(ct, t)
-            loss = F.cross_entropy(self._logits(z, mt), lab, reduction="sum")  # rows independent: own gradients
+            loss = F.cross_entropy(logits[sel], lab, reduction="sum")  # rows independent: each its own gradient
             (g,) = torch.autograd.grad(loss, z)
-        counter["grad"] += len(sel)
-        counter["fwd"] += len(sel)
+        counter["grad"] += len(idx)
+        xt, mt, g = xs[sel], _rows(ms, sel), g[sel]
         cand = v + (1.0 if t is None else -1.0) * eps_a * g.sign()
         if self._vmask is not None:
             cand = cand * self._vmask
