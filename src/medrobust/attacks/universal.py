@@ -36,11 +36,26 @@ targeted (``target=t``, with ``"fgsm"``)
 ``"batched"``
     A fast projected-gradient solver: projected steepest-ascent steps (sign for L∞, normalised gradient
     for L2) on the *mean* loss over shuffled mini-batches of the fitting set, with a cosine-decaying
-    step, the best iterate (highest fooling / success rate on the fitting set, checked after every
-    pass) kept. The per-sample loss is the logit margin against the clean prediction (or towards the
-    target), clamped at ``kappa`` so that already-fooled inputs stop pulling ``v`` (the idea of the
-    clipped losses of Shafahi et al., "Universal adversarial training", AAAI 2020, arXiv 1811.11304).
+    step; the perturbation after the best pass is kept. The per-sample loss is the cross-entropy against
+    the clean prediction, ``softplus`` of the soft margin (``−log p_c``; targeted: ``−log(1 − p_t)``),
+    held constant once the logit margin reaches ``kappa`` so that already-fooled inputs stop pulling ``v``
+    (the clipped loss of Shafahi et al., "Universal adversarial training", AAAI 2020, arXiv 1811.11304).
+    A pass's rate is read off the forwards its gradients needed (each input at the ``v`` it met in that
+    pass), so passes cost no extra forward; the returned perturbation is re-scored exactly once.
     Works for non-targeted and targeted UAPs.
+
+    *Changed default (was a plain logit margin clamped at κ, re-scored after every pass):* with the
+    margin every input not yet fooled pulls alike, so hopeless inputs outvote those one step from
+    flipping, and it fooled fewer held-out MIT-BIH beats than plain projected stochastic gradient ascent
+    on a clipped cross-entropy (ζ = 4 %: 0.125 vs 0.137); the per-pass re-scoring made it 1.7x slower
+    at the same number of gradients. The cross-entropy weighs each input by ``sigmoid(soft margin)``.
+
+The two loops (``"deepfool"``, ``"fgsm"``) visit inputs one at a time. ``"fgsm"`` runs that loop
+speculatively with the same result: inputs are tried in chunks from the same ``v`` (one batched
+forward, gradient and check; up to ``batch_size``), the chunk's first kept step updates ``v`` and the
+inputs after it are tried again; an input whose outcome at the current ``v`` is already known (found
+fooled, or its step rejected, and no step kept since) is skipped, so passes without a kept step cost
+nothing. This assumes a deterministic model (eval mode, as during ``fit``).
 
 Metrics (kept apart): the **fooling rate** compares with the model's
 clean prediction, the **misclassification rate** with the label; targeted success is reported over
@@ -241,7 +256,7 @@ class UAPResult:
         Final fooling rate (non-targeted) or targeted success rate on the fitting set.
     history
         One entry per pass: ``{"pass", "rate", "norm", "accepted"}`` (``accepted``: steps accepted in
-        that pass, loop methods only).
+        that pass, loop methods only; ``rate``: after the pass for the loops, during it for ``"batched"``).
     converged
         Stopped because ``fit_rate`` reached the goal.
     grad_evals, queries
@@ -336,7 +351,7 @@ class UAPConfig:
     step_size: float | None = None
     batch_size: int = 64
     eval_batch_size: int = 1024
-    kappa: float = 1.0
+    kappa: float = 3.0
     overshoot: float = 0.02
     deepfool_iter: int = 10
     num_candidates: int = 10
@@ -408,11 +423,13 @@ class UniversalPerturbation:
         fgsm: the inner FGSM step ε_a (default ``0.0012 · mean ‖x‖∞``, the seed paper's 0.0024 on
         [−1, 1] inputs). batched: the initial step (default ``ξ/4`` for L2, ``ξ/10`` for L∞).
     batch_size
-        Mini-batch size of the batched solver (default 64; aim for >= 8 steps per pass).
+        Mini-batch size of the batched solver (default 64; aim for >= 8 steps per pass); for ``"fgsm"``, the
+        most inputs tried at once from the same ``v`` (the result does not depend on it).
     eval_batch_size
         Inputs per forward when predicting (fitting-set rates, :meth:`evaluate`).
     kappa
-        Clamp of the batched solver's margin loss (logit units; default 1.0).
+        Batched solver: an input stops pulling once its logit margin (towards being fooled / towards the
+        target) reaches ``kappa`` (logit units; default 3.0).
     overshoot, deepfool_iter, num_candidates
         DeepFool settings (LTS4 defaults: 0.02, 10 iterations, 10 candidate classes).
     norm_channels
@@ -446,7 +463,7 @@ class UniversalPerturbation:
         step_size: float | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 1024,
-        kappa: float = 1.0,
+        kappa: float = 3.0,
         overshoot: float = 0.02,
         deepfool_iter: int = 10,
         num_candidates: int = 10,
