@@ -1098,3 +1098,54 @@ def test_the_fgsm_loop_tried_in_chunks_is_the_loop_one_input_at_a_time(target: i
                                  batch_size=64, target=target, generator=gen(5)).fit(x)
     # chunks re-try the inputs after a kept step, so they back-propagate more rows, in fewer calls
     assert many.grad_evals > one.grad_evals
+
+
+class RowLog(nn.Module):
+    """``s = x0 − 0.5`` (class 1 above 0.5), recording the rows of every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        s = x.flatten(1)[:, 0] - 0.5
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _chunk_sizes(order: list[int], todo: set[int], kept: bool) -> tuple[list[int], bool]:
+    """Chunk sizes of one pass over the inputs ``todo`` (in ``order``) by the documented rule; input 0 is kept
+    the first time it is tried."""
+    out, size, rest = [], 1, [i for i in order if i in todo]
+    while rest:
+        chunk = rest[:size]
+        out.append(len(chunk))
+        if not kept and 0 in chunk:
+            kept, rest, size = True, rest[chunk.index(0) + 1:], max(1, size // 2)
+        else:
+            rest, size = rest[len(chunk):], min(2 * size, 2)
+    return out, kept
+
+
+def test_fgsm_chunks_double_after_a_chunk_with_no_kept_step_and_halve_after_one() -> None:
+    """One input at 0.45 flips with the step 0.1, nine at −5 never do. Every chunk is one forward with
+    gradients (the check) and one of the candidates; the chunk doubles (1, 2, capped at batch_size = 2)
+    while no step is kept, halves after the kept one, and the inputs after the kept one are tried again. In
+    pass 2 only the inputs tried before the kept step (at the old v) are tried again."""
+    x = torch.tensor([[0.45]] + [[-5.0]] * 9, dtype=D)
+    seen_sizes = set()
+    for seed in range(6):
+        model = RowLog()
+        g = gen(seed)
+        order1, order2 = torch.randperm(10, generator=g).tolist(), torch.randperm(10, generator=g).tolist()
+        res = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.1, max_iter=2,
+                                    batch_size=2, generator=gen(seed)).fit(x)
+        pass1, _ = _chunk_sizes(order1, set(range(10)), False)
+        before = set(order1[: order1.index(0)])  # tried at v = 0 only
+        pass2, _ = _chunk_sizes(order2, before, True)
+        # forwards: the logit check (2 rows), clean predictions and the first rate (10 each), each chunk twice,
+        # the rate after pass 1 (10); after pass 2 (no step kept) the rate is known
+        assert model.rows == [2, 10, 10, *[r for c in pass1 for r in (c, c)], 10, *[r for c in pass2 for r in (c, c)]]
+        assert [h["accepted"] for h in res.history] == [1, 0] and res.fit_rate == 0.1
+        seen_sizes.add(tuple(pass1))
+    assert len(seen_sizes) > 1
