@@ -507,8 +507,8 @@ def test_batched_solver_keeps_the_latest_best_pass_and_its_default_steps() -> No
     assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
     torch.testing.assert_close(res.delta, torch.tensor([[v[2], -v[2]]], dtype=D), rtol=1e-12, atol=0)
     assert res.fit_rate == 0.0 and res.converged is False and len(res.history) == 3
-    l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/4 along w/‖w‖
-    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+    l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/10 along w/‖w‖
+    torch.testing.assert_close(l2.delta, 0.1 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
     # mini-batches: 3 inputs in batches of 2 make 2 steps per pass (T = 2 passes × 2)
     x3 = x_([-5.0, 0.0], [-6.0, 0.0], [-7.0, 0.0])
     b = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=2, batch_size=2).fit(x3)
@@ -774,7 +774,7 @@ def test_batched_solver_ignores_non_finite_gradient_coordinates() -> None:
     assert torch.equal(res.delta, torch.tensor([[0.0, 0.0, 0.0, 0.2]], dtype=D))
     small = two_class([0.1, -0.2], 0.0)  # ‖g‖ < 1: the L2 step is still α along g/‖g‖
     l2 = UniversalPerturbation(small, norm="l2", eps=1.0, max_iter=1).fit(x_([-5.0, 0.0]))
-    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+    torch.testing.assert_close(l2.delta, 0.1 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
 
 
 class Ring(nn.Module):
