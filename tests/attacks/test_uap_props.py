@@ -173,12 +173,12 @@ def test_config_holds_the_method_defaults_and_the_limits_that_are_allowed() -> N
     plain = UniversalPerturbation(m, mask=torch.ones(1, 1))
     assert plain.config() == {
         "norm": "l2", "zeta": 0.04, "eps": None, "method": "batched", "target": None, "max_iter": 10,
-        "fooling_goal": 1.0, "step_size": None, "batch_size": 64, "eval_batch_size": 1024, "kappa": 1.0,
+        "fooling_goal": 1.0, "step_size": None, "batch_size": 64, "eval_batch_size": 1024, "kappa": 3.0,
         "overshoot": 0.02, "deepfool_iter": 10, "num_candidates": 10, "norm_channels": "all", "bounds": "auto",
         "resolved_bounds": None, "masked": True}
     assert repr(plain) == ("UniversalPerturbation(norm='l2', zeta=0.04, eps=None, method='batched', target=None, "
                            "max_iter=10, fooling_goal=1.0, step_size=None, batch_size=64, eval_batch_size=1024, "
-                           "kappa=1.0, overshoot=0.02, deepfool_iter=10, num_candidates=10, norm_channels='all', "
+                           "kappa=3.0, overshoot=0.02, deepfool_iter=10, num_candidates=10, norm_channels='all', "
                            "bounds='auto', units=None)")
 
 
@@ -323,16 +323,20 @@ def test_fgsm_loop_by_hand() -> None:
     assert (res.xi, res.norm, res.zeta, res.mean_norm, res.method, res.target) == (
         0.3, "linf", None, None, "fgsm", None)
     assert res.fit_rate == 2 / 3 and res.converged is False
-    # gradients: pass 1 tries the far input and one near one, passes 2-3 the far one; forwards: clean + start
-    # rate (3 + 3), per pass 3 checks + 2 per FGSM try + the pass's rate (3)
-    assert res.grad_evals == 4 and res.queries == 6 + (3 + 4 + 3) + 2 * (3 + 2 + 3)
+    # gradients: pass 1 tries a near input (kept) and the far one (rejected); forwards: clean + start rate (3 + 3),
+    # pass 1's 3 checks (the forward a gradient needs is the check) + 1 per FGSM candidate + its rate (3). Passes
+    # 2-3 cost nothing: v has not changed since every input was found fooled or its step rejected, so the
+    # one-at-a-time loop would repeat exactly that
+    assert res.grad_evals == 2 and res.queries == 6 + (3 + 2 + 3)
     assert res.seconds > 0 and res.config == uap.config() and res.config["method"] == "fgsm"
     assert uap._shape == (1, 2) and uap.xi == 0.3
     # the goal stops the loop: 2/3 of the inputs fooled is enough for fooling_goal = 2/3
     stop = UniversalPerturbation(model, norm="linf", eps=0.3, method="fgsm", step_size=0.2, max_iter=3,
                                  fooling_goal=2 / 3).fit(x)
     assert len(stop.history) == 1 and stop.converged is True and stop.fit_rate == 2 / 3
-    assert stop.grad_evals == 2 and stop.queries == 6 + 10
+    # seed 0 visits far, near, near: the far input alone (chunk of 1, rejected), then both near ones from the same v
+    # (chunk of 2: both steps flip, the first is kept), then the second near one again from the new v (now fooled)
+    assert stop.grad_evals == 1 + 2 and stop.queries == 6 + 2 + 2 * 2 + 1 + 3
 
 
 def test_fgsm_default_step_is_the_papers_fraction_of_the_mean_linf_norm() -> None:
@@ -352,7 +356,8 @@ def test_targeted_fgsm_by_hand() -> None:
     assert torch.equal(res.delta, torch.tensor([[-0.3, 0.3]], dtype=D))
     assert res.history == [{"pass": 1, "rate": 1.0, "norm": 0.3, "accepted": 1}]
     assert res.target == 2 and res.fit_rate == 1.0 and res.converged is True
-    assert res.grad_evals == 1 and res.queries == 6 + 3 + 2 + 3
+    # seed 0 visits C (already the target at the start: skipped), A (its step is kept), then B from the new v (done)
+    assert res.grad_evals == 1 and res.queries == 6 + 2 + 1 + 3
     ev = uap.evaluate(x, torch.tensor([0, 1, 2]), res)
     assert ev["target"] == 2 and ev["targeted_success_rate"] == 1.0 and ev["n_not_target"] == 2
     # every input already in the target class: nothing to do, no pass
@@ -476,61 +481,90 @@ def _cos_alpha(a0: float, k: int, total: int) -> float:
 
 def test_batched_solver_by_hand_linf() -> None:
     """``s = x0 − 2·x1``: the margin gradient is ``+w`` for both inputs, so every step is ``α_k·(1, −1)`` with the
-    cosine schedule ``α_k = α0·(0.1 + 0.45·(1 + cos(πk/T)))``, T = passes × steps per pass."""
+    cosine schedule ``α_k = α0·(0.1 + 0.45·(1 + cos(πk/T)))``, T = passes × steps per pass. A pass's rate is read
+    off the forwards its gradients needed, i.e. at the perturbation *before* each step."""
     model = two_class([1.0, -2.0], 0.0)
     x = x_([-0.6, 0.0], [-2.0, 0.0])
     uap = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=5, fooling_goal=0.5)
     res = uap.fit(x)
-    v = [sum(_cos_alpha(0.1, k, 5) for k in range(p + 1)) for p in range(3)]
-    # s of the near input: −0.6 + 3v: −0.3, −0.026, +0.18 → fooled after pass 3; the goal (0.5) stops there
-    assert [h["pass"] for h in res.history] == [1, 2, 3]
-    assert [h["rate"] for h in res.history] == [0.0, 0.0, 0.5]
+    v = [sum(_cos_alpha(0.1, k, 5) for k in range(p + 1)) for p in range(4)]
+    # s of the near input before the step of pass p: −0.6 + 3·v[p−1]: −0.6, −0.3, −0.026, +0.18 → first seen
+    # fooled in pass 4; the goal (0.5) stops there and the perturbation after that pass is returned
+    assert [h["pass"] for h in res.history] == [1, 2, 3, 4]
+    assert [h["rate"] for h in res.history] == [0.0, 0.0, 0.0, 0.5]
+    assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
+    torch.testing.assert_close(res.delta, torch.tensor([[v[3], -v[3]]], dtype=D), rtol=1e-12, atol=0)
+    assert res.fit_rate == 0.5 and res.converged is True and res.method == "batched"
+    # clean predictions, 4 passes of 2 rows (one forward + backward each) and one exact re-scoring at the end
+    assert res.grad_evals == 4 * 2 and res.queries == 2 + 4 * 2 + 2
+
+
+def test_batched_solver_keeps_the_latest_best_pass_and_its_default_steps() -> None:
+    model = two_class([1.0, -2.0], 0.0)
+    x = x_([-5.0, 0.0], [-6.0, 0.0])  # never fooled: every pass ties at rate 0, the last (most steps) is kept
+    res = UniversalPerturbation(model, norm="linf", eps=1.0, max_iter=3).fit(x)  # α0 = ξ/10 = 0.1
+    v = [sum(_cos_alpha(0.1, k, 3) for k in range(p + 1)) for p in range(3)]
     assert [h["norm"] for h in res.history] == pytest.approx(v, rel=1e-12)
     torch.testing.assert_close(res.delta, torch.tensor([[v[2], -v[2]]], dtype=D), rtol=1e-12, atol=0)
-    assert res.fit_rate == 0.5 and res.converged is True and res.method == "batched"
-    assert res.grad_evals == 3 * 2 and res.queries == 2 + 3 * (2 + 2)
-
-
-def test_batched_solver_keeps_the_first_best_pass_and_its_default_steps() -> None:
-    model = two_class([1.0, -2.0], 0.0)
-    x = x_([-5.0, 0.0], [-6.0, 0.0])  # never fooled: every pass ties at rate 0, the first is kept
-    res = UniversalPerturbation(model, norm="linf", eps=1.0, max_iter=3).fit(x)  # α0 = ξ/10 = 0.1
-    assert [h["norm"] for h in res.history] == pytest.approx([sum(_cos_alpha(0.1, k, 3) for k in range(p + 1))
-                                                              for p in range(3)], rel=1e-12)
-    torch.testing.assert_close(res.delta, torch.tensor([[0.1, -0.1]], dtype=D), rtol=1e-12, atol=0)
     assert res.fit_rate == 0.0 and res.converged is False and len(res.history) == 3
-    l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/4 along w/‖w‖
-    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+    l2 = UniversalPerturbation(model, norm="l2", eps=1.0, max_iter=1).fit(x)  # α0 = ξ/10 along w/‖w‖
+    torch.testing.assert_close(l2.delta, 0.1 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
     # mini-batches: 3 inputs in batches of 2 make 2 steps per pass (T = 2 passes × 2)
     x3 = x_([-5.0, 0.0], [-6.0, 0.0], [-7.0, 0.0])
     b = UniversalPerturbation(model, norm="linf", eps=1.0, step_size=0.1, max_iter=2, batch_size=2).fit(x3)
     assert [h["norm"] for h in b.history] == pytest.approx(
         [_cos_alpha(0.1, 0, 4) + _cos_alpha(0.1, 1, 4), sum(_cos_alpha(0.1, k, 4) for k in range(4))], rel=1e-12)
-    assert b.grad_evals == 2 * 3 and b.queries == 3 + 2 * (3 + 3)
+    assert b.grad_evals == 2 * 3 and b.queries == 3 + 2 * 3 + 3
+
+
+def _ce_grad(w: torch.Tensor, z: torch.Tensor, c: list[int], pull: list[bool]) -> torch.Tensor:
+    """Gradient of the mean cross-entropy ``CE(W z, c_i)`` over the inputs ``z`` (rows) that pull: ``Wᵀ(p − e_c)``."""
+    p = torch.softmax(z @ w.T, 1) - torch.eye(w.shape[0], dtype=D)[c]
+    return ((p * torch.tensor(pull, dtype=D)[:, None]) @ w).sum(0) / len(z)
 
 
 def test_batched_margin_clamp_stops_fooled_inputs_pulling() -> None:
-    """Logits ``(0, x0, x1)``: input A (class 1) pushes towards class 2 along (−1, +1), input B (class 0) towards
-    class 1 along (+1, 0). With κ = 0, once A is fooled (margin > 0) only B pulls, so the perturbation turns."""
-    model = Lin([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0.0, 0.0, 0.0])
+    """Logits ``(0, x0, x1)``: input A (class 1) pushes towards class 2, input B (class 0) towards class 1; each
+    pulls with its cross-entropy gradient ``Wᵀ(p − e_c)``. With κ = 0, once A is fooled (margin > 0) only B pulls,
+    so the perturbation turns."""
+    w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=D)
+    model = Lin(w.tolist(), [0.0, 0.0, 0.0])
     u = UniversalPerturbation(model, norm="linf", eps=1.0)
     z = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.0]], dtype=D)
     torch.testing.assert_close(u._margin(z, torch.tensor([0, 2])), torch.tensor([2.0, 0.5], dtype=D))
     torch.testing.assert_close(u._margin(z, torch.tensor([1, 0])), torch.tensor([-1.0, -0.5], dtype=D))
+    lse = torch.tensor([math.log(math.exp(1.0) + math.exp(2.0)), math.log(math.exp(0.5) + math.exp(-1.0))], dtype=D)
+    torch.testing.assert_close(u._margin(z, torch.tensor([1, 2]), soft=True), lse - torch.tensor([3.0, 0.0], dtype=D))
     t = UniversalPerturbation(model, norm="linf", eps=1.0, target=2)
     torch.testing.assert_close(t._margin(z, torch.tensor([0, 0])), torch.tensor([-1.0, -0.5], dtype=D))
-    x = x_([0.5, 0.45], [-0.05, -1.0])  # A: logits (0, 0.5, 0.45) class 1; B: (0, −0.05, −1) class 0
-    free = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.2, max_iter=2, kappa=100.0).fit(x)
-    clamped = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.2, max_iter=2, kappa=0.0).fit(x)
-    # pass 1 is the same (both pull: direction (−1, 1) + (1, 0) ∝ (0, 1)) and fools A; in pass 2 κ = 0 drops A
-    a1 = _cos_alpha(0.2, 1, 2)
-    assert [h["norm"] for h in free.history] == pytest.approx([0.2, 0.2 + a1], rel=1e-12)
-    assert [h["norm"] for h in clamped.history] == pytest.approx([0.2, math.hypot(a1, 0.2)], rel=1e-12)
-    # free: B stays unfooled, the rates tie and the first best pass is the result; clamped: B is fooled too
-    assert [h["rate"] for h in free.history] == [0.5, 0.5] and free.converged is False
-    torch.testing.assert_close(free.delta, torch.tensor([[0.0, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
-    assert [h["rate"] for h in clamped.history] == [0.5, 1.0] and clamped.converged is True
-    torch.testing.assert_close(clamped.delta, torch.tensor([[a1, 0.2]], dtype=D), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(t._margin(z, torch.tensor([0, 0]), soft=True),
+                               torch.tensor([2.0, 0.0], dtype=D) - torch.tensor(
+                                   [math.log(math.exp(1.0) + math.exp(3.0)), math.log(math.exp(0.5) + math.exp(-1.0))],
+                                   dtype=D))
+    # the loss: CE (softplus of the soft margin) while the margin is below κ, constant (no gradient) from κ on
+    zz = z.clone().requires_grad_(True)
+    loss = UniversalPerturbation(model, norm="linf", eps=1.0, kappa=0.5)._loss(zz, torch.tensor([1, 2]))
+    torch.testing.assert_close(loss.detach(), torch.nn.functional.cross_entropy(z, torch.tensor([1, 2]),
+                                                                                 reduction="none"))
+    (g,) = torch.autograd.grad(loss.sum(), zz)  # margins −1 (pulls) and 0.5 (= κ: held)
+    torch.testing.assert_close(g[0], torch.softmax(z[0], 0) - torch.tensor([0.0, 1.0, 0.0], dtype=D))
+    assert torch.equal(g[1], torch.zeros(3, dtype=D))
+    x = x_([0.5, 0.3], [-0.05, -1.0])  # A: logits (0, 0.5, 0.3) class 1; B: (0, −0.05, −1) class 0
+    free = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.4, max_iter=2, kappa=100.0).fit(x)
+    clamped = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.4, max_iter=2, kappa=0.0).fit(x)
+    xs, a1 = x[:, 0], _cos_alpha(0.4, 1, 2)
+    g0 = _ce_grad(w, xs, [1, 0], [True, True])  # pass 1: both pull
+    v1 = 0.4 * g0 / g0.norm()
+    assert int((model(xs[:1] + v1)).argmax()) == 2 and int(model(xs[1:] + v1).argmax()) == 0  # A fooled, B not
+    g_free, g_clamped = _ce_grad(w, xs + v1, [1, 0], [True, True]), _ce_grad(w, xs + v1, [1, 0], [False, True])
+    want_free, want_clamped = v1 + a1 * g_free / g_free.norm(), v1 + a1 * g_clamped / g_clamped.norm()
+    torch.testing.assert_close(free.delta[0], want_free, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(clamped.delta[0], want_clamped, rtol=1e-12, atol=1e-15)
+    # both see A fooled (only) before the step of pass 2; the exact re-scoring of the result tells them apart:
+    # free leaves B unfooled, clamped fools it too
+    assert [h["rate"] for h in free.history] == [0.0, 0.5] == [h["rate"] for h in clamped.history]
+    assert free.fit_rate == 0.5 and free.converged is False
+    assert clamped.fit_rate == 1.0 and clamped.converged is True
 
 
 def test_batched_targeted_by_hand() -> None:
@@ -740,7 +774,7 @@ def test_batched_solver_ignores_non_finite_gradient_coordinates() -> None:
     assert torch.equal(res.delta, torch.tensor([[0.0, 0.0, 0.0, 0.2]], dtype=D))
     small = two_class([0.1, -0.2], 0.0)  # ‖g‖ < 1: the L2 step is still α along g/‖g‖
     l2 = UniversalPerturbation(small, norm="l2", eps=1.0, max_iter=1).fit(x_([-5.0, 0.0]))
-    torch.testing.assert_close(l2.delta, 0.25 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
+    torch.testing.assert_close(l2.delta, 0.1 * torch.tensor([[1.0, -2.0]], dtype=D) / 5 ** 0.5, rtol=1e-12, atol=0)
 
 
 class Ring(nn.Module):
@@ -852,11 +886,19 @@ def test_batched_solver_uses_the_padding_mask() -> None:
     runs along (2, 1)/√5; the model that reads the mask sees A fooled by it (s = 0.6 + 0.447 − 1 > 0)."""
     x = x_([0.6, -5.0], [0.3, 0.3])
     pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]], dtype=D)
-    want = 0.5 * torch.tensor([[2.0, 1.0]], dtype=D) / 5 ** 0.5
+    sig = torch.sigmoid
+    # the CE gradient of a class-0 input of logits [0, s] is sigmoid(s)·∇s: A and B weigh the same (s = −0.4) for
+    # the model that reads the mask; for the one that does not, A's s = −5.4 leaves it almost no weight
+    weights = {MaskLin: (sig(torch.tensor(-0.4)), sig(torch.tensor(-0.4))), Lin: (sig(torch.tensor(-5.4)),
+                                                                              sig(torch.tensor(-0.4)))}
     for model in (MaskLin([1.0, 1.0], -1.0), two_class([1.0, 1.0], -1.0)):
+        wa, wb = weights[type(model)]
+        d = torch.tensor([[float(wa + wb), float(wb)]], dtype=D)
         res = UniversalPerturbation(model, norm="l2", eps=1.0, step_size=0.5, max_iter=1).fit(x, mask=pad)
-        torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(res.delta, 0.5 * d / d.norm(), rtol=1e-6, atol=0)
         assert res.fit_rate == (1.0 if isinstance(model, MaskLin) else 0.5)
+    torch.testing.assert_close(0.5 * d / d.norm(), 0.5 * torch.tensor([[1.0, 1.0]], dtype=D) / 2 ** 0.5, rtol=0.02,
+                               atol=0)  # (the two models differ: (2, 1)/√5 against about (1, 1)/√2)
 
 
 def test_fgsm_l2_with_a_perturbation_mask() -> None:
@@ -959,8 +1001,11 @@ def test_batched_margin_reads_the_model_with_the_padding_mask() -> None:
     pad = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]], dtype=D)
     res = UniversalPerturbation(MaskLin([1.0, 1.0], -1.0), norm="l2", eps=1.0, step_size=0.5, max_iter=1).fit(
         x, mask=pad)
-    torch.testing.assert_close(res.delta, torch.tensor([[0.0, 0.5]], dtype=D), rtol=0, atol=1e-15)
-    assert res.fit_rate == 0.5  # B: 0.6 + 0.5 − 1 > 0; A keeps s = 0.2
+    # CE gradients: A (class 1, s = 0.2) −sigmoid(−0.2)·(1, 0); B (class 0, s = −0.4) sigmoid(−0.4)·(1, 1)
+    a, b = 1 / (1 + math.exp(0.2)), 1 / (1 + math.exp(0.4))
+    d = torch.tensor([[b - a, b]], dtype=D)
+    torch.testing.assert_close(res.delta, 0.5 * d / d.norm(), rtol=1e-12, atol=1e-15)
+    assert res.fit_rate == 0.5  # B: s = 0.6 + 0.5·(b − a + b)/‖d‖ − 1 > 0; A keeps s = 0.2 + 0.5·(b − a)/‖d‖ > 0
 
 
 def test_the_loops_check_and_step_from_the_padded_input() -> None:
@@ -1003,3 +1048,104 @@ def test_a_shared_padding_mask_of_any_rank_is_the_same_mask_for_every_sample() -
         assert torch.equal(r.delta, ref.delta) and r.fit_rate == ref.fit_rate, shape
     whole = UniversalPerturbation(model, norm="linf", eps=0.1, method="fgsm", step_size=0.1, max_iter=1)
     assert torch.equal(whole.fit(x, mask=torch.tensor(1.0)).delta, whole.fit(x).delta)
+
+
+# ------------------------------------------------------------------------------------------ the FGSM loop in chunks
+def _hirano_one_at_a_time(model: nn.Module, x: torch.Tensor, *, xi: float, eps_a: float, passes: int, seed: int,
+                          target: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Hirano & Takemoto's loop written out plainly (one input at a time, L2 ball), for the chunked solver."""
+    import torch.nn.functional as F
+
+    g = gen(seed)
+    clean = model(x).argmax(1)
+    v, accepted = torch.zeros(x.shape[1:], dtype=x.dtype), []
+    for _ in range(passes):
+        acc = 0
+        for i in torch.randperm(len(x), generator=g).tolist():
+            xi1 = x[i: i + 1]
+            pred = int(model(xi1 + v).argmax(1))
+            if (pred != int(clean[i])) if target is None else pred == target:
+                continue
+            z = (xi1 + v).requires_grad_(True)
+            lab = clean[i: i + 1] if target is None else torch.tensor([target])
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(z), lab), z)
+            cand = v + (1.0 if target is None else -1.0) * eps_a * grad[0].sign()
+            new = int(model(xi1 + cand).argmax(1))
+            if (new != int(clean[i])) if target is None else new == target:
+                v, acc = cand * min(1.0, xi / float(cand.norm())), acc + 1
+        accepted.append(acc)
+    return v.detach(), accepted
+
+
+@pytest.mark.parametrize("target", [None, 2])
+def test_the_fgsm_loop_tried_in_chunks_is_the_loop_one_input_at_a_time(target: int | None) -> None:
+    """60 inputs near the boundaries of a 3-class linear model, small steps: many steps are kept in the middle of
+    a chunk, so a chunk that kept a later step, skipped the inputs after the kept one or reused their stale
+    checks would end elsewhere. Any chunk size gives the plain loop's perturbation and per-pass counts."""
+    torch.manual_seed(0)
+    model = Lin(torch.randn(3, 6, dtype=D).tolist(), [0.0, 0.0, 0.0])
+    x = 0.3 * torch.randn(60, 1, 6, dtype=D)
+    want, acc = _hirano_one_at_a_time(model, x, xi=0.6, eps_a=0.05, passes=3, seed=5, target=target)
+    assert sum(acc) >= 10 and acc[0] >= 5  # the case is not vacuous
+    for b in (1, 7, 64):
+        res = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                    batch_size=b, target=target, generator=gen(5)).fit(x)
+        torch.testing.assert_close(res.delta, want, rtol=1e-12, atol=1e-15)
+        assert [h["accepted"] for h in res.history] == acc
+    one = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                batch_size=1, target=target, generator=gen(5)).fit(x)
+    many = UniversalPerturbation(model, norm="l2", eps=0.6, method="fgsm", step_size=0.05, max_iter=3,
+                                 batch_size=64, target=target, generator=gen(5)).fit(x)
+    # chunks re-try the inputs after a kept step, so they back-propagate more rows, in fewer calls
+    assert many.grad_evals > one.grad_evals
+
+
+class RowLog(nn.Module):
+    """``s = x0 − 0.5`` (class 1 above 0.5), recording the rows of every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        s = x.flatten(1)[:, 0] - 0.5
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _chunk_sizes(order: list[int], todo: set[int], kept: bool) -> tuple[list[int], bool]:
+    """Chunk sizes of one pass over the inputs ``todo`` (in ``order``) by the documented rule; input 0 is kept
+    the first time it is tried."""
+    out, size, rest = [], 1, [i for i in order if i in todo]
+    while rest:
+        chunk = rest[:size]
+        out.append(len(chunk))
+        if not kept and 0 in chunk:
+            kept, rest, size = True, rest[chunk.index(0) + 1:], max(1, size // 2)
+        else:
+            rest, size = rest[len(chunk):], min(2 * size, 2)
+    return out, kept
+
+
+def test_fgsm_chunks_double_after_a_chunk_with_no_kept_step_and_halve_after_one() -> None:
+    """One input at 0.45 flips with the step 0.1, nine at −5 never do. Every chunk is one forward with
+    gradients (the check) and one of the candidates; the chunk doubles (1, 2, capped at batch_size = 2)
+    while no step is kept, halves after the kept one, and the inputs after the kept one are tried again. In
+    pass 2 only the inputs tried before the kept step (at the old v) are tried again."""
+    x = torch.tensor([[0.45]] + [[-5.0]] * 9, dtype=D)
+    seen_sizes = set()
+    for seed in range(6):
+        model = RowLog()
+        g = gen(seed)
+        order1, order2 = torch.randperm(10, generator=g).tolist(), torch.randperm(10, generator=g).tolist()
+        res = UniversalPerturbation(model, norm="linf", eps=1.0, method="fgsm", step_size=0.1, max_iter=2,
+                                    batch_size=2, generator=gen(seed)).fit(x)
+        pass1, _ = _chunk_sizes(order1, set(range(10)), False)
+        before = set(order1[: order1.index(0)])  # tried at v = 0 only
+        pass2, _ = _chunk_sizes(order2, before, True)
+        # forwards: the logit check (2 rows), clean predictions and the first rate (10 each), each chunk twice,
+        # the rate after pass 1 (10); after pass 2 (no step kept) the rate is known
+        assert model.rows == [2, 10, 10, *[r for c in pass1 for r in (c, c)], 10, *[r for c in pass2 for r in (c, c)]]
+        assert [h["accepted"] for h in res.history] == [1, 0] and res.fit_rate == 0.1
+        seen_sizes.add(tuple(pass1))
+    assert len(seen_sizes) > 1
