@@ -19,7 +19,9 @@ def test_builtin_tasks_are_pinned_and_versioned() -> None:
         assert t.version >= 1 and t.protocol_version == 1
         assert len(t.dataset["fingerprint"]) == 64 and len(t.subset["indices_sha256"]) == 64
         assert [r.id for r in t.threats] == ["linf", "snr-smooth", "l2-uap"]
-        assert t.threat("linf").status == "open" and t.threat("l2-uap").status == "not-evaluated"
+        assert t.threat("linf").status == "open" and t.threat("l2-uap").status == "open"
+        uap = t.threat("l2-uap").expected()
+        assert [a["name"] for a in uap["attacks"]] == ["uap"] and uap["norm"] == "l2" and not uap["minimal_eps"]
         assert "spsa" in [a["name"] for a in t.threat("linf").expected()["attacks"]]   # white-box + SPSA
     assert load_task("cinc2017").summary()["threats"][0]["eps_uv"] == pytest.approx([10.0, 20.0, 50.0, 100.0])
 

@@ -24,6 +24,10 @@ W = ENTRY.weights_sha256
 TASK = load_task("mitdb-intra")
 FP = TASK.dataset["fingerprint"]
 IDX = TASK.subset["indices_sha256"]
+RESERVED = parse_task({**TASK.raw, "threats": [*TASK.raw["threats"][:2], {
+    "id": "l2-uap", "title": "reserved", "status": "not-evaluated", "reason": "reserved until the protocol has it"}]},
+    source="mitdb-intra with a reserved row")
+"""The task with its l2-uap row reserved (``not-evaluated``), as version 1 shipped it."""
 
 
 def card(**edits: Any) -> dict[str, Any]:
@@ -251,10 +255,10 @@ def test_match_row_without_a_match_reports_the_row_of_the_cards_eps_mode() -> No
 
 
 def test_a_named_row_without_protocol_is_refused() -> None:
-    row, diff = match_row(CARD, TASK, threat="l2-uap")
+    row, diff = match_row(CARD, RESERVED, threat="l2-uap")
     assert row is None and len(diff) == 1
-    assert diff[0] == f"threat row 'l2-uap' of task mitdb-intra is not-evaluated: {TASK.threat('l2-uap').reason}"
-    v = validate(CARD, TASK, weights_sha256=W, threat="l2-uap")
+    assert diff[0] == f"threat row 'l2-uap' of task mitdb-intra is not-evaluated: {RESERVED.threat('l2-uap').reason}"
+    v = validate(CARD, RESERVED, weights_sha256=W, threat="l2-uap")
     assert v.row is None and v.problems == diff   # no row: the results are not compared with any radii
 
 
@@ -360,14 +364,14 @@ def test_results_without_a_row_are_checked_for_counts_only() -> None:
     c = card()
     c["results"] = c["results"][:1]
     c["results"][0]["eps"] = 7.0
-    v = validate(c, TASK, weights_sha256=W, threat="l2-uap")
+    v = validate(c, RESERVED, weights_sha256=W, threat="l2-uap")
     assert v.problems[1:] == []
     c["results"][0]["robust_accuracy"]["value"] = 0.5
-    v = validate(c, TASK, weights_sha256=W, threat="l2-uap")
+    v = validate(c, RESERVED, weights_sha256=W, threat="l2-uap")
     assert v.problems[1:] == ["results[0].robust_accuracy.value: 0.5 is not 1785/2000; the card was edited: "
                               "re-evaluate."]
     c["results"] = None
-    assert validate(c, TASK, weights_sha256=W, threat="l2-uap").problems[1:] == [
+    assert validate(c, RESERVED, weights_sha256=W, threat="l2-uap").problems[1:] == [
         "results: expected one entry per ε [], got None; re-evaluate."]
 
 

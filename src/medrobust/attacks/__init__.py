@@ -29,6 +29,7 @@ from medrobust.attacks.spsa import SPSA
 from medrobust.attacks.square import Square
 from medrobust.attacks.threat import ThreatModel
 from medrobust.attacks.universal import UAPResult, UniversalPerturbation
+from medrobust.attacks.universal_attack import UniversalAttack
 from medrobust.attacks.universal import random_control as uap_random_control
 from medrobust.attacks.band import Band, adversarial_band, concatenation_check, uniform_band_check
 from medrobust.attacks.transfer import transfer_attack
@@ -70,6 +71,7 @@ __all__ = [
     "frozen_eval",
     "UniversalPerturbation",
     "UAPResult",
+    "UniversalAttack",
     "uap_random_control",
     "Band",
     "adversarial_band",

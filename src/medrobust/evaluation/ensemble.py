@@ -176,6 +176,14 @@ def _run_member(ctx: EnsembleContext, m: int, spec: AttackSpec, x: torch.Tensor,
     return xm, done
 
 
+def has_universal(members: Any) -> bool:
+    """Whether a member is a universal attack (one perturbation for all samples of a call, e.g. ``uap``): the
+    evaluation then gives it every sample at once (one work unit per radius)."""
+    from medrobust.attacks.registry import attack_class
+
+    return any(getattr(attack_class(s.name), "universal", False) for s in members)
+
+
 def run_ensemble(
     ctx: EnsembleContext,
     x: torch.Tensor,

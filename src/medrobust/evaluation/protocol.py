@@ -62,6 +62,7 @@ from medrobust.evaluation.ensemble import (  # noqa: F401  (re-exported: the for
     _subset_mask,
     build_attack,
     derive_seed,
+    has_universal,
     metrics_arrays as _metrics_arrays,
     run_attack,
     run_ensemble,
@@ -344,7 +345,14 @@ def _prepare(model: nn.Module, dataset: Any, config: ProtocolConfig, indices: An
     # Validate every attack's options before any work (unknown options, bad values).
     for spec in members:
         ens.attack(spec, float(config.eps[-1]) if config.eps_mode != "snr_db" else float(config.eps[0]), 0)
-    bs = config.batch_size
+    # A universal perturbation is fitted on every sample at once: one work unit per radius, whatever batch_size.
+    bs = len(idx) if has_universal(members) else config.batch_size
+    if has_universal(members) and config.minimal_eps:
+        raise ConfigError("minimal_eps bisects per-sample radii, which a universal perturbation does not have; set "
+                          "minimal_eps: false for a protocol with a universal attack (uap).")
+    if any(s.restarts > 1 for s in members if has_universal((s,))):
+        raise ConfigError("a universal attack takes restarts: 1 (a restart would fit a second perturbation on the "
+                          "samples the first left); raise its 'passes' instead.")
     batches = [np.arange(s, min(s + bs, len(idx))) for s in range(0, len(idx), bs)]
     w = WorkContext(config=config, ens=ens, x=x, y=y, mask=mask, batches=batches, num_classes=len(meta.classes),
                     ids=np.asarray(idx, dtype=np.int64))

@@ -30,6 +30,7 @@ from medrobust.evaluation.card import RunState
 from medrobust.evaluation.ensemble import (
     EnsembleContext,
     derive_seed,
+    has_universal,
     metrics_arrays,
     run_attack,
     run_ensemble,
@@ -280,6 +281,25 @@ def pick_examples(y: np.ndarray, correct: np.ndarray, num_classes: int, k: int) 
     return out
 
 
+def _example_run(w: WorkContext, single: Any, chosen: list[int], e: int, xd: torch.Tensor, yd: torch.Tensor,
+                 md: torch.Tensor | None) -> dict[str, Any]:
+    """One member alone at ``config.eps[e]`` on the ``chosen`` records. A universal attack is run as the sweep
+    ran it (every clean-correct sample, the sweep's seed), so the records show the perturbation that was
+    evaluated, not one fitted on the few records; its rows of ``chosen`` are returned."""
+    cfg = w.config
+    if not has_universal(single.members):
+        return run_ensemble(single, xd, yd, float(cfg.eps[e]), seed_parts=(cfg.seed, "examples", e), mask=md,
+                            mode="individual", sample_ids=w.sample_ids(np.asarray(chosen)))
+    pos = np.nonzero(w.correct)[0]
+    xa, ya, ma = w.rows(pos)
+    r = run_ensemble(single, xa, ya, float(cfg.eps[e]), seed_parts=(cfg.seed, "sweep", e), mask=ma,
+                     mode="individual", sample_ids=w.sample_ids(pos))
+    at = np.searchsorted(pos, np.asarray(chosen))
+    sel = torch.as_tensor(at, dtype=torch.long)
+    return {"x_member": [r["x_member"][0][sel.to(r["x_member"][0].device)]], "status": r["status"][:, at],
+            "pred": r["pred"][:, at]}
+
+
 def examples_unit(w: WorkContext, meta: Any, idx: np.ndarray) -> Arrays:
     """Every member alone at every ε on a few clean-correct records (one per class first), for the report."""
     cfg, members = w.config, w.members
@@ -295,8 +315,7 @@ def examples_unit(w: WorkContext, meta: Any, idx: np.ndarray) -> Arrays:
         for m, spec in enumerate(members):
             single = replace(w.ens, members=(spec,))
             for e, eps in enumerate(cfg.eps):
-                r = run_ensemble(single, xd, yd, float(eps), seed_parts=(cfg.seed, "examples", e), mask=md,
-                                 mode="individual", sample_ids=w.sample_ids(np.asarray(chosen)))
+                r = _example_run(w, single, chosen, e, xd, yd, md)
                 x_adv[m, e] = r["x_member"][0].cpu().numpy()
                 adv_pred[m, e] = np.where(r["status"][0] >= 0, r["pred"][0], w.clean_pred[chosen])
                 success[m, e] = r["status"][0] == 1

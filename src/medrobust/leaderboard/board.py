@@ -2,7 +2,9 @@
 
 A board is a folder (default ``leaderboard/`` at the repository root)::
 
-    BOARD/entries/<task>/<name>.json     # one validated entry (format "medrobust-leaderboard-entry/1")
+    BOARD/entries/<task>/<name>.json             # an entry of the task's first open threat row (format
+                                                 # "medrobust-leaderboard-entry/1")
+    BOARD/entries/<task>/<name>.<threat>.json    # the same model's entry in another row (e.g. l2-uap)
 
 An entry holds the summary shown on the site (clean and robust accuracy with Wilson 95 % intervals at each ε,
 defence, architecture, parameters, training budget, date, flags) and the path of its result card relative to
@@ -114,6 +116,13 @@ def summarize(card: Mapping[str, Any], v: Validation, *, entry_id: str, card_pat
     }
 
 
+def entry_file_name(name: str, row: ThreatRow | None, task: Task) -> str:
+    """``<name>.json`` in the task's first open row, ``<name>.<row id>.json`` in another: one model has one entry
+    per threat row."""
+    first = task.open_rows[0].id if task.open_rows else None
+    return f"{name}.json" if row is None or row.id == first else f"{name}.{row.id}.json"
+
+
 def _card_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     return p / "card.json" if p.is_dir() else p
@@ -162,7 +171,7 @@ def add(card_path: str | os.PathLike[str], *, board: str | os.PathLike[str] | No
     entry = summarize(card, v, entry_id=name, card_path=path, board=board,
                       model=_model_info(zentry, card, checkpoint, meta or {}),
                       report=report if report.is_file() else None, verified=verified)
-    dest = board / ENTRIES_DIR / t.name / f"{name}.json"
+    dest = board / ENTRIES_DIR / t.name / entry_file_name(name, v.row, t)
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(dest, entry)
     return entry
@@ -223,11 +232,13 @@ def verify_card(card_path: str | os.PathLike[str], task: Task, row: ThreatRow | 
     """Re-run the card's evaluation on a seeded stratified sample of ``n`` of its samples and compare.
 
     Every sample has its own random stream (keyed by its dataset index), so the re-run gives each sample the
-    outcome it had in the full run. Checked: the card's numerators against its ``per_sample.npz``, and the
+    outcome it had in the full run. A row with a universal attack (``uap``) is re-run on all the card's samples
+    (its perturbation is fitted on all of them) and compared on the sample. Checked: the card's numerators against its ``per_sample.npz``, and the
     re-run's clean prediction and robust/broken outcome at every ε against ``per_sample.npz`` on the sample.
     Returns ``{"ok", "message", "n", "mismatches", ...}``.
     """
     from medrobust.evaluation import evaluate
+    from medrobust.evaluation.ensemble import has_universal
     from medrobust.evaluation.inputs import select_indices
     from medrobust.leaderboard.tasks import load_task_data
 
@@ -247,18 +258,21 @@ def verify_card(card_path: str | os.PathLike[str], task: Task, row: ThreatRow | 
     pos = select_indices(len(ps["index"]), min(n, len(ps["index"])), seed, labels=ps["y"])
     idx = ps["index"][pos]
     config = replace(row.protocol, n_examples=0, large_eps_check=False)
+    # A universal perturbation depends on every sample it was fitted on: re-run it on all of them, compare the sample.
+    universal = has_universal(row.protocol.attacks)
+    at = pos if universal else np.arange(len(pos))
     with tempfile.TemporaryDirectory(prefix="medrobust-verify-") as tmp:
-        evaluate(model, data, config, out_dir=Path(tmp) / "run", indices=idx, progress=False,
-                 model_card=getattr(model, "card", None))
+        evaluate(model, data, config, out_dir=Path(tmp) / "run", indices=ps["index"] if universal else idx,
+                 progress=False, model_card=getattr(model, "card", None))
         re = read_npz(Path(tmp) / "run" / "per_sample.npz")
     y = ps["y"][pos]
     mism = []
     for j in range(len(pos)):
-        if int(re["clean_pred"][j]) != int(ps["clean_pred"][pos[j]]):
+        if int(re["clean_pred"][at[j]]) != int(ps["clean_pred"][pos[j]]):
             mism.append({"index": int(idx[j]), "what": "clean prediction", "card": int(ps["clean_pred"][pos[j]]),
-                         "rerun": int(re["clean_pred"][j])})
+                         "rerun": int(re["clean_pred"][at[j]])})
         for e in range(len(row.protocol.eps)):
-            a, b = bool(ps["adv_pred"][e][pos[j]] == y[j]), bool(re["adv_pred"][e][j] == y[j])
+            a, b = bool(ps["adv_pred"][e][pos[j]] == y[j]), bool(re["adv_pred"][e][at[j]] == y[j])
             if a != b:
                 mism.append({"index": int(idx[j]), "what": f"robust at eps={row.protocol.eps[e]}", "card": a,
                              "rerun": b})
