@@ -25,6 +25,7 @@ from typing_extensions import Unpack
 
 from medrobust.attacks.base import Attack, AttackContext, ThreatArgs
 from medrobust.attacks.registry import register_attack
+from medrobust.attacks.threat import lp_norm
 from medrobust.attacks.universal import UniversalPerturbation
 from medrobust.checks import check_int, check_positive
 from medrobust.errors import ConfigError
@@ -91,9 +92,21 @@ class UniversalAttack(Attack):
             max_iter=self.passes, batch_size=self.batch_size, kappa=self.kappa, step_size=self.step_size,
             bounds=lo_hi, generator=gen)
         res = solver.fit(ctx.x, mask=ctx.mask)        # the mask (padding, threat) gates v and reaches the model
-        x_in = solver.apply(ctx.x, res, mask=ctx.mask)
+        x_in = self._inside(solver, ctx, res.delta)
         with torch.no_grad():
             logits = ctx.forward(x_in, act.idx).detach()
         ctx.n_grad += len(res.history)
         ctx.n_fwd += len(res.history) + 2
         ctx.record_final(act, x_in, logits, overwrite=True)
+
+    @staticmethod
+    def _inside(solver: UniversalPerturbation, ctx: AttackContext, v: torch.Tensor) -> torch.Tensor:
+        """``clip(x + v)`` with the one ``v`` shrunk until every sample's exact perturbation is inside its radius:
+        float32 rounding of ``x + v`` can leave a sample a hair outside, and the final check of
+        :class:`~medrobust.attacks.base.Attack` would then re-project that sample alone (no longer universal)."""
+        for k in range(8):
+            x_in = solver.apply(ctx.x, v, mask=ctx.mask)
+            if not bool((lp_norm(x_in - ctx.x, ctx.norm, exact=True) > ctx.eps).any()):
+                break
+            v = v * (1.0 - 1e-5 * 4.0 ** k)
+        return x_in
