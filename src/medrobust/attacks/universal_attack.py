@@ -86,7 +86,7 @@ class UniversalAttack(Attack):
                               "(a scalar eps), not per-sample radii.")
         act = ctx.active(only_unsuccessful=False)
         lo_hi = None if ctx.bounds is None else (float(ctx.bounds[0].min()), float(ctx.bounds[1].max()))
-        gen = torch.Generator(device=ctx.x.device if ctx.x.device.type == "cuda" else "cpu").manual_seed(ctx.seed)
+        gen = torch.Generator().manual_seed(ctx.seed)   # the solver's shuffles: the same on CPU and GPU
         solver = UniversalPerturbation(
             ctx.model, norm=ctx.norm, zeta=None, eps=float(eps[0]), method="batched",
             max_iter=self.passes, batch_size=self.batch_size, kappa=self.kappa, step_size=self.step_size,
