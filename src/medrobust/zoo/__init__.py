@@ -15,6 +15,7 @@ architecture, defence, parameter count and training budget. An entry is a folder
     probe.json          # logits of the model on a fixed seeded input: load() is checked without any data
     eval/card.json      # the result card of its leaderboard evaluation (optional)
     eval/per_sample.npz # that evaluation's per-sample outcomes (for `medrobust leaderboard add --verify`)
+    eval/<row>/...      # the same two files for another threat row of the task (e.g. eval/l2-uap/)
 
 Weights too large to ship are described by ``source: {url, sha256}`` and looked up in a local cache
 (``MEDROBUST_ZOO_CACHE``, default ``~/.cache/medrobust/zoo``) as ``<cache>/<task>/<name>/model.safetensors``;
