@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from medrobust import zoo
-from medrobust.atomic import npz_bytes
 from medrobust.errors import ConfigError
 from medrobust.evaluation.card import read_npz
 from medrobust.leaderboard import add, load_task, verify_card
+from tests.leaderboard._lb import claim_survived
 
 
 def _verify(env: Any, folder: Path, n: int = 12) -> dict:
@@ -47,20 +47,10 @@ def test_edited_numerator_is_caught(env: Any, card_copy: Any) -> None:
 
 def test_edited_card_and_per_sample_file_are_caught_by_the_rerun(env: Any, card_copy: Any, tmp_path: Path) -> None:
     folder = card_copy()
-    ps = read_npz(folder / "per_sample.npz")
-    broken = np.nonzero((ps["adv_pred"][1] != ps["y"]) & (ps["clean_pred"] == ps["y"]))[0]
-    assert len(broken) >= 1, "the tiny model should lose some samples at eps=0.1"
-    k = int(broken[0])
-    ps["adv_pred"][1, k] = ps["y"][k]          # claim the sample survived the attack
-    (folder / "per_sample.npz").write_bytes(npz_bytes(ps))
-    card = json.loads((folder / "card.json").read_text())
-    ra = card["results"][1]["robust_accuracy"]
-    ra["numerator"] += 1
-    ra["value"] = ra["numerator"] / ra["denominator"]
-    (folder / "card.json").write_text(json.dumps(card))
+    index = claim_survived(folder, 1)          # claim a broken sample survived the attack
     r = _verify(env, folder, n=24)             # every evaluated sample: the edited one is re-run
     assert not r["ok"]
-    assert r["mismatches"] == [{"index": int(ps["index"][k]), "what": "robust at eps=0.1", "card": True,
+    assert r["mismatches"] == [{"index": index, "what": "robust at eps=0.1", "card": True,
                                 "rerun": False}]
     # through add(): the entry is refused and not written
     with pytest.raises(ConfigError, match=r"--verify failed: 1 outcome\(s\) differ"):
