@@ -518,3 +518,17 @@ def test_the_probe_does_not_depend_on_the_default_dtype(tmp_path: Path) -> None:
         assert Z.check_probe(model, Z._read_entry(folder)) == float(np.float32(1e-4 + 1e-12))
     finally:
         torch.set_default_dtype(old)
+
+
+def test_add_refuses_a_model_constant_on_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that gives both probe inputs the same logits (a BreastMNIST Jacobian-regularised CNN did: dead units)
+    cannot have its loading checked by the probe: refused before anything is written."""
+    ck = checkpoint(tmp_path)
+    same = torch.tensor([[-0.1048, 0.0926], [-0.1048, 0.0926 + 5e-4]])
+    monkeypatch.setattr(Z, "probe_logits", lambda model, shape: same)
+    with pytest.raises(ConfigError, match=r"the model gives both probe inputs the same logits \[-0\.1048"
+                                          r"\d*, 0\.0926\d*\], so the probe could not check"):
+        Z.add(ck, entry_id="t/flat", root=tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()
+    monkeypatch.setattr(Z, "probe_logits", lambda model, shape: same + torch.tensor([[0.0, 0.0], [0.0, 1.2e-3]]))
+    assert Z.add(ck, entry_id="t/ok", root=tmp_path / "zoo").id == "t/ok"        # 1.7e-3 apart: a working probe

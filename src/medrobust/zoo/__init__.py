@@ -310,6 +310,12 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
     eval_files = {} if eval_card is None else _eval_files(_eval_folder(Path(eval_card)))
     model = load_checkpoint(checkpoint)
     card = dict(model.card)  # type: ignore[arg-type]
+    shape = card["input_shape"]
+    logits = probe_logits(model, shape)
+    if torch.allclose(logits[0], logits[1], atol=1e-3, rtol=0.0):
+        raise ConfigError(f"{checkpoint}: the model gives both probe inputs the same logits {logits[0].tolist()}, so "
+                          "the probe could not check that load() restores these weights; a model constant on random "
+                          "inputs (dead units, a collapsed training) is not shipped: inspect or retrain it.")
     base = Path(root) if root is not None else zoo_root()
     folder = base / task / name
     if folder.exists():
@@ -326,8 +332,6 @@ def add(checkpoint: str | os.PathLike[str], *, entry_id: str, eval_card: str | o
         (folder / EVAL_DIR).mkdir()
         for fname, data in eval_files.items():
             atomic_write_bytes(folder / EVAL_DIR / fname, data)
-    shape = card["input_shape"]
-    logits = probe_logits(model, shape)
     atomic_write_json(folder / PROBE_NAME, {"seed": PROBE_SEED, "n": PROBE_N, "input_shape": shape,
                                             "input": "torch.rand((n, *input_shape), generator=torch.Generator()"
                                                      ".manual_seed(seed))",
