@@ -527,8 +527,13 @@ def test_add_refuses_a_model_constant_on_the_probe(tmp_path: Path, monkeypatch: 
     same = torch.tensor([[-0.1048, 0.0926], [-0.1048, 0.0926 + 5e-4]])
     monkeypatch.setattr(Z, "probe_logits", lambda model, shape: same)
     with pytest.raises(ConfigError, match=r"the model gives both probe inputs the same logits \[-0\.1048"
-                                          r"\d*, 0\.0926\d*\], so the probe could not check"):
+                                          r"\d*, 0\.0926\d*\], so the probe could not check that load\(\) restores "
+                                          r"these weights; a model constant on random inputs \(dead units, a "
+                                          r"collapsed training\) is not shipped: inspect or retrain it\.$"):
         Z.add(ck, entry_id="t/flat", root=tmp_path / "zoo")
     assert not (tmp_path / "zoo").exists()
     monkeypatch.setattr(Z, "probe_logits", lambda model, shape: same + torch.tensor([[0.0, 0.0], [0.0, 1.2e-3]]))
     assert Z.add(ck, entry_id="t/ok", root=tmp_path / "zoo").id == "t/ok"        # 1.7e-3 apart: a working probe
+    big = torch.tensor([[100.0, 0.0], [100.0015, 0.0]])                          # absolute, not relative, tolerance
+    monkeypatch.setattr(Z, "probe_logits", lambda model, shape: big)
+    assert Z.add(ck, entry_id="t/big", root=tmp_path / "zoo").id == "t/big"
