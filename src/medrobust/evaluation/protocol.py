@@ -346,8 +346,9 @@ def _prepare(model: nn.Module, dataset: Any, config: ProtocolConfig, indices: An
     for spec in members:
         ens.attack(spec, float(config.eps[-1]) if config.eps_mode != "snr_db" else float(config.eps[0]), 0)
     # A universal perturbation is fitted on every sample at once: one work unit per radius, whatever batch_size.
-    bs = len(idx) if has_universal(members) else config.batch_size
-    if has_universal(members) and config.minimal_eps:
+    universal = has_universal(members)
+    bs = len(idx) if universal else config.batch_size
+    if universal and config.minimal_eps:
         raise ConfigError("minimal_eps bisects per-sample radii, which a universal perturbation does not have; set "
                           "minimal_eps: false for a protocol with a universal attack (uap).")
     if any(s.restarts > 1 for s in members if has_universal((s,))):

@@ -233,8 +233,9 @@ def verify_card(card_path: str | os.PathLike[str], task: Task, row: ThreatRow | 
 
     Every sample has its own random stream (keyed by its dataset index), so the re-run gives each sample the
     outcome it had in the full run. A row with a universal attack (``uap``) is re-run on all the card's samples
-    (its perturbation is fitted on all of them) and compared on the sample. Checked: the card's numerators against its ``per_sample.npz``, and the
-    re-run's clean prediction and robust/broken outcome at every ε against ``per_sample.npz`` on the sample.
+    (its perturbation is fitted on all of them) and compared on the sample. Checked: the card's numerators against
+    its ``per_sample.npz``, and the re-run's clean prediction and robust/broken outcome at every ε against
+    ``per_sample.npz`` on the sample.
     Returns ``{"ok", "message", "n", "mismatches", ...}``.
     """
     from medrobust.evaluation import evaluate
