@@ -43,21 +43,7 @@ from _common import DATA, REPO, ResultFile  # noqa: E402
 from medrobust.attacks.universal import UniversalPerturbation  # noqa: E402
 from medrobust.data import load_dataset  # noqa: E402
 from tests.attacks._uap_oracle import plain_uap  # noqa: E402
-
-
-class SmallCNN(nn.Module):
-    """Two conv blocks (16, 32 channels) + linear head for (N, 1, 28, 28) in [0, 1] (normalises inside)."""
-
-    def __init__(self, num_classes: int = 2) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features((x - 0.5) / 0.5))
+from uap_medmnist import SmallCNN  # noqa: E402  (the same small CNN as the MedMNIST UAP benchmark)
 
 
 def pneumonia_case(n_fit: int, epochs: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]]:
