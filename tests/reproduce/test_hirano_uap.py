@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from medrobust.attacks import UniversalPerturbation as SOLVER
 from medrobust.data.base import DatasetMeta, ECGDataset
 from medrobust.errors import ConfigError, DataError
 from medrobust.reproduce import hirano_uap
@@ -260,3 +261,181 @@ def test_runner_counts_a_uap_step_done_only_with_its_current_settings(tmp_path: 
     assert not _done(step, written)
     (tmp_path / "uap" / "uap.json").write_text("{")
     assert not _done(step, tmp_path / "c.yaml")
+
+
+# ----------------------------------------------------------------------------------------------- contracts
+class Recorded:
+    """Stands in for ``UniversalPerturbation``: records the keyword arguments and the fitting images, then fits
+    with the real solver."""
+
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        self.kwargs = dict(kwargs)
+        Recorded.calls.append(self.kwargs)
+        self.real = SOLVER(model, **kwargs)
+
+    def fit(self, x: torch.Tensor) -> Any:
+        self.kwargs["x_fit"] = x.clone()
+        return self.real.fit(x)
+
+
+@pytest.fixture()
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    import medrobust.attacks
+
+    Recorded.calls = []
+    monkeypatch.setattr(medrobust.attacks, "UniversalPerturbation", Recorded)
+    return Recorded.calls
+
+
+def _seed(seed: int, key: str) -> int:
+    import zlib
+
+    return seed * 1_000_003 + zlib.crc32(key.encode())
+
+
+def test_every_setting_reaches_the_solver(tmp_path: Path, toy: None, recorded: list[dict[str, Any]]) -> None:
+    from medrobust.evaluation.inputs import select_indices
+
+    cfg = _small(tmp_path, methods=["batched"], norms=["linf"], targeted_norms=["linf"], passes={"batched": 2},
+                 step_size={"batched": 0.003}, batch_size=5, eval_batch_size=7, norm_channels="all", bounds=[0, 1],
+                 seed=3, fit_limit=6)
+    summary = run_uap_step(cfg)
+    keys = ["batched_linf_z0.04_nontargeted", "batched_linf_z0.04_target0", "batched_linf_z0.04_target1"]
+    assert len(recorded) == 3
+    fit_idx = select_indices(12, 6, seed=3, labels=TRAIN.y.numpy())               # stratified with the step's seed
+    for call, key, target in zip(recorded, keys, [None, 0, 1]):
+        gen, x_fit = call.pop("generator"), call.pop("x_fit")
+        assert call == {"norm": "linf", "zeta": 0.04, "method": "batched", "target": target, "max_iter": 2,
+                        "step_size": 0.003, "batch_size": 5, "eval_batch_size": 7, "norm_channels": "all",
+                        "bounds": (0, 1), "units": "intensity [0, 1]"}
+        assert type(call["bounds"]) is tuple and gen.initial_seed() == _seed(3, key)
+        assert torch.equal(x_fit, TRAIN.x[torch.as_tensor(fit_idx)])
+    assert summary["n_fit"] == 6 and summary["n_test"] == 6
+    fit = summary["units"][0]["fit"]
+    assert "config" not in fit and "shape" not in fit and fit["method"] == "batched" and fit["xi"] > 0
+    recorded.clear()
+    run_uap_step(_small(tmp_path / "b", targeted=False, passes={"fgsm": 1}))     # the paper's: no clipping, no step
+    ((call),) = recorded
+    assert call["bounds"] is None and call["step_size"] is None and call["max_iter"] == 1
+    assert call["norm_channels"] == "first" and call["generator"].initial_seed() == _seed(0, "fgsm_l2_z0.04_nontargeted")
+
+
+def test_the_test_subset_is_stratified_with_the_steps_seed(tmp_path: Path, toy: None) -> None:
+    from medrobust.evaluation.inputs import select_indices
+
+    summary = run_uap_step(_small(tmp_path, targeted=False, eval_limit=3, seed=2))
+    idx = torch.as_tensor(select_indices(6, 3, seed=2, labels=TEST.y.numpy()))
+    delta = torch.from_numpy(np.load(tmp_path / "uap" / "units" / "random-uniform_l2_z0.04.npz")["delta"])
+    model = MeanThreshold()
+    with torch.no_grad():
+        clean, adv = model(TEST.x[idx]).argmax(1), model(TEST.x[idx] + delta).argmax(1)
+    assert summary["n_test"] == 3 and summary["n_test_split"] == 6
+    assert summary["units"][-1]["test"] == uap_metrics(clean=clean, adv=adv, y=TEST.y[idx], k=2)
+
+
+def _two_channel(levels: list[tuple[float, float]], split: str) -> ECGDataset:
+    x = torch.stack([torch.stack([torch.full((4, 4), a), torch.full((4, 4), b)]) for a, b in levels]).float()
+    meta = DatasetMeta(name="toy2", fs=0.0, classes=("lo", "hi"), units="intensity [0, 1]",
+                       ids=np.asarray([f"{split}/{i}" for i in range(len(levels))]), split=split)
+    return ECGDataset(x, torch.as_tensor([0, 1] * (len(levels) // 2)), meta)
+
+
+def test_random_controls_are_seeded_per_unit_and_sized_on_the_first_channel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medrobust.attacks.universal import mean_norm, random_control
+
+    train = _two_channel([(0.1, 0.9), (0.2, 0.8), (0.3, 0.7), (0.4, 0.6)], "train")
+    test = _two_channel([(0.5, 0.5), (0.6, 0.4)], "test")
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data",
+                        lambda d, c, **k: (MeanThreshold(), train if d["split"] == "train" else test, {}))
+    summary = run_uap_step(_small(tmp_path, norms=["l2", "linf"], targeted=False, controls=["uniform", "sign"],
+                                  zetas=[0.5], seed=4, passes={"fgsm": 1}))
+    controls = [u for u in summary["units"] if u["method"].startswith("random")]
+    assert [u["key"] for u in controls] == ["random-uniform_l2_z0.5", "random-uniform_linf_z0.5",
+                                            "random-sign_l2_z0.5", "random-sign_linf_z0.5"]
+    for u in controls:
+        xi = 0.5 * mean_norm(train.x, u["norm"], channels="first")           # channel 0 only, as the authors' code
+        assert u["xi"] == pytest.approx(xi) and xi != pytest.approx(0.5 * mean_norm(train.x, u["norm"]))
+        expected = random_control((2, 4, 4), xi=xi, norm=u["norm"], kind=u["method"][7:],
+                                  generator=torch.Generator().manual_seed(_seed(4, u["key"])))
+        got = np.load(tmp_path / "uap" / "units" / f"{u['key']}.npz")["delta"]
+        assert np.array_equal(got, expected.numpy())
+        assert u["fit"] == {"xi": u["xi"], "fit_rate": None, "seconds": 0.0, "history": [], "grad_evals": 0,
+                            "queries": 0}
+
+
+def test_unit_record_archive_and_summary_hold_every_field(tmp_path: Path, toy: None) -> None:
+    cfg = _small(tmp_path)
+    summary = run_uap_step(cfg)
+    assert set(summary) == {"checkpoint", "classes", "k", "n_fit", "n_train", "n_test", "n_test_split",
+                            "clean_accuracy", "units", "config"}
+    assert (summary["checkpoint"], summary["n_train"], summary["n_test_split"]) == (str(tmp_path / "ck"), 12, 6)
+    assert summary["config"] == cfg
+    for u, target in zip(summary["units"], [None, 0, 1, None]):
+        assert set(u) == {"key", "method", "norm", "zeta", "target", "xi", "delta_norms", "fit", "train", "test",
+                          "settings"}
+        spec = {k: u[k] for k in ("key", "method", "norm", "zeta", "target")}
+        passes = None if u["method"].startswith("random") else 2
+        assert u["settings"] == {**spec, "passes": passes, "step_size": None, "fit_limit": None, "eval_limit": None,
+                                 "bounds": None, "norm_channels": "first", "seed": 0, "batch_size": 64,
+                                 "checkpoint": str(tmp_path / "ck")}
+        z = np.load(tmp_path / "uap" / "units" / f"{u['key']}.npz")
+        d = z["delta"].astype(np.float64).ravel()
+        assert u["delta_norms"] == {"l2": pytest.approx(np.linalg.norm(d)), "linf": pytest.approx(np.abs(d).max())}
+        assert float(z["xi"]) == u["xi"] and str(z["norm"]) == "l2" and float(z["zeta"]) == 0.04
+        assert str(z["method"]) == u["method"] and int(z["target"]) == (-1 if target is None else target)
+        assert u["target"] == target
+
+
+class OutsideUnit(nn.Module):
+    """Class 1 iff some pixel leaves [0, 1]: logits (0, 400 · max(max x − 1, −min x))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 400 * torch.maximum(x.amax(dim=(1, 2, 3)) - 1, -x.amin(dim=(1, 2, 3)))
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_bounds_clip_the_clean_and_the_perturbed_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def images(n: int, split: str) -> ECGDataset:
+        x = torch.full((n, 1, 4, 4), 0.001)
+        if split == "test":
+            x[0, 0, 0, 0] = 1.2              # one test image a little outside [0, 1] (the solver refuses such training data)
+        meta = DatasetMeta(name="toy", fs=0.0, classes=("in", "out"), units="intensity [0, 1]",
+                           ids=np.asarray([f"{split}/{i}" for i in range(n)]), split=split)
+        return ECGDataset(x, torch.zeros(n, dtype=torch.long), meta)
+
+    train, test = images(8, "train"), images(4, "test")
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data",
+                        lambda d, c, **k: (OutsideUnit(), train if d["split"] == "train" else test, {}))
+    settings = {"targeted": False, "zetas": [5.0], "passes": {"fgsm": 1}}   # ξ = 0.02: a pixel of 0.001 can go below 0
+    clipped = run_uap_step(_small(tmp_path / "a", bounds=[0.0, 1.0], **settings))
+    assert clipped["clean_accuracy"] == {"train": 1.0, "test": 1.0}      # 1.2 is clipped to 1: still "in"
+    for u in clipped["units"]:
+        assert u["train"]["fooled"] == 0 and u["test"]["fooled"] == 0   # nothing can leave [0, 1] once clipped
+    free = run_uap_step(_small(tmp_path / "b", **settings))
+    assert free["clean_accuracy"] == {"train": 1.0, "test": 3 / 4}
+    rnd = free["units"][-1]
+    assert rnd["method"] == "random_uniform" and rnd["train"]["fooled"] == 8 and rnd["test"]["fooled"] == 3
+
+
+def test_model_and_splits_come_from_the_steps_checkpoint_and_source(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def load(d: dict[str, Any], c: str, **k: Any) -> tuple[Any, ...]:
+        calls.append((d, c, k))
+        return MeanThreshold(), TRAIN if d["split"] == "train" else TEST, {}
+
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", load)
+    cfg = {**_small(tmp_path, targeted=False), "source": {"fs": 0.0, "classes": ["lo", "hi"]}}
+    run_uap_step(cfg)
+    assert calls == [({"name": "toy", "split": "train"}, str(tmp_path / "ck"), {"source": cfg["source"]}),
+                     ({"name": "toy", "split": "test"}, str(tmp_path / "ck"), {"source": cfg["source"]})]
+
+
+def test_main_without_a_config_prints_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert hirano_uap.main([]) == 2
+    assert capsys.readouterr().err.strip() == ("usage: python -m medrobust.reproduce.hirano_uap CONFIG.yaml "
+                                               "(a reproduction's configs/uap-<model>.yaml)")

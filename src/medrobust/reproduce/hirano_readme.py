@@ -9,12 +9,10 @@ Moosavi-Dezfooli et al., CVPR 2017, §4) and the figure of the fooling rate agai
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from medrobust.atomic import atomic_write_bytes
 from medrobust.evaluation.metrics import wilson_interval
 from medrobust.reproduce.plan import command, config_path
 
@@ -212,13 +210,13 @@ def _retraining_table(plan: dict[str, Any], results: dict[str, Any]) -> list[str
 def _zeta_figure(plan: dict[str, Any], root: Path, budget: str, results: dict[str, Any]) -> str | None:
     """``<budget>/figures/fooling_rate_vs_zeta.png``: test fooling rate against ζ, one line per architecture and
     method (non-targeted), dashed: the uniform random control; one panel per norm."""
-    from medrobust.reproduce.hirano_uap import _pyplot
+    from medrobust.reproduce.hirano_figures import pyplot, save_png
 
     mids = _base_models(plan, results)
     norms = sorted({u["norm"] for m in mids for u in results[m]["units"]})
     if not norms:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(norms), figsize=(5.0 * len(norms), 3.6), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for mid in mids:
@@ -233,11 +231,8 @@ def _zeta_figure(plan: dict[str, Any], root: Path, budget: str, results: dict[st
         ax.axhline(SUCCESS, color="grey", lw=0.8)
         ax.set(xlabel="ζ (%)", ylabel="fooling rate (test)", ylim=(0, 1.02), title=f"non-targeted UAPs, {norm}")
         ax.legend(fontsize=6)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     (root / budget / "figures").mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(root / budget / "figures" / "fooling_rate_vs_zeta.png", buf.getvalue())
+    save_png(fig, root / budget / "figures" / "fooling_rate_vs_zeta.png")
     return f"{budget}/figures/fooling_rate_vs_zeta.png"
 
 

@@ -21,9 +21,7 @@ model after retraining gets the same UAP experiment).
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medrobust.atomic import atomic_save_npz, atomic_write_bytes, atomic_write_json
+from medrobust.atomic import atomic_save_npz, atomic_write_json
 from medrobust.checks import check_bool, check_float, check_int
 from medrobust.errors import ConfigError, DataError
 
@@ -127,21 +125,28 @@ def uap_step_config(settings: dict[str, Any], *, checkpoint: str | Path, dataset
     channels = s.get("norm_channels", "first")
     if channels not in ("first", "all"):
         raise _fail(where, f"norm_channels must be 'first' (the authors' code) or 'all', got {channels!r}.")
-    return {"checkpoint": str(checkpoint),
-            "dataset": {k: v for k, v in dataset.items() if k not in ("split", "limit")},
-            "zetas": [check_float(z, "zetas", minimum=0.0, strict=True) for z in zetas],
-            "norms": _subset(s.get("norms", ["l2"]), UAP_NORMS, "norms", where), "methods": methods,
-            "targeted": check_bool(s.get("targeted", True), "targeted"),
-            "targeted_norms": _subset(s.get("targeted_norms", list(UAP_NORMS)), UAP_NORMS, "targeted_norms", where),
-            "controls": _subset(s.get("controls", ["uniform"]), CONTROL_KINDS, "controls", where),
-            "fit_limit": _limit(s.get("fit_limit"), "fit_limit"), "eval_limit": _limit(s.get("eval_limit"), "eval_limit"),
-            "passes": {m: check_int(passes.get(m, 15 if m == "fgsm" else 10), f"passes.{m}", minimum=1) for m in methods},
-            "step_size": {m: check_float(v, f"step_size.{m}", minimum=0.0, strict=True) for m, v in step.items()},
-            "batch_size": check_int(s.get("batch_size", 64), "batch_size", minimum=1),
-            "eval_batch_size": check_int(s.get("eval_batch_size", 256), "eval_batch_size", minimum=1),
-            "bounds": list(bounds) if isinstance(bounds, (list, tuple)) else bounds, "norm_channels": channels,
-            "examples": check_int(s.get("examples", 4), "examples", minimum=0),
-            "seed": check_int(s.get("seed", 0), "seed", minimum=0), "out": str(out)}
+    try:
+        return {"checkpoint": str(checkpoint),
+                "dataset": {k: v for k, v in dataset.items() if k not in ("split", "limit")},
+                "zetas": [check_float(z, "zetas", minimum=0.0, strict=True) for z in zetas],
+                "norms": _subset(s.get("norms", ["l2"]), UAP_NORMS, "norms", where), "methods": methods,
+                "targeted": check_bool(s.get("targeted", True), "targeted"),
+                "targeted_norms": _subset(s.get("targeted_norms", list(UAP_NORMS)), UAP_NORMS, "targeted_norms", where),
+                "controls": _subset(s.get("controls", ["uniform"]), CONTROL_KINDS, "controls", where),
+                "fit_limit": _limit(s.get("fit_limit"), "fit_limit"),
+                "eval_limit": _limit(s.get("eval_limit"), "eval_limit"),
+                "passes": {m: check_int(passes.get(m, 15 if m == "fgsm" else 10), f"passes.{m}", minimum=1)
+                           for m in methods},
+                "step_size": {m: check_float(v, f"step_size.{m}", minimum=0.0, strict=True) for m, v in step.items()},
+                "batch_size": check_int(s.get("batch_size", 64), "batch_size", minimum=1),
+                "eval_batch_size": check_int(s.get("eval_batch_size", 256), "eval_batch_size", minimum=1),
+                "bounds": list(bounds) if isinstance(bounds, (list, tuple)) else bounds, "norm_channels": channels,
+                "examples": check_int(s.get("examples", 4), "examples", minimum=0),
+                "seed": check_int(s.get("seed", 0), "seed", minimum=0), "out": str(out)}
+    except ConfigError as exc:  # a value check's message gets the plan file and block in front
+        if str(exc).startswith(f"{where}: "):
+            raise
+        raise _fail(where, str(exc)) from None
 
 
 def check_uap_plan(plan: dict[str, Any], path: Path) -> None:
@@ -195,7 +200,7 @@ def unit_specs(config: dict[str, Any], k: int) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- the step
-def _predict(model: Any, x: torch.Tensor, v: torch.Tensor | None, bounds: tuple[float, float] | None,
+def predict_classes(model: Any, x: torch.Tensor, v: torch.Tensor | None, bounds: tuple[float, float] | None,
              batch_size: int) -> torch.Tensor:
     """``argmax model(clip(x + v))`` in batches (no clip when ``bounds`` is None, as in the authors' code)."""
     preds = []
@@ -249,6 +254,7 @@ def _subset_of(ds: Any, limit: int | None, seed: int) -> tuple[torch.Tensor, tor
 def run_uap_step(config: dict[str, Any]) -> dict[str, Any]:
     """Run the step described by ``config`` (:func:`uap_step_config`): every unit not finished with the same
     settings, then ``uap.json`` and the figures."""
+    from medrobust.reproduce.hirano_figures import uap_figures
     from medrobust.units import resolve_bounds
 
     model, train, test = _load(config)
@@ -258,7 +264,8 @@ def run_uap_step(config: dict[str, Any]) -> dict[str, Any]:
     x_test, y_test, test_idx = _subset_of(test, config["eval_limit"], config["seed"])
     bounds = resolve_bounds(config["bounds"], train.meta.units) if config["bounds"] is not None else None
     bs = config["eval_batch_size"]
-    clean = {"train": _predict(model, x_fit, None, bounds, bs), "test": _predict(model, x_test, None, bounds, bs)}
+    clean = {"train": predict_classes(model, x_fit, None, bounds, bs),
+             "test": predict_classes(model, x_test, None, bounds, bs)}
     with torch.no_grad():
         k = int(model(x_fit[:1]).shape[1])
     data = {"train": (x_fit, y_fit), "test": (x_test, y_test)}
@@ -277,7 +284,7 @@ def run_uap_step(config: dict[str, Any]) -> dict[str, Any]:
                 records.append(done)
                 continue
         delta, fit = _fit_unit(model, unit, x_fit, config, train.meta.units)
-        metrics = {split: uap_metrics(clean=clean[split], adv=_predict(model, x, delta, bounds, bs), y=y, k=k)
+        metrics = {split: uap_metrics(clean=clean[split], adv=predict_classes(model, x, delta, bounds, bs), y=y, k=k)
                    for split, (x, y) in data.items()}
         d = delta.double().flatten()
         record = {**{k_: unit[k_] for k_ in ("key", "method", "norm", "zeta", "target")}, "xi": fit["xi"],
@@ -293,71 +300,9 @@ def run_uap_step(config: dict[str, Any]) -> dict[str, Any]:
                "n_fit": len(fit_idx), "n_train": len(train), "n_test": len(test_idx), "n_test_split": len(test),
                "clean_accuracy": {s: float((clean[s] == data[s][1]).double().mean()) for s in data},
                "units": records, "config": config}
-    _figures(out, records, x_test, clean["test"], model, bounds, config, list(train.meta.classes))
+    uap_figures(out, records, x_test, clean["test"], model, bounds, config, list(train.meta.classes))
     atomic_write_json(out / DONE_NAME, summary)
     return summary
-
-
-# ----------------------------------------------------------------------------------------------- figures
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _figures(out: Path, records: list[dict[str, Any]], x_test: torch.Tensor, clean: torch.Tensor, model: Any,
-             bounds: tuple[float, float] | None, config: dict[str, Any], classes: list[str]) -> None:
-    """``figures/uaps.png`` (every UAP of the primary method) and ``figures/examples.png`` (clean test images
-    and the same images with the primary method's non-targeted L2 UAP at the largest ζ)."""
-    plt = _pyplot()
-    (out / "figures").mkdir(exist_ok=True)
-    primary = config["methods"][0]
-    mine = [r for r in records if r["method"] == primary]
-    rows = sorted({(r["norm"], r["zeta"]) for r in mine})
-    cols = sorted({-1 if r["target"] is None else r["target"] for r in mine})
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.2 * len(rows)), squeeze=False)
-    for r in mine:
-        ax = axes[rows.index((r["norm"], r["zeta"]))][cols.index(-1 if r["target"] is None else r["target"])]
-        v = np.load(out / "units" / f"{r['key']}.npz")["delta"]
-        img = v.mean(0)
-        lim = float(np.abs(img).max()) or 1.0
-        ax.imshow(img, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        what = "non-targeted" if r["target"] is None else f"→ {classes[r['target']]}"
-        ax.set_title(f"{r['norm']} ζ={r['zeta']:g} {what}\nR_f test {r['test']['fooling_rate']:.2f}", fontsize=7)
-        ax.axis("off")
-    fig.suptitle(f"UAPs ({primary}); colour scale per panel", fontsize=8)
-    _save(fig, out / "figures" / "uaps.png")
-    main = [r for r in mine if r["target"] is None]
-    if not main or not config["examples"]:
-        return
-    best = max(main, key=lambda r: (r["norm"] == "l2", r["zeta"]))
-    v = torch.from_numpy(np.load(out / "units" / f"{best['key']}.npz")["delta"])
-    n = min(config["examples"], len(x_test))
-    adv = _predict(model, x_test[:n], v, bounds, n)
-    fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.2), squeeze=False)
-    for i in range(n):
-        z = x_test[i] + v
-        z = z.clamp(bounds[0], bounds[1]) if bounds is not None else z
-        for row, (img, pred) in enumerate(((x_test[i], clean[i]), (z, adv[i]))):
-            ax = axes[row][i]
-            ax.imshow(img.permute(1, 2, 0).numpy().squeeze(-1) if img.shape[0] == 1 else
-                      img.permute(1, 2, 0).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(("clean: " if row == 0 else "UAP: ") + classes[int(pred)], fontsize=7)
-            ax.axis("off")
-    fig.suptitle(f"{best['key']} (ξ = {best['xi']:.3g})", fontsize=8)
-    _save(fig, out / "figures" / "examples.png")
 
 
 def main(argv: list[str] | None = None) -> int:
