@@ -1,7 +1,8 @@
 """Figures of the ``uap`` step of the hirano2021 reproduction (Hirano, Minagi & Takemoto, BMC Medical Imaging
 21:9, 2021): the fitted universal perturbations themselves and clean / perturbed test images, as PNG files.
 
-Presentation only: the numbers these figures show are computed and tested in :mod:`medrobust.reproduce.hirano_uap`.
+Presentation only: the numbers these figures show are computed and tested in :mod:`medrobust.reproduce.hirano_uap`
+(which calls :func:`uap_figures`; this module imports nothing from it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import numpy as np
 import torch
 
 from medrobust.atomic import atomic_write_bytes
-from medrobust.reproduce.hirano_uap import predict_classes
 
 
 def save_png(fig: Any, path: Path) -> None:
@@ -38,7 +38,7 @@ def pyplot() -> Any:
 
 
 def uap_figures(out: Path, records: list[dict[str, Any]], x_test: torch.Tensor, clean: torch.Tensor, model: Any,
-             bounds: tuple[float, float] | None, config: dict[str, Any], classes: list[str]) -> None:
+                bounds: tuple[float, float] | None, config: dict[str, Any], classes: list[str]) -> None:
     """``figures/uaps.png`` (every UAP of the primary method) and ``figures/examples.png`` (clean test images
     and the same images with the primary method's non-targeted L2 UAP at the largest ζ)."""
     plt = pyplot()
@@ -65,12 +65,13 @@ def uap_figures(out: Path, records: list[dict[str, Any]], x_test: torch.Tensor, 
     best = max(main, key=lambda r: (r["norm"] == "l2", r["zeta"]))
     v = torch.from_numpy(np.load(out / "units" / f"{best['key']}.npz")["delta"])
     n = min(config["examples"], len(x_test))
-    adv = predict_classes(model, x_test[:n], v, bounds, n)
+    z = x_test[:n] + v
+    z = z.clamp(bounds[0], bounds[1]) if bounds is not None else z
+    with torch.no_grad():
+        adv = model(z).argmax(1)
     fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.2), squeeze=False)
     for i in range(n):
-        z = x_test[i] + v
-        z = z.clamp(bounds[0], bounds[1]) if bounds is not None else z
-        for row, (img, pred) in enumerate(((x_test[i], clean[i]), (z, adv[i]))):
+        for row, (img, pred) in enumerate(((x_test[i], clean[i]), (z[i], adv[i]))):
             ax = axes[row][i]
             ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy() if img.shape[0] == 3 else img[0].numpy(),
                       cmap="gray", vmin=0, vmax=1)   # grey: channel 0 of a non-RGB image
