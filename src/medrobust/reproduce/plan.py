@@ -166,6 +166,9 @@ def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | N
     for spec in plan["budgets"].values():  # the budget's model choice and per-model settings name the paper's models
         spec.pop("models", None)
         spec.pop("per_model", None)
+        spec["note"] = (f"your model (`{model}`), not trained here, evaluated with this budget's data settings, "
+                        f"attacks and checks. The budget's note for the paper's own models: {spec.get('note', '–')}")
+    plan["user_model"] = str(model)
     return plan
 
 
