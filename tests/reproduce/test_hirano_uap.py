@@ -295,23 +295,30 @@ def _seed(seed: int, key: str) -> int:
     return seed * 1_000_003 + zlib.crc32(key.encode())
 
 
-def test_every_setting_reaches_the_solver(tmp_path: Path, toy: None, recorded: list[dict[str, Any]]) -> None:
+DISTINCT = _images([0.30 + 0.01 * i for i in range(12)], [0] * 4 + [1] * 4 + [0] * 4, "train")  # no two alike
+
+
+def test_every_setting_reaches_the_solver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          recorded: list[dict[str, Any]]) -> None:
     from medrobust.evaluation.inputs import select_indices
 
+    monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data",
+                        lambda d, c, **k: (MeanThreshold(), DISTINCT if d["split"] == "train" else TEST, {}))
     cfg = _small(tmp_path, methods=["batched"], norms=["linf"], targeted_norms=["linf"], passes={"batched": 2},
                  step_size={"batched": 0.003}, batch_size=5, eval_batch_size=7, norm_channels="all", bounds=[0, 1],
                  seed=3, fit_limit=6)
     summary = run_uap_step(cfg)
     keys = ["batched_linf_z0.04_nontargeted", "batched_linf_z0.04_target0", "batched_linf_z0.04_target1"]
     assert len(recorded) == 3
-    fit_idx = select_indices(12, 6, seed=3, labels=TRAIN.y.numpy())               # stratified with the step's seed
+    fit_idx = select_indices(12, 6, seed=3, labels=DISTINCT.y.numpy())            # stratified with the step's seed
+    assert not np.array_equal(fit_idx, select_indices(12, 6, seed=0, labels=DISTINCT.y.numpy()))
     for call, key, target in zip(recorded, keys, [None, 0, 1]):
         gen, x_fit = call.pop("generator"), call.pop("x_fit")
         assert call == {"norm": "linf", "zeta": 0.04, "method": "batched", "target": target, "max_iter": 2,
                         "step_size": 0.003, "batch_size": 5, "eval_batch_size": 7, "norm_channels": "all",
                         "bounds": (0, 1), "units": "intensity [0, 1]"}
         assert type(call["bounds"]) is tuple and gen.initial_seed() == _seed(3, key)
-        assert torch.equal(x_fit, TRAIN.x[torch.as_tensor(fit_idx)])
+        assert torch.equal(x_fit, DISTINCT.x[torch.as_tensor(fit_idx)])
     assert summary["n_fit"] == 6 and summary["n_test"] == 6
     fit = summary["units"][0]["fit"]
     assert "config" not in fit and "shape" not in fit and fit["method"] == "batched" and fit["xi"] > 0
@@ -325,8 +332,9 @@ def test_every_setting_reaches_the_solver(tmp_path: Path, toy: None, recorded: l
 def test_the_test_subset_is_stratified_with_the_steps_seed(tmp_path: Path, toy: None) -> None:
     from medrobust.evaluation.inputs import select_indices
 
-    summary = run_uap_step(_small(tmp_path, targeted=False, eval_limit=3, seed=2))
-    idx = torch.as_tensor(select_indices(6, 3, seed=2, labels=TEST.y.numpy()))
+    summary = run_uap_step(_small(tmp_path, targeted=False, eval_limit=3, seed=3))
+    idx = torch.as_tensor(select_indices(6, 3, seed=3, labels=TEST.y.numpy()))
+    assert not torch.equal(TEST.x[idx], TEST.x[torch.as_tensor(select_indices(6, 3, seed=0, labels=TEST.y.numpy()))])
     delta = torch.from_numpy(np.load(tmp_path / "uap" / "units" / "random-uniform_l2_z0.04.npz")["delta"])
     model = MeanThreshold()
     with torch.no_grad():
@@ -409,8 +417,14 @@ def test_bounds_clip_the_clean_and_the_perturbed_inputs(tmp_path: Path, monkeypa
     train, test = images(8, "train"), images(4, "test")
     monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data",
                         lambda d, c, **k: (OutsideUnit(), train if d["split"] == "train" else test, {}))
+    import medrobust.reproduce.hirano_figures as figures
+
+    drawn: list[Any] = []
+    real = figures.uap_figures
+    monkeypatch.setattr(figures, "uap_figures", lambda *a: (drawn.append(a[5]), real(*a))[1])
     settings = {"targeted": False, "zetas": [5.0], "passes": {"fgsm": 1}}   # ξ = 0.02: a pixel of 0.001 can go below 0
-    clipped = run_uap_step(_small(tmp_path / "a", bounds=[0.0, 1.0], **settings))
+    clipped = run_uap_step(_small(tmp_path / "a", bounds="auto", **settings))   # [0, 1] from the units
+    assert drawn == [(0.0, 1.0)]                                          # the examples are drawn clipped too
     assert clipped["clean_accuracy"] == {"train": 1.0, "test": 1.0}      # 1.2 is clipped to 1: still "in"
     for u in clipped["units"]:
         assert u["train"]["fooled"] == 0 and u["test"]["fooled"] == 0   # nothing can leave [0, 1] once clipped

@@ -115,6 +115,10 @@ def _refused(tmp_path: Path, edit: Any) -> tuple[str, Path]:
 def test_plan_errors_name_the_block_they_come_from(tmp_path: Path) -> None:
     msg, path = _refused(tmp_path, lambda p: p["uap"].update(seed=-1))
     assert msg == f"{path}: uap: seed must be an integer >= 0, got -1."
+    # a top-level value only the non-retrained models see is the top-level block's error
+    msg, path = _refused(tmp_path, lambda p: p["uap"].update(norms=["l1"], retrained={"targeted": False,
+                                                                                        "norms": ["l2"]}))
+    assert msg == f"{path}: uap: norms must be a non-empty list of ['l2', 'linf'], got ['l1']."
     # a budget's value that only the non-retrained models see (the retrained block overrides it)
     msg, path = _refused(tmp_path, lambda p: p["budgets"]["smoke"]["uap"].update(
         norms=["l1"], retrained={"targeted": False, "methods": ["fgsm"], "norms": ["l2"]}))
@@ -152,6 +156,11 @@ def test_plan_errors_name_the_block_they_come_from(tmp_path: Path) -> None:
 def test_bad_claims_are_refused_in_one_exact_line(tmp_path: Path, claim: Any, message: str) -> None:
     msg, path = _refused(tmp_path, lambda p: p["claims"].append(claim))
     assert msg == f"{path}: {message}"
+
+
+def test_a_plan_without_claims_loads(tmp_path: Path) -> None:
+    plan = load_plan(str(_load(tmp_path, lambda p: p.pop("claims"))))
+    assert "claims" not in plan and plan["uap"]["zetas"] == [0.02, 0.04]
 
 
 def test_good_claims_load(tmp_path: Path) -> None:
