@@ -168,7 +168,6 @@ def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | N
         spec.pop("per_model", None)
         spec["note"] = (f"your model (`{model}`), not trained here, evaluated with this budget's data settings, "
                         f"attacks and checks. The budget's note for the paper's own models: {spec.get('note', '–')}")
-    plan["user_model"] = str(model)
     return plan
 
 
