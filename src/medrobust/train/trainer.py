@@ -46,6 +46,7 @@ from medrobust.errors import ConfigError
 from medrobust.evaluation.metrics import classification_metrics
 from medrobust.models.inference import forward
 from medrobust.train import resume as resume_state
+from medrobust.train.augment import LR_SCHEDULES, crop_length, lr_factor, random_crop
 
 MONITORS = ("accuracy", "balanced_accuracy", "macro_f1", "loss")
 CLASS_BALANCE = ("auto", "none", "oversample", "weights")
@@ -121,6 +122,13 @@ class TrainConfig:
         Cap on batches per epoch (``None``: full epochs); useful for quick runs.
     eval_batch_size
         Batch size of validation passes.
+    lr_schedule
+        ``"constant"`` (default) or ``"cosine"`` (per-epoch cosine annealing to 0 over ``epochs``;
+        :func:`medrobust.train.augment.cosine_factor`).
+    random_crop
+        ``None`` (default) or the fraction of every training signal's samples kept in a window at a random
+        offset per signal and epoch (:func:`medrobust.train.augment.random_crop`); validation and test see the
+        whole signal, so the model must accept any length (e.g. ``resnet1d``).
     """
 
     epochs: int = 10
@@ -139,6 +147,8 @@ class TrainConfig:
     progress: bool = True
     max_batches_per_epoch: int | None = None
     eval_batch_size: int = 1024
+    lr_schedule: str = "constant"
+    random_crop: float | None = None
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -159,6 +169,11 @@ class TrainConfig:
             raise ConfigError(f"monitor must be one of {MONITORS}, got {self.monitor!r}.")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 or None, got {self.patience}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if self.random_crop is not None and not (isinstance(self.random_crop, (int, float))
+                                                 and 0.0 < self.random_crop <= 1.0):
+            raise ConfigError(f"random_crop must be None or a fraction in (0, 1], got {self.random_crop!r}.")
 
 
 @dataclass
@@ -296,6 +311,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         normalize = getattr(self.model, "normalize_kernels", None)
         rank, world = shard()
+        crop_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         for b in bar:
             share = None
             if world > 1:  # this rank's slice of the global batch; the gradients are averaged over the ranks
@@ -305,8 +321,10 @@ class Trainer:
             if len(b) == 0:
                 self._step(None, share)
                 continue
-            x, y = train.x[b].to(cfg.device), train.y[b].to(cfg.device)
-            loss, logits = self.compute_loss(x, y, batch_mask(train, b, cfg.device))
+            x, y, mask = train.x[b].to(cfg.device), train.y[b].to(cfg.device), batch_mask(train, b, cfg.device)
+            if cfg.random_crop is not None:
+                x, mask = random_crop(x, mask, length=crop_length(x.shape[-1], cfg.random_crop), generator=crop_gen)
+            loss, logits = self.compute_loss(x, y, mask)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate (lr={cfg.lr})."
@@ -346,6 +364,8 @@ class Trainer:
         cfg = self.config
         if train.input_shape != val.input_shape:
             raise ConfigError(f"train inputs {train.input_shape} and val inputs {val.input_shape} differ.")
+        if cfg.random_crop is not None:
+            self._check_crop(train)
         if cfg.class_balance == "weights":
             self.loss_weights = class_weights(train.y.numpy(), train.num_classes).to(cfg.device)
         self._stamp = resume_state.fingerprint(self, train, val) if self.out_dir is not None else None
@@ -356,6 +376,24 @@ class Trainer:
         if self._writes():
             self.out_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             (self.out_dir / "history.jsonl").write_text("")  # type: ignore[operator]
+
+    @torch.no_grad()
+    def _check_crop(self, train: ECGDataset) -> None:
+        """Refuse ``random_crop`` for images and for a model that needs its training length (before any work)."""
+        if len(train.input_shape) != 2:
+            raise ConfigError(f"random_crop crops signals (leads, samples); the training inputs are {train.input_shape}. "
+                              "Set random_crop to None.")
+        x = train.x[:1].to(self.config.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            forward(self.model, x[..., : crop_length(x.shape[-1], self.config.random_crop)])  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            raise ConfigError(f"random_crop={self.config.random_crop}: {type(self.model).__name__} does not accept "
+                              f"signals shorter than its training length ({str(exc).splitlines()[0][:120]}); use a "
+                              "length-agnostic model such as resnet1d, or set random_crop to None.") from None
+        finally:
+            self.model.train(was_training)
 
     def check_resume(self) -> None:
         """Refuse ``resume`` for a trainer that cannot continue at an epoch (before any work is done)."""
@@ -392,6 +430,8 @@ class Trainer:
                 first = cfg.epochs  # it had stopped early; only the final steps were lost
         start = time.perf_counter()
         for epoch in range(first, cfg.epochs):
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             self.on_epoch_start(epoch)
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(train, gen, epoch)}
