@@ -156,9 +156,14 @@ def _check_keys(block: Any, allowed: set[str], where: str, required: set[str] = 
 USER_MODEL = "yours"
 
 
-def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
+def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | None = None, *,
+                    signal: dict[str, float] | None = None) -> dict[str, Any]:
     """The plan evaluating the user's own model (any source of :func:`medrobust.models.load_model`) instead of
-    training the paper's: one model, ``yours``, on the plan's main dataset; the claims read its numbers."""
+    training the paper's: one model, ``yours``, on the plan's main dataset; the claims read its numbers.
+
+    ``signal`` (``fs`` in Hz, ``seconds``: what the model was trained on, see :func:`user_model_signal`) replaces
+    those data options wherever a budget sets them, so that a model trained at another rate or length than the
+    paper's is evaluated on data it accepts; the budget's note says so."""
     plan = copy.deepcopy(plan)
     plan["models"] = {USER_MODEL: {"model": str(model), "defense": "(your model)", "source": dict(source or {})}}
     for c in plan.get("claims", []):
@@ -166,9 +171,41 @@ def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | N
     for spec in plan["budgets"].values():  # the budget's model choice and per-model settings name the paper's models
         spec.pop("models", None)
         spec.pop("per_model", None)
+        data = {**(plan["dataset"].get("options") or {}), **(spec.get("dataset_options") or {})}
+        fitted = {k: v for k, v in _fitting(plan["dataset"]["name"], signal or {}, data).items() if data.get(k) != v}
+        if fitted:
+            spec["dataset_options"] = {**(spec.get("dataset_options") or {}), **fitted}
+        unit = {"fs": " Hz", "seconds": " s"}
+        refit = (" The data are loaded at your model's " + ", ".join(f"{k} = {v:g}{unit.get(k, '')}" for k, v in
+                                                                    fitted.items())
+                 + " instead of the budget's " + ", ".join(f"{data[k]:g}{unit.get(k, '')}" if k in data else
+                                                           f"dataset default {k}" for k in fitted) + "."
+                 ) if fitted else ""
         spec["note"] = (f"your model (`{model}`), not trained here, evaluated with this budget's data settings, "
-                        f"attacks and checks. The budget's note for the paper's own models: {spec.get('note', '–')}")
+                        f"attacks and checks.{refit} The budget's note for the paper's own models: "
+                        f"{spec.get('note', '–')}")
     return plan
+
+
+def _fitting(dataset: str, signal: dict[str, float], data: dict[str, Any]) -> dict[str, float]:
+    """The part of ``signal`` to load ``dataset`` with: nothing when the budget's ``data`` options set neither the
+    rate nor the length (the dataset's own format, e.g. fixed beats), else every key the loader accepts."""
+    from medrobust.data.registry import dataset_options
+
+    if not any(k in data for k in signal):
+        return {}
+    accepted = dataset_options(dataset)
+    return {k: v for k, v in signal.items() if k in accepted}
+
+
+def user_model_signal(card: dict[str, Any], source: dict[str, Any] | None = None) -> dict[str, float]:
+    """``fs`` and ``seconds`` of the signals a model was trained on: the rate from ``source`` (``--fs``) or the
+    model's card, the length from the card's ``input_shape`` (leads, samples); empty for images (no rate)."""
+    fs = float((source or {}).get("fs") or card.get("fs") or 0.0)
+    if fs <= 0:
+        return {}
+    shape = card.get("input_shape") or []
+    return {"fs": fs, **({"seconds": int(shape[-1]) / fs} if len(shape) == 2 else {})}
 
 
 def budget_plan(plan: dict[str, Any], budget: str) -> dict[str, Any]:

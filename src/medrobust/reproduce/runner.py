@@ -13,7 +13,9 @@ import yaml
 from medrobust.atomic import atomic_write_text
 from medrobust.errors import ConfigError
 from medrobust.outdir import claim_out_dir
-from medrobust.reproduce.plan import USER_MODEL, Step, command, config_path, load_plan, resolve_steps, with_user_model
+from medrobust.models.checkpoint import CARD_NAME, read_card
+from medrobust.reproduce.plan import (USER_MODEL, Step, command, config_path, load_plan, resolve_steps, user_model_signal,
+                                     with_user_model)
 from medrobust.reproduce.readme import write_readme
 
 DONE_FILE = {"train": "summary.json", "evaluate": "card.json", "masking": "masking.json", "band": "band.json",
@@ -105,7 +107,9 @@ def _plan(name: str, model: str | None, source: dict[str, Any] | None) -> tuple[
     plan = load_plan(name)
     if model is None:
         return plan, plan["name"]
-    return with_user_model(plan, model, source), f"{plan['name']}-{USER_MODEL}"
+    card = read_card(model) if (Path(model) / CARD_NAME).is_file() else {}
+    signal = user_model_signal(card, source)
+    return with_user_model(plan, model, source, signal=signal), f"{plan['name']}-{USER_MODEL}"
 
 
 def run(name: str, *, budget: str = "smoke", out: str | Path | None = None, data_dir: str | Path | None = None,
