@@ -40,6 +40,7 @@ def test_train_from_yaml_with_flag_override(tmp_path: Path, capsys: pytest.Captu
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["train"]["epochs"] == 2 and summary["config"]["model"]["name"] == "mlp1"
     assert 0.0 <= summary["test"]["accuracy"] <= 1.0
+    assert "challenge_score" not in summary["test"] and "challenge_score" not in summary["val"]  # CinC 2017 only
     assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
 
@@ -282,3 +283,30 @@ def test_every_option_has_help_and_computing_commands_take_threads(capsys: pytes
     assert "(default: linf)" in sub.choices["attack"].format_help()  # defaults shown
     assert main(["report", "--threads", "0", "nowhere"]) == 2
     assert "--threads 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_train_on_cinc2017_reports_the_challenge_score(shared_data: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from medrobust.data.cinc2017 import challenge_score
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"dataset: {{name: cinc2017, root: {shared_data}, options: {{limit: 160, fs: 50, seconds: 10, "
+        f"cache_dir: {tmp_path / 'cache'}}}}}\n"
+        "model: {name: resnet1d, kwargs: {widths: [4, 8], blocks: 1, kernel_size: 3}}\n"
+        "train: {epochs: 1, batch_size: 32, lr_schedule: cosine, random_crop: 0.8, class_balance: oversample}\n"
+        f"out: {tmp_path / 'run'}\n"
+        "evaluate_test: true\n"
+    )
+    assert main(["train", "--config", str(cfg), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for split in ("val", "test"):
+        assert split in summary and "challenge_score" in summary[split]
+    test = summary["test"]
+    expected = challenge_score(test["confusion"])
+    assert test["challenge_score"] == expected["score"]
+    assert test["challenge_f1"] == {"N": expected["F1_N"], "A": expected["F1_A"], "O": expected["F1_O"],
+                                    "~": expected["F1_~"]}
+    assert sum(map(sum, test["confusion"])) == test["n"]
+    assert summary["config"]["train"]["random_crop"] == 0.8 and summary["config"]["train"]["lr_schedule"] == "cosine"
+    assert f"test: CinC 2017 challenge score (mean F1 of N, A, O) {test['challenge_score']:.4f}" in capsys.readouterr().out

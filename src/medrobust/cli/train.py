@@ -198,6 +198,16 @@ def _shape_kwargs(shape: tuple[int, ...]) -> dict[str, Any]:
     return {"in_channels": int(shape[0]), "input_length": int(shape[-1])}
 
 
+def _challenge(metrics: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The CinC 2017 challenge score (mean F1 of N, A, O) and per-class F1 for a model of that dataset."""
+    if dataset != "cinc2017" or "confusion" not in metrics:
+        return {}
+    from medrobust.data.cinc2017 import challenge_score
+
+    s = challenge_score(metrics["confusion"])
+    return {"challenge_score": s["score"], "challenge_f1": {k[3:]: v for k, v in s.items() if k.startswith("F1_")}}
+
+
 def run(args: argparse.Namespace) -> int:
     from medrobust.data import load_dataset
     from medrobust.models import build_model
@@ -256,15 +266,20 @@ def run(args: argparse.Namespace) -> int:
                                "degenerate": result.degenerate,
                                "defense": {"name": dname, "hyperparameters": trainer.hyperparameters()},
                                "checkpoint": str(out / "checkpoint"), "init_from": init_info,
-                               "val": {k: result.best_metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}}
+                               "val": {**{k: result.best_metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+                                       **_challenge(result.best_metrics, ds["name"])}}
     rows = [["val", result.best_metrics["accuracy"], result.best_metrics["balanced_accuracy"],
              result.best_metrics["macro_f1"]]]
     if cfg["evaluate_test"]:
         test_m = trainer.evaluate(load("test"))
-        summary["test"] = {k: test_m[k] for k in ("n", "correct", "accuracy", "balanced_accuracy", "macro_f1",
-                                                  "sensitivity", "precision")}
+        summary["test"] = {**{k: test_m[k] for k in ("n", "correct", "accuracy", "balanced_accuracy", "macro_f1",
+                                                     "sensitivity", "precision", "confusion")},
+                           **_challenge(test_m, ds["name"])}
         rows.append(["test", test_m["accuracy"], test_m["balanced_accuracy"], test_m["macro_f1"]])
     write_json(Path(out) / "summary.json", summary)
     print(format_table(["split", "accuracy", "balanced_acc", "macro_f1"], rows))
+    for split in ("val", "test"):
+        if "challenge_score" in summary.get(split, {}):
+            print(f"{split}: CinC 2017 challenge score (mean F1 of N, A, O) {summary[split]['challenge_score']:.4f}")
     print(f"best epoch {result.best_epoch}; checkpoint: {out / 'checkpoint'}")
     return 0
