@@ -176,3 +176,24 @@ def test_bad_masking_blocks_are_refused_naming_the_key(tmp_path: Path, masking: 
     plan = load_plan(_plan_file(tmp_path, budgets={"smoke": {"note": "x", "masking": masking}}))
     with pytest.raises(ConfigError, match=match):
         resolve_steps(plan, budget="smoke", out=tmp_path)
+
+
+def test_han2020_cpu_budget_trains_the_resnet_and_the_others_hans_cnn(tmp_path: Path) -> None:
+    plan = load_plan("han2020")
+    names = {b: [s.name for s in resolve_steps(plan, budget=b, out=tmp_path)] for b in ("smoke", "cpu", "paper")}
+    assert names["cpu"] == ["train resnet", "evaluate resnet", "band resnet"]
+    assert names["smoke"] == names["paper"] == ["train ce", "evaluate ce", "band ce"]
+    train = resolve_steps(plan, budget="cpu", out=tmp_path)[0].config
+    assert train["model"] == {"name": "resnet1d", "kwargs": {"widths": [16, 32, 32, 64, 64, 128, 128], "blocks": 1,
+                                                             "kernel_size": 9}}
+    assert train["recipe"] is None and train["defense"] == {"name": "ce"}
+    assert train["dataset"]["options"] == {"seconds": 30, "test_fraction": 0.1, "val_fraction": 0.1, "fs": 100,
+                                           "balance": "han"}
+    assert (train["train"]["lr_schedule"], train["train"]["random_crop"], train["train"]["epochs"]) == ("cosine", 0.9, 18)
+    # the same network and settings as configs/cinc2017_resnet1d.yaml (which trains it outside a reproduction)
+    standalone = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "cinc2017_resnet1d.yaml").read_text())
+    assert standalone["model"]["kwargs"] == train["model"]["kwargs"]
+    assert {k: v for k, v in standalone["train"].items()} == {k: v for k, v in train["train"].items() if k != "progress"}
+    assert {k: v for k, v in standalone["dataset"]["options"].items() if k not in ("units", "pad", "seed")} == \
+        train["dataset"]["options"]
+    assert [c["models"] for c in plan["claims"]] == [["ce", "resnet"]] * 2

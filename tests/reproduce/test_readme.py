@@ -16,24 +16,24 @@ def _r(num: int, den: int) -> dict:
 
 def test_success_rate_claim_and_model_rows(tmp_path: Path) -> None:
     plan = load_plan("han2020")
-    ev = tmp_path / "cpu" / "eval" / "ce"
+    ev = tmp_path / "cpu" / "eval" / "resnet"  # the cpu budget runs the ResNet
     ev.mkdir(parents=True)
     attacks = [{"label": "sap", "success_rate": _r(37, 50)}, {"label": "pgd", "success_rate": _r(45, 50)}]
     card = {"clean": {"accuracy": _r(50, 60)}, "flags": [{"code": "degenerate-model", "title": "x"}],
             "results": [{"eps": 0.01, "robust_accuracy": _r(4, 60), "attacks": attacks}]}
     (ev / "card.json").write_text(json.dumps(card))
-    models = tmp_path / "cpu" / "models" / "ce"
+    models = tmp_path / "cpu" / "models" / "resnet"
     models.mkdir(parents=True)
     (models / "summary.json").write_text(json.dumps({"test": {"n": 853, "correct": 700, "accuracy": 700 / 853},
                                                      "init_from": None, "degenerate": "predicts one class"}))
     text = write_readme(plan, tmp_path).read_text()
     lo, hi = wilson_interval(37, 50)
-    assert f"ce: sap misclassifies 0.740 [{lo:.3f}, {hi:.3f}] of the 50 correctly classified" in text
+    assert f"resnet: sap misclassifies 0.740 [{lo:.3f}, {hi:.3f}] of the 50 correctly classified" in text
     assert "| 74 % |" in text and "pgd misclassifies 0.900" in text and "(**flags: degenerate-model**)" in text
-    assert f"`medrobust evaluate --config {tmp_path / 'cpu' / 'configs' / 'evaluate-ce.yaml'}`" in text
+    assert f"`medrobust evaluate --config {tmp_path / 'cpu' / 'configs' / 'evaluate-resnet.yaml'}`" in text
     assert "## Budget `cpu`" in text and "## Budget `smoke`" not in text  # only budgets that ran
     lo, hi = wilson_interval(4, 60)
-    assert f"| ce | cinc2017 | ce | from scratch — **degenerate: predicts one class** | 0.821 " in text
+    assert f"| resnet | cinc2017 | ce | from scratch — **degenerate: predicts one class** | 0.821 " in text
     assert f"| 0.067 [{lo:.3f}, {hi:.3f}] |" in text  # worst case at ε 0.01 in the model table
 
 

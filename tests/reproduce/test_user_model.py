@@ -74,25 +74,26 @@ def test_evaluate_yaml_source_block_describes_a_torchscript_model(helpers: Any, 
 def test_the_data_follow_the_users_rate_and_length_where_a_budget_sets_them(tmp_path: Path) -> None:
     from medrobust.reproduce.plan import user_model_signal
 
-    signal = user_model_signal({"fs": 100.0, "input_shape": [1, 3000]})
-    assert signal == {"fs": 100.0, "seconds": 30.0}
+    signal = user_model_signal({"fs": 150.0, "input_shape": [1, 4500]})
+    assert signal == {"fs": 150.0, "seconds": 30.0}
     plan = with_user_model(load_plan("han2020"), "m", signal=signal)
-    assert plan["budgets"]["cpu"]["dataset_options"] == {"seconds": 30.0, "fs": 100.0}
-    assert plan["budgets"]["smoke"]["dataset_options"] == {"limit": 120, "seconds": 30.0, "fs": 100.0}
-    assert ("checks. The data are loaded at your model's fs = 100 Hz instead of the budget's 150 Hz. The budget's "
+    assert plan["budgets"]["cpu"]["dataset_options"] == {"seconds": 30.0, "fs": 150.0, "balance": "han"}
+    assert plan["budgets"]["smoke"]["dataset_options"] == {"limit": 120, "seconds": 30.0, "fs": 150.0}
+    assert ("checks. The data are loaded at your model's fs = 150 Hz instead of the budget's 100 Hz. The budget's "
             "note for the paper's own models: 2 CPU cores") in plan["budgets"]["cpu"]["note"]
-    assert ("fs = 100 Hz, seconds = 30 s instead of the budget's 150 Hz, 10 s."
-            in plan["budgets"]["smoke"]["note"])
+    assert "seconds = 30 s instead of the budget's 10 s." in plan["budgets"]["smoke"]["note"]
     steps = resolve_steps(plan, budget="cpu", out=tmp_path)
-    assert steps[0].config["dataset"]["options"] == {"seconds": 30.0, "fs": 100.0, "test_fraction": 0.1,
-                                                     "val_fraction": 0.1}
+    assert steps[0].config["dataset"]["options"] == {"seconds": 30.0, "fs": 150.0, "balance": "han",
+                                                     "test_fraction": 0.1, "val_fraction": 0.1}
     # the paper budget reads the plan's 60 s at the native rate: both are set to the model's
-    assert plan["budgets"]["paper"]["dataset_options"] == {"seconds": 30.0, "fs": 100.0}
-    assert ("The data are loaded at your model's fs = 100 Hz, seconds = 30 s instead of the budget's dataset "
+    assert plan["budgets"]["paper"]["dataset_options"] == {"seconds": 30.0, "fs": 150.0}
+    assert ("The data are loaded at your model's fs = 150 Hz, seconds = 30 s instead of the budget's dataset "
             "default fs, 60 s.") in plan["budgets"]["paper"]["note"]
-    same = with_user_model(load_plan("han2020"), "m", signal={"fs": 150.0, "seconds": 30.0})
+    same = with_user_model(load_plan("han2020"), "m", signal={"fs": 100.0, "seconds": 30.0})
     assert "loaded at" not in same["budgets"]["cpu"]["note"] and same["budgets"]["cpu"]["dataset_options"] == {
-        "seconds": 30, "fs": 150}
+        "seconds": 30, "fs": 100, "balance": "han"}
+    assert ("fs = 100 Hz, seconds = 30 s instead of the budget's 150 Hz, 10 s."
+            in same["budgets"]["smoke"]["note"])
     # a beat dataset sets no rate: the user's rate does not enter its options
     beats = with_user_model(load_plan("ma2020"), "m", signal={"fs": 125.0, "seconds": 1.496})
     assert beats["budgets"]["cpu"].get("dataset_options") == load_plan("ma2020")["budgets"]["cpu"].get(
@@ -118,6 +119,6 @@ def test_a_checkpoint_card_sets_the_reproductions_data(helpers: Any, tmp_path_fa
     ck = helpers.tiny_checkpoint(tmp_path_factory.getbasetemp())  # a CNN1 for 187-sample beats at 125 Hz
     plan, folder = _plan("han2020", str(ck), None)
     assert folder == "han2020-yours"
-    assert plan["budgets"]["cpu"]["dataset_options"] == {"seconds": 187 / 125, "fs": 125.0}
-    onnx, _ = _plan("han2020", "m.onnx", {"fs": 100.0})  # no card: the rate of --fs, the budget's length
-    assert onnx["budgets"]["cpu"]["dataset_options"] == {"seconds": 30, "fs": 100.0}
+    assert plan["budgets"]["cpu"]["dataset_options"] == {"seconds": 187 / 125, "fs": 125.0, "balance": "han"}
+    onnx, _ = _plan("han2020", "m.onnx", {"fs": 300.0})  # no card: the rate of --fs, the budget's length
+    assert onnx["budgets"]["cpu"]["dataset_options"] == {"seconds": 30, "fs": 300.0, "balance": "han"}
