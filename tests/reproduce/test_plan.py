@@ -197,3 +197,5 @@ def test_han2020_cpu_budget_trains_the_resnet_and_the_others_hans_cnn(tmp_path: 
     assert {k: v for k, v in standalone["dataset"]["options"].items() if k not in ("units", "pad", "seed")} == \
         train["dataset"]["options"]
     assert [c["models"] for c in plan["claims"]] == [["ce", "resnet"]] * 2
+    ev = resolve_steps(plan, budget="cpu", out=tmp_path)[1].config
+    assert ev["protocol"]["eps"] == [0.01] and ev["dataset"]["limit"] is None
