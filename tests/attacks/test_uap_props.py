@@ -173,11 +173,11 @@ def test_config_holds_the_method_defaults_and_the_limits_that_are_allowed() -> N
     plain = UniversalPerturbation(m, mask=torch.ones(1, 1))
     assert plain.config() == {
         "norm": "l2", "zeta": 0.04, "eps": None, "method": "batched", "target": None, "max_iter": 10,
-        "fooling_goal": 1.0, "step_size": None, "batch_size": 64, "eval_batch_size": 1024, "kappa": 3.0,
+        "fooling_goal": 1.0, "step_size": None, "batch_size": 64, "eval_batch_size": 128, "kappa": 3.0,
         "overshoot": 0.02, "deepfool_iter": 10, "num_candidates": 10, "norm_channels": "all", "bounds": "auto",
         "resolved_bounds": None, "masked": True}
     assert repr(plain) == ("UniversalPerturbation(norm='l2', zeta=0.04, eps=None, method='batched', target=None, "
-                           "max_iter=10, fooling_goal=1.0, step_size=None, batch_size=64, eval_batch_size=1024, "
+                           "max_iter=10, fooling_goal=1.0, step_size=None, batch_size=64, eval_batch_size=128, "
                            "kappa=3.0, overshoot=0.02, deepfool_iter=10, num_candidates=10, norm_channels='all', "
                            "bounds='auto', units=None)")
 
