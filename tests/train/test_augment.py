@@ -42,6 +42,12 @@ def test_random_crop_follows_its_generator() -> None:
     assert none is None and torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_random_crop_of_one_sample() -> None:
+    x = _rows(200, 1, 3)
+    out, _ = random_crop(x, None, length=1, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (200, 1, 1) and sorted(set((out[:, 0, 0] % 1000).long().tolist())) == [0, 1, 2]
+
+
 def test_random_crop_of_the_whole_length_is_the_identity() -> None:
     x = _rows(3, 2, 9)
     out, _ = random_crop(x, None, length=9, generator=torch.Generator().manual_seed(0))
