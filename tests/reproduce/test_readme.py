@@ -51,3 +51,22 @@ def test_no_correct_sample_reads_as_no_samples(tmp_path: Path) -> None:
 
 def _r_zero() -> dict:
     return {"numerator": 0, "denominator": 0, "value": 0.0}
+
+
+def test_a_budget_shows_only_the_models_it_ran(tmp_path: Path) -> None:
+    plan = load_plan("han2020")  # cpu runs the ResNet only; the claims name Han's CNN (ce) and the ResNet
+    ev = tmp_path / "cpu" / "eval" / "resnet"
+    ev.mkdir(parents=True)
+    attacks = [{"label": "sap", "success_rate": _r(7, 10)}, {"label": "pgd", "success_rate": _r(8, 10)}]
+    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)},
+                                              "results": [{"eps": 0.01, "robust_accuracy": _r(2, 12), "attacks": attacks}]}))
+    text = write_readme(plan, tmp_path).read_text()
+    assert "resnet: sap misclassifies 0.700" in text and "| resnet | cinc2017 | ce |" in text
+    assert "ce: not run" not in text and "evaluate-ce.yaml" not in text and "| ce | cinc2017 |" not in text
+    plan["claims"].append({**plan["claims"][0], "id": "ce_only", "claim": "only Han's CNN", "models": ["ce"]})
+    assert "only Han's CNN" not in write_readme(plan, tmp_path).read_text()  # a claim on no model it ran: left out
+    smoke = tmp_path / "smoke" / "eval" / "ce"
+    smoke.mkdir(parents=True)
+    (smoke / "card.json").write_text((ev / "card.json").read_text())
+    text = write_readme(plan, tmp_path).read_text()
+    assert "only Han's CNN" in text.split("## Budget `smoke`")[1] and "ce: sap misclassifies 0.700" in text

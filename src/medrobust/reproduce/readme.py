@@ -13,7 +13,7 @@ from typing import Any
 
 from medrobust.atomic import atomic_write_text
 from medrobust.evaluation.metrics import difference_interval, wilson_interval
-from medrobust.reproduce.plan import BUDGETS, USER_MODEL, command, config_path
+from medrobust.reproduce.plan import BUDGETS, USER_MODEL, budget_plan, command, config_path
 
 
 def _ratio(r: dict[str, Any]) -> str:
@@ -151,6 +151,14 @@ def _band_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     return lines
 
 
+def _ran(plan: dict[str, Any], budget: str) -> dict[str, Any]:
+    """The plan as ``budget`` ran it: its models only, and each claim over those of them it names (a claim naming
+    none of them is left out of that budget's table)."""
+    ran = budget_plan(plan, budget)
+    claims = [{**c, "models": [m for m in c["models"] if m in ran["models"]]} for c in plan.get("claims", [])]
+    return {**ran, "claims": [c for c in claims if c["models"]]}
+
+
 def write_readme(plan: dict[str, Any], root: Path) -> Path:
     """Write ``root/README.md`` from every budget folder present under ``root`` (largest budget first)."""
     present = [b for b in reversed(BUDGETS) if (root / b / "eval").is_dir() or (root / b / "uap").is_dir()]
@@ -173,11 +181,12 @@ def write_readme(plan: dict[str, Any], root: Path) -> Path:
 
             lines += readme_lines(plan, root, budget)
             continue
+        ran = _ran(plan, budget)
         lines += ["### Paper vs ours", ""]
-        lines += _claims_table(plan, root, budget) + [""]
-        lines += ["### Every model", ""] + _models_table(plan, root, budget) + [""]
-        lines += _masking_table(plan, root, budget)
-        lines += _band_table(plan, root, budget)
+        lines += _claims_table(ran, root, budget) + [""]
+        lines += ["### Every model", ""] + _models_table(ran, root, budget) + [""]
+        lines += _masking_table(ran, root, budget)
+        lines += _band_table(ran, root, budget)
     path = root / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path
