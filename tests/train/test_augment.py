@@ -133,6 +133,24 @@ def test_cosine_schedule_sets_every_epochs_learning_rate() -> None:
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * cosine_factor(3, 4))
 
 
+class _TwoRates(_Recorder):
+    """An optimiser with two parameter groups at different rates (as a user's trainer may build)."""
+
+    def _make_optimizer(self):
+        params = list(self.model.parameters())
+        return torch.optim.Adam([{"params": params[:1], "lr": 0.1}, {"params": params[1:]}], lr=self.config.lr)
+
+
+def test_cosine_schedule_scales_each_groups_own_rate() -> None:
+    torch.manual_seed(0)
+    data = _signals()
+    t = _TwoRates(build_model("resnet1d", in_channels=C, num_classes=K, widths=[4], blocks=1, kernel_size=3),
+                  TrainConfig(epochs=3, batch_size=8, lr=0.01, lr_schedule="cosine", patience=None, progress=False))
+    t.fit(data, data)
+    assert [g["lr"] for g in t.optimizer.param_groups] == pytest.approx([0.1 * cosine_factor(2, 3),
+                                                                        0.01 * cosine_factor(2, 3)])
+
+
 def test_constant_schedule_keeps_the_learning_rate() -> None:
     t = _fit(TrainConfig(epochs=3, batch_size=8, lr=0.02, patience=None, progress=False))
     assert t.lrs == [0.02, 0.02, 0.02]
@@ -193,8 +211,41 @@ def test_random_crop_refuses_images() -> None:
     ("random_crop", 0.0, r"random_crop must be None or a fraction in \(0, 1\], got 0.0."),
     ("random_crop", 1.5, r"random_crop must be None or a fraction in \(0, 1\], got 1.5."),
     ("random_crop", "0.5", r"random_crop must be None or a fraction in \(0, 1\], got '0.5'."),
+    ("random_crop", True, r"random_crop must be None or a fraction in \(0, 1\], got True."),
 ])
 def test_bad_schedule_or_crop(field: str, value, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**{field: value}).validate()
     TrainConfig(random_crop=1.0, lr_schedule="cosine").validate()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_cosine_cropped_training_is_the_uninterrupted_one(tmp_path) -> None:
+    data = _signals(24)
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.01, lr_schedule="cosine", random_crop=0.7, patience=None,
+                      progress=False, seed=5)
+
+    def make(out, kill_at=None):
+        torch.manual_seed(0)
+        t = Trainer(build_model("resnet1d", in_channels=C, num_classes=K, widths=[4], blocks=1, kernel_size=3), cfg,
+                    out_dir=out)
+        if kill_at is not None:
+            def dying(epoch: int) -> None:
+                if epoch == kill_at:
+                    raise _Killed
+            t.on_epoch_start = dying
+        return t
+
+    whole = make(tmp_path / "whole")
+    whole.fit(data, data)
+    with pytest.raises(_Killed):
+        make(tmp_path / "cut", kill_at=2).fit(data, data)
+    again = make(tmp_path / "cut")
+    again.resume = True
+    again.fit(data, data)
+    for (name, a), (_, b) in zip(whole.model.state_dict().items(), again.model.state_dict().items()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * cosine_factor(3, 4))

@@ -172,6 +172,7 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if self.random_crop is not None and not (isinstance(self.random_crop, (int, float))
+                                                 and not isinstance(self.random_crop, bool)
                                                  and 0.0 < self.random_crop <= 1.0):
             raise ConfigError(f"random_crop must be None or a fraction in (0, 1], got {self.random_crop!r}.")
 
@@ -430,8 +431,8 @@ class Trainer:
                 first = cfg.epochs  # it had stopped early; only the final steps were lost
         start = time.perf_counter()
         for epoch in range(first, cfg.epochs):
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
+            for group in self.optimizer.param_groups:  # each group's own starting rate, as torch's schedulers keep it
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             self.on_epoch_start(epoch)
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(train, gen, epoch)}
