@@ -91,9 +91,9 @@ def test_config_needs_eps_and_the_plans_sap_and_pgd(tmp_path: Path) -> None:
 def test_han2020_plan_has_a_band_step_with_the_budgets_attacks(tmp_path: Path) -> None:
     steps = resolve_steps(load_plan("han2020"), budget="cpu", out=tmp_path)
     band = next(s for s in steps if s.kind == "band")
-    assert band.model_id == "ce" and band.config["eps"] == 0.01 and band.config["trials"] == 1000
+    assert band.model_id == "resnet" and band.config["eps"] == 0.01  # the cpu budget's model and band.config["trials"] == 1000
     assert band.config["sap"] == {"steps": 20, "smooth_steps": 40, "step_size": 0.001, "output": "final"}
-    assert "limit" not in band.config["dataset"] and band.out == tmp_path / "band" / "ce"
+    assert "limit" not in band.config["dataset"] and band.out == tmp_path / "band" / "resnet"
 
 
 def test_readme_sets_each_band_experiment_beside_the_papers_number(tmp_path: Path,
@@ -104,12 +104,12 @@ def test_readme_sets_each_band_experiment_beside_the_papers_number(tmp_path: Pat
     monkeypatch.setattr("medrobust.cli.evaluate.load_model_and_data", lambda d, c, **k: (MeanThreshold(), ds, {}))
     (tmp_path / "cpu" / "eval").mkdir(parents=True)
     cfg = _config(tmp_path)
-    cfg["out"] = str(tmp_path / "cpu" / "band" / "ce")
+    cfg["out"] = str(tmp_path / "cpu" / "band" / "resnet")
     r = run_band_step(cfg)
     text = write_readme(load_plan("han2020"), tmp_path).read_text()
-    assert "### Han et al.'s experiments on SAP examples: `ce` at ε = 0.01 mV" in text
+    assert "### Han et al.'s experiments on SAP examples: `resnet` at ε = 0.01 mV" in text
     assert "| SAP misclassifies (stratified subset of the correctly classified records) | 74 % | 0.625 [" in text
     b = r["band"]
     assert (f"| Gaussian-noise re-smoothed trials still adversarial (mean over 2 SAP examples, 20 trials each) | "
-            f"87.6 % | {b['kept_fraction']:.3f} | `cpu/band/ce/band.json` |") in text
+            f"87.6 % | {b['kept_fraction']:.3f} | `cpu/band/resnet/band.json` |") in text
     assert f"| uniform samples inside the band misclassified | all | {b['uniform_misclassified']:.3f} |" in text
