@@ -27,14 +27,13 @@ from medrobust.data import load_dataset  # noqa: E402
 from medrobust.data.cinc2017 import challenge_score  # noqa: E402
 from medrobust.evaluation.metrics import classification_metrics, wilson_interval  # noqa: E402
 from medrobust.models import load_checkpoint  # noqa: E402
-from medrobust.models.inference import forward  # noqa: E402
+from medrobust.models.inference import predict  # noqa: E402
 
 SPLIT_OPTIONS = ("fs", "seconds", "units", "pad", "test_fraction", "val_fraction", "seed", "labels")
 
 
-@torch.no_grad()
 def score(model: torch.nn.Module, data, batch: int) -> dict:
-    preds = torch.cat([forward(model, data.x[i:i + batch]).argmax(1) for i in range(0, len(data), batch)])
+    preds = predict(model, data.x, batch_size=batch, mask=data.mask)
     m = classification_metrics(data.y.numpy(), preds.numpy(), data.num_classes, data.meta.classes)
     correct = int((preds == data.y).sum())
     lo, hi = wilson_interval(correct, len(data))
