@@ -28,6 +28,7 @@ def test_defaults_are_shao_et_al_cardiodefense_settings() -> None:
     assert adt.adversarial_teacher and adt.adversarial_student
     assert adt.soft_labels_train_mode is False and adt.attack_train_mode is False
     assert adt.bounds_arg == "auto" and adt.bounds is None and adt.reference_fs is None
+    assert adt.teacher_init == "fresh" and hp["teacher"] == "trained in stage 1 from a fresh initialisation"
 
 
 def test_given_pieces_reach_the_two_stage_base() -> None:
@@ -39,6 +40,8 @@ def test_given_pieces_reach_the_two_stage_base() -> None:
     assert adt.attack_train_mode is True and adt.temperature == 3.0 and adt.bounds == (0.0, 1.0)
     assert adt.reference_fs == 300.0 and not adt.adversarial_teacher and adt.adversarial_student
     assert ADT(_model(), ablation="init").adversarial_teacher and not ADT(_model(), ablation="init").adversarial_student
+    tuned = ADT(_model(), teacher_init="student")  # fine-tuning: stage 1 starts from the student's weights
+    assert tuned.teacher_init == "student" and tuned.hyperparameters()["teacher_init"] == "student"
 
 
 @pytest.mark.parametrize(("kw", "name"), [
@@ -48,7 +51,7 @@ def test_given_pieces_reach_the_two_stage_base() -> None:
     ({"smooth_steps": -1}, "smooth_steps"), ({"smooth_steps": "5"}, "smooth_steps"),
     ({"pgd_steps": 0, "smooth_steps": 0}, "pgd_steps \\+ smooth_steps"),
     ({"reference_fs": 0.0}, "reference_fs"), ({"temperature": 0.0}, "temperature"),
-    ({"ablation": "both"}, "ablation"), ({"bounds": (1.0, 0.0)}, "bounds"),
+    ({"ablation": "both"}, "ablation"), ({"bounds": (1.0, 0.0)}, "bounds"), ({"teacher_init": "copy"}, "teacher_init"),
 ])
 def test_bad_arguments_are_refused_naming_the_argument(kw: dict, name: str) -> None:
     with pytest.raises(ConfigError, match=rf"(^|\W){name}\W"):

@@ -219,11 +219,11 @@ def test_settings_reach_the_base_trainer(tmp_path: Path) -> None:
 def test_hyperparameters_pinned() -> None:
     d = DefensiveDistillation(MaskedLinear(W_S), _cfg())
     assert d.hyperparameters() == {"temperature": 100.0, "teacher": "trained in stage 1 from a fresh initialisation",
-                                   "soft_labels_mode": "eval", "adversarial_teacher": False,
+                                   "teacher_init": "fresh", "soft_labels_mode": "eval", "adversarial_teacher": False,
                                    "adversarial_student": False}
     g = DefensiveDistillation(MaskedLinear(W_S), _cfg(), temperature=2.0, teacher=MaskedLinear(W_T),
                               soft_labels_train_mode=True)
-    assert g.hyperparameters() == {"temperature": 2.0, "teacher": "given (in-memory model)",
+    assert g.hyperparameters() == {"temperature": 2.0, "teacher": "given (in-memory model)", "teacher_init": "fresh",
                                    "soft_labels_mode": "train", "adversarial_teacher": False,
                                    "adversarial_student": False}
 
@@ -388,6 +388,37 @@ def test_train_teacher_settings_and_record(stages, tmp_path: Path) -> None:
                                 "checkpoint": str(tmp_path / "teacher" / "checkpoint")}
     assert d.teacher_result["val_accuracy"] is not None
     assert d.hyperparameters()["teacher"] == "trained in stage 1 from a fresh initialisation"
+
+
+@pytest.mark.filterwarnings("ignore:distillation-teacher. degenerate model")
+def test_teacher_init_student_starts_stage_1_from_a_copy_of_the_students_weights(stages) -> None:
+    """Fine-tuning (``teacher_init="student"``): the teacher starts from the student's weights at fit time, not
+    from a fresh draw, and is a separate network (training it leaves the student's weights alone)."""
+    from medrobust.models import build_model
+
+    torch.manual_seed(0)
+    student = build_model("mlp1", num_classes=3)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    d = DefensiveDistillation(student, _cfg(seed=3), temperature=2.0, teacher_init="student")
+    assert d.hyperparameters()["teacher"] == "trained in stage 1 from a copy of the student's starting weights"
+    assert d.hyperparameters()["teacher_init"] == "student"
+    teacher = d.train_teacher(_data(10, d=187), _data(6, split="val", seed=1, d=187))
+    fresh, _ = fresh_initialisation(student, 4)
+    for k, v in before.items():
+        assert torch.equal(stages[0]["init"][k], v)
+        assert torch.equal(student.state_dict()[k], v)  # the student itself is not trained in stage 1
+    assert any(not torch.equal(stages[0]["init"][k], v) for k, v in fresh.state_dict().items())
+    assert teacher is not student
+    assert any(not torch.equal(teacher.state_dict()[k], v) for k, v in before.items())  # the copy was trained
+    assert d.teacher_source == "trained in stage 1 from a copy of the student's starting weights"
+
+
+def test_teacher_init_is_checked_and_exclusive_with_a_given_teacher() -> None:
+    with pytest.raises(ConfigError, match=r"^teacher_init must be one of \('fresh', 'student'\), got 'copy'\.$"):
+        DefensiveDistillation(MaskedLinear(W_S), _cfg(), teacher_init="copy")
+    with pytest.raises(ConfigError, match=r"^teacher_init='student' sets how stage 1 starts; a given teacher= "
+                                          r"skips stage 1: pass one of the two\.$"):
+        DefensiveDistillation(MaskedLinear(W_S), _cfg(), teacher=MaskedLinear(W_T), teacher_init="student")
 
 
 def test_train_teacher_without_out_dir_and_without_resettable_layers(stages) -> None:

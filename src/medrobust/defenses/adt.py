@@ -102,6 +102,9 @@ class ADT(_TwoStageDistillation):
         ``(lo, hi)``, ``None`` or ``"auto"`` (the data units' natural range; ADC data: unbounded).
     reference_fs
         Define the SAP kernels in seconds at this rate (``None``: in samples, as Han).
+    teacher_init
+        How stage 1 starts: ``"fresh"`` (the paper) or ``"student"`` (a copy of the student's starting weights,
+        for fine-tuning from a trained model).
     """
 
     name = "adt"
@@ -125,9 +128,10 @@ class ADT(_TwoStageDistillation):
         attack_train_mode: bool = False,
         bounds: BoundsArg = "auto",
         reference_fs: float | None = None,
+        teacher_init: str = "fresh",
     ) -> None:
         super().__init__(model, config, out_dir=out_dir, generator=generator, temperature=temperature,
-                         teacher=teacher, soft_labels_train_mode=soft_labels_train_mode)
+                         teacher=teacher, soft_labels_train_mode=soft_labels_train_mode, teacher_init=teacher_init)
         self.eps = check_float(eps, "eps", minimum=0.0, strict=True)
         self.step_size = check_float(step_size, "step_size", minimum=0.0, strict=True)
         self.pgd_steps = check_int(pgd_steps, "pgd_steps")

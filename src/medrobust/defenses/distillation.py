@@ -11,7 +11,9 @@ distilled models with margin-loss attacks too.
 
 Both networks start from independent random initialisations, as in both papers: without ``teacher=``,
 the teacher is a fresh initialisation of the student's architecture (seeded with ``config.seed + 1``),
-not a copy of the student's initial weights.
+not a copy of the student's initial weights. A fine-tuning budget, whose student starts from a trained model,
+passes ``teacher_init="student"``: the teacher then starts from a copy of those weights too (a fresh teacher
+trained for the same few batches would hand the student the soft labels of an untrained network).
 
 Choices where the reference differs (flags reproduce it):
 
@@ -32,13 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.checks import check_float
+from medrobust.checks import check_choice, check_float
 from medrobust.data.base import ECGDataset
 from medrobust.defenses.base import DefenseTrainer
 from medrobust.defenses.registry import register_defense
 from medrobust.errors import ConfigError
 from medrobust.models.inference import forward
 from medrobust.train.trainer import TrainConfig, TrainResult
+
+TEACHER_INITS = {"fresh": "trained in stage 1 from a fresh initialisation",
+                 "student": "trained in stage 1 from a copy of the student's starting weights"}
+"""How stage 1 starts (``teacher_init``): ``"fresh"`` as both papers; ``"student"`` for a fine-tuning budget
+whose student starts from a trained model (``--init-from``), so that the teacher does too."""
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
@@ -111,14 +118,19 @@ class _TwoStageDistillation(DefenseTrainer):
         temperature: float,
         teacher: nn.Module | str | Path | None,
         soft_labels_train_mode: bool,
+        teacher_init: str = "fresh",
     ) -> None:
         super().__init__(model, config, out_dir=out_dir, generator=generator)
         self.temperature = check_float(temperature, "temperature", minimum=0.0, strict=True)
         self.soft_labels_train_mode = bool(soft_labels_train_mode)
+        self.teacher_init = check_choice(teacher_init, "teacher_init", TEACHER_INITS)
+        if teacher is not None and self.teacher_init != "fresh":
+            raise ConfigError(f"teacher_init={teacher_init!r} sets how stage 1 starts; a given teacher= skips "
+                              "stage 1: pass one of the two.")
         self.teacher_source: str
         self.teacher: nn.Module | None
         if teacher is None:
-            self.teacher, self.teacher_source = None, "trained in stage 1 from a fresh initialisation"
+            self.teacher, self.teacher_source = None, TEACHER_INITS[self.teacher_init]
         elif isinstance(teacher, nn.Module):
             self.teacher, self.teacher_source = teacher, "given (in-memory model)"
         elif isinstance(teacher, (str, Path)):
@@ -132,7 +144,7 @@ class _TwoStageDistillation(DefenseTrainer):
 
     # ---------------------------------------------------------------------------------------
     def _record_hp(self) -> None:
-        self.hp = {"temperature": self.temperature, "teacher": self.teacher_source,
+        self.hp = {"temperature": self.temperature, "teacher": self.teacher_source, "teacher_init": self.teacher_init,
                    "soft_labels_mode": "train" if self.soft_labels_train_mode else "eval",
                    "adversarial_teacher": self.adversarial_teacher, "adversarial_student": self.adversarial_student}
         if self.teacher_result is not None:
@@ -162,8 +174,12 @@ class _TwoStageDistillation(DefenseTrainer):
 
     # ---------------------------------------------------------------------------------------
     def train_teacher(self, train: ECGDataset, val: ECGDataset) -> nn.Module:
-        """Stage 1: train a teacher, a fresh initialisation of the student's architecture, with ``H(y, f(x)/T)``."""
-        teacher, reset = fresh_initialisation(self.model, self.config.seed + 1)
+        """Stage 1: train a teacher with ``H(y, f(x)/T)``: a fresh initialisation of the student's architecture,
+        or (``teacher_init="student"``) a copy of the student's starting weights."""
+        if self.teacher_init == "student":
+            teacher, reset = copy.deepcopy(self.model), True
+        else:
+            teacher, reset = fresh_initialisation(self.model, self.config.seed + 1)
         if not reset:
             self.teacher_source = "trained in stage 1 from the student's initial weights (no resettable layers)"
         k = train.num_classes
@@ -221,6 +237,9 @@ class DefensiveDistillation(_TwoStageDistillation):
         :class:`TrainConfig` (its checkpoint goes to ``out_dir/teacher``).
     soft_labels_train_mode
         Compute soft labels with the teacher in train mode (reference quirk; default eval mode).
+    teacher_init
+        How stage 1 starts: ``"fresh"`` (both papers) or ``"student"`` (a copy of the student's starting
+        weights, for fine-tuning from a trained model; see :data:`TEACHER_INITS`).
     """
 
     name = "distillation"
@@ -235,7 +254,8 @@ class DefensiveDistillation(_TwoStageDistillation):
         temperature: float = 100.0,
         teacher: nn.Module | str | Path | None = None,
         soft_labels_train_mode: bool = False,
+        teacher_init: str = "fresh",
     ) -> None:
         super().__init__(model, config, out_dir=out_dir, generator=generator, temperature=temperature,
-                         teacher=teacher, soft_labels_train_mode=soft_labels_train_mode)
+                         teacher=teacher, soft_labels_train_mode=soft_labels_train_mode, teacher_init=teacher_init)
         self._record_hp()
