@@ -199,3 +199,42 @@ def test_han2020_cpu_budget_trains_the_resnet_and_the_others_hans_cnn(tmp_path: 
     assert [c["models"] for c in plan["claims"]] == [["ce", "resnet"]] * 2
     ev = resolve_steps(plan, budget="cpu", out=tmp_path)[1].config
     assert ev["protocol"]["eps"] == [0.01] and ev["dataset"]["limit"] is None
+
+
+def test_a_budgets_architecture_replaces_every_models_network_and_only_in_that_budget(tmp_path: Path) -> None:
+    """shao2022's cpu budget compares the six training methods on the han2020 cpu ResNet: every train step builds
+    the budget's architecture (the plan's own kwargs dropped), the defences fine-tune from CE with the budget's
+    mV settings, and the smoke and paper budgets keep Han's CNN trained from scratch."""
+    plan = load_plan("shao2022")
+    arch = {"name": "resnet1d", "kwargs": {"widths": [16, 32, 32, 64, 64, 128, 128], "blocks": 2, "kernel_size": 7}}
+    cpu = resolve_steps(plan, budget="cpu", out=tmp_path)
+    trains = {s.model_id: s.config for s in cpu if s.kind == "train"}
+    assert list(trains) == ["ce", "adt", "at", "distillation", "jacobian", "nsr"]
+    assert all(c["model"] == arch for c in trains.values())
+    assert all(c["init_from"] == str(tmp_path / "models" / "ce" / "checkpoint") for m, c in trains.items() if m != "ce")
+    assert "init_from" not in trains["ce"] and trains["ce"]["train"]["epochs"] == 14
+    assert trains["adt"]["defense"] == {"name": "adt", "eps": 0.01, "step_size": 0.001, "teacher_init": "student"}
+    assert trains["adt"]["train"]["max_batches_per_epoch"] == 50
+    assert all(c["dataset"]["options"]["units"] == "mV" for c in trains.values())
+    han = resolve_steps(load_plan("han2020"), budget="cpu", out=tmp_path)[0].config  # CE is that budget's model
+    assert han["model"] == arch and {k: v for k, v in han["train"].items()} == trains["ce"]["train"]
+    assert {k: v for k, v in han["dataset"]["options"].items()} == \
+        {k: v for k, v in trains["ce"]["dataset"]["options"].items() if k != "units"}
+    for budget in ("smoke", "paper"):
+        steps = [s for s in resolve_steps(plan, budget=budget, out=tmp_path) if s.kind == "train"]
+        assert len(steps) == 6 and all(s.config["model"]["name"] == "han_cnn" for s in steps)
+        assert not any("init_from" in s.config for s in steps)
+
+
+@pytest.mark.parametrize("arch,match", [
+    ({"kwargs": {}}, r"budgets.cpu.architecture: missing keys \['model'\]"),
+    ({"model": "resnet1d", "widths": [4]}, r"budgets.cpu.architecture: unknown keys \['widths'\]"),
+    ("resnet1d", r"budgets.cpu.architecture must be a mapping, got str"),
+])
+def test_bad_architecture_blocks_are_refused_naming_the_key(tmp_path: Path, arch: object, match: str) -> None:
+    plan = yaml.safe_load((Path(load_plan("ma2020")["source"])).read_text())
+    plan["budgets"]["cpu"]["architecture"] = arch
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ConfigError, match=match):
+        load_plan(str(path))

@@ -22,11 +22,13 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 BUDGETS = ("smoke", "cpu", "paper")
 PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims", "uap"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
-               "protocol", "per_dataset", "defense_options", "masking", "band", "per_model", "uap", "models"}
+               "protocol", "per_dataset", "defense_options", "masking", "band", "per_model", "uap", "models",
+               "architecture"}
 PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
                     "defense_options", "masking"}
 PER_MODEL_KEYS = {"model_kwargs", "train", "finetune", "uap"}
 MODEL_KEYS = {"model", "defense", "init", "dataset", "recipe", "kwargs"}
+ARCHITECTURE_KEYS = {"model", "kwargs"}
 CLAIM_KEYS = {"id", "claim", "paper", "eps", "models"}
 CLAIM_METRICS = ("worst_case", "success_rate")  # "success_rate LABEL": that attack among the correct samples
 
@@ -126,6 +128,9 @@ def _check_budgets(plan: dict[str, Any], path: Path) -> None:
             lacking = [m for m in chosen if plan["models"][m].get("init") not in (None, *chosen)]
             if lacking:
                 raise ConfigError(f"{path}: budgets.{b}.models lists {lacking} without the model each starts from.")
+        if spec.get("architecture") is not None:
+            _check_keys(spec["architecture"], ARCHITECTURE_KEYS, f"{path}: budgets.{b}.architecture",
+                        required={"model"})
         if spec.get("uap") is not None and plan.get("uap") is None:
             raise ConfigError(f"{path}: budgets.{b}.uap needs the plan's top-level `uap` block.")
 
@@ -171,6 +176,7 @@ def with_user_model(plan: dict[str, Any], model: str, source: dict[str, Any] | N
     for spec in plan["budgets"].values():  # the budget's model choice and per-model settings name the paper's models
         spec.pop("models", None)
         spec.pop("per_model", None)
+        spec.pop("architecture", None)
         data = {**(plan["dataset"].get("options") or {}), **(spec.get("dataset_options") or {})}
         fitted = {k: v for k, v in _fitting(plan["dataset"]["name"], signal or {}, data).items() if data.get(k) != v}
         if fitted:
@@ -209,11 +215,17 @@ def user_model_signal(card: dict[str, Any], source: dict[str, Any] | None = None
 
 
 def budget_plan(plan: dict[str, Any], budget: str) -> dict[str, Any]:
-    """The plan with only the models the budget runs (its ``models`` list; all when it has none)."""
-    chosen = (plan["budgets"].get(budget) or {}).get("models")
-    if chosen is None:
+    """The plan with only the models the budget runs (its ``models`` list; all when it has none), each built
+    as the budget's ``architecture`` (``model`` and ``kwargs`` replace every model's own) where it sets one:
+    a budget that cannot afford the paper's network compares the same training methods on another."""
+    spec = plan["budgets"].get(budget) or {}
+    chosen, arch = spec.get("models"), spec.get("architecture")
+    if chosen is None and arch is None:
         return plan
-    return {**plan, "models": {m: s for m, s in plan["models"].items() if m in chosen}}
+    models = {m: s for m, s in plan["models"].items() if chosen is None or m in chosen}
+    if arch is not None:
+        models = {m: {**s, "model": arch["model"], "kwargs": dict(arch.get("kwargs") or {})} for m, s in models.items()}
+    return {**plan, "models": models}
 
 
 def resolve_steps(plan: dict[str, Any], *, budget: str, out: Path, data_dir: str | None = None) -> list[Step]:
