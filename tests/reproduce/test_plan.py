@@ -238,3 +238,28 @@ def test_bad_architecture_blocks_are_refused_naming_the_key(tmp_path: Path, arch
     path.write_text(yaml.safe_dump(plan))
     with pytest.raises(ConfigError, match=match):
         load_plan(str(path))
+
+
+@pytest.mark.parametrize("scale", [0, -0.001, "0.001", True, None])
+def test_bad_eps_scales_are_refused_naming_the_key(tmp_path: Path, scale: object) -> None:
+    plan = yaml.safe_load((Path(load_plan("ma2020")["source"])).read_text())
+    plan["budgets"]["cpu"]["eps_scale"] = scale
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ConfigError, match=r"budgets.cpu.eps_scale must be a number > 0 \(the plan's ε in this "
+                                          r"budget's units, e.g. 0.001 for ADC units read as mV\), got "):
+        load_plan(str(path))
+
+
+def test_a_budget_without_its_own_eps_attacks_the_plans_eps_times_its_eps_scale(tmp_path: Path) -> None:
+    plan = load_plan("shao2022")
+    spec = plan["budgets"]["cpu"]
+    given = [s.config["protocol"]["eps"] for s in resolve_steps(plan, budget="cpu", out=tmp_path) if s.kind == "evaluate"]
+    del spec["eps"]
+    scaled = [s.config["protocol"]["eps"] for s in resolve_steps(plan, budget="cpu", out=tmp_path) if s.kind == "evaluate"]
+    assert scaled == given == [[0.005, 0.01, 0.025]] * 6
+    first_eval = lambda: next(s for s in resolve_steps(plan, budget="cpu", out=tmp_path) if s.kind == "evaluate")  # noqa: E731
+    spec["eps_scale"] = 0.002
+    assert first_eval().config["protocol"]["eps"] == [0.01, 0.02, 0.05]
+    del spec["eps_scale"]
+    assert first_eval().config["protocol"]["eps"] == [5, 10, 25]

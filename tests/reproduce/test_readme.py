@@ -70,3 +70,21 @@ def test_a_budget_shows_only_the_models_it_ran(tmp_path: Path) -> None:
     (smoke / "card.json").write_text((ev / "card.json").read_text())
     text = write_readme(plan, tmp_path).read_text()
     assert "only Han's CNN" in text.split("## Budget `smoke`")[1] and "ce: sap misclassifies 0.700" in text
+
+
+def test_a_budgets_eps_scale_reads_the_claims_at_that_budgets_units(tmp_path: Path) -> None:
+    """shao2022's claims are in ADC units (ε 5, 10, 25); its cpu budget attacks mV records, eps_scale 0.001: the
+    claim at ε 10 reads the card's result at 0.01 mV, not the one at 0.025, and an ADC-unit ε is not found there."""
+    plan = load_plan("shao2022")
+    assert plan["budgets"]["cpu"]["eps_scale"] == 0.001
+    for mid, (at10, at25) in {"ce": (3, 1), "adt": (9, 4)}.items():
+        ev = tmp_path / "cpu" / "eval" / mid
+        ev.mkdir(parents=True)
+        results = [{"eps": e, "robust_accuracy": _r(k, 12), "attacks": []} for e, k in ((0.01, at10), (0.025, at25))]
+        (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)}, "results": results}))
+    row = next(line for line in write_readme(plan, tmp_path).read_text().splitlines() if "holds against SAP" in line)
+    assert "ce: worst-case 0.250" in row and "adt: worst-case 0.750" in row
+    row25 = next(line for line in (tmp_path / "README.md").read_text().splitlines() if "released code" in line)
+    assert "ce: worst-case 0.083" in row25 and "adt: worst-case 0.333" in row25 and "at: not run at ε 0.025" in row25
+    row5 = next(line for line in (tmp_path / "README.md").read_text().splitlines() if "low-ε PGD" in line)
+    assert "ce: not run at ε 0.005" in row5

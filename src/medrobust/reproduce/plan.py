@@ -23,7 +23,7 @@ BUDGETS = ("smoke", "cpu", "paper")
 PLAN_KEYS = {"name", "paper", "recipe", "dataset", "datasets", "models", "evaluation", "budgets", "claims", "uap"}
 BUDGET_KEYS = {"note", "dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
                "protocol", "per_dataset", "defense_options", "masking", "band", "per_model", "uap", "models",
-               "architecture"}
+               "architecture", "eps_scale"}
 PER_DATASET_KEYS = {"dataset_options", "model_kwargs", "train", "finetune", "limit", "eps", "attack_options",
                     "defense_options", "masking"}
 PER_MODEL_KEYS = {"model_kwargs", "train", "finetune", "uap"}
@@ -131,6 +131,10 @@ def _check_budgets(plan: dict[str, Any], path: Path) -> None:
         if spec.get("architecture") is not None:
             _check_keys(spec["architecture"], ARCHITECTURE_KEYS, f"{path}: budgets.{b}.architecture",
                         required={"model"})
+        scale = spec.get("eps_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ConfigError(f"{path}: budgets.{b}.eps_scale must be a number > 0 (the plan's ε in this budget's "
+                              f"units, e.g. 0.001 for ADC units read as mV), got {scale!r}.")
         if spec.get("uap") is not None and plan.get("uap") is None:
             raise ConfigError(f"{path}: budgets.{b}.uap needs the plan's top-level `uap` block.")
 
@@ -341,9 +345,10 @@ def _eval_step(plan: dict[str, Any], spec: dict[str, Any], ds: dict[str, Any], m
     if unknown:
         raise ConfigError(f"{plan['source']}: attack_options name unknown attack labels {sorted(unknown)}.")
     m = plan["models"][mid]
+    eps = list(spec.get("eps") or [float(e) * spec.get("eps_scale", 1.0) for e in ev["eps"]])
     cfg = {"checkpoint": _checkpoint(plan, mid, out),
            "dataset": {**ds, "split": "test", "limit": spec.get("limit")},
-           "protocol": {"attacks": attacks, "eps": list(spec.get("eps") or ev["eps"]), "mode": "individual",
+           "protocol": {"attacks": attacks, "eps": eps, "mode": "individual",
                         "minimal_eps": False, "seed": 0, **(spec.get("protocol") or {})},
            "out": str(out / "eval" / mid), "report": False}
     if "source" in m:

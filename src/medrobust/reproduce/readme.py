@@ -41,7 +41,7 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
         card = cards.get(mid)
         res = _at(card, claim["eps"]) if card else None
         if res is None:
-            parts.append(f"{mid}: not run at ε {claim['eps']}")
+            parts.append(f"{mid}: not run at ε {claim['eps']:g}")
             continue
         clean = card["clean"]["accuracy"]  # type: ignore[index]
         flags = [f["code"] for f in card.get("flags", []) if isinstance(f, dict) and f.get("code")]  # type: ignore[union-attr]
@@ -153,9 +153,11 @@ def _band_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
 
 def _ran(plan: dict[str, Any], budget: str) -> dict[str, Any]:
     """The plan as ``budget`` ran it: its models only, and each claim over those of them it names (a claim naming
-    none of them is left out of that budget's table)."""
+    none of them is left out of that budget's table), at its ε times the budget's ``eps_scale``."""
     ran = budget_plan(plan, budget)
-    claims = [{**c, "models": [m for m in c["models"] if m in ran["models"]]} for c in plan.get("claims", [])]
+    scale = float(plan["budgets"][budget].get("eps_scale", 1.0))  # the claims' ε in this budget's units
+    claims = [{**c, "eps": float(c["eps"]) * scale,
+               "models": [m for m in c["models"] if m in ran["models"]]} for c in plan.get("claims", [])]
     return {**ran, "claims": [c for c in claims if c["models"]]}
 
 
