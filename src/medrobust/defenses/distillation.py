@@ -118,7 +118,7 @@ class _TwoStageDistillation(DefenseTrainer):
         temperature: float,
         teacher: nn.Module | str | Path | None,
         soft_labels_train_mode: bool,
-        teacher_init: str = "fresh",
+        teacher_init: str,
     ) -> None:
         super().__init__(model, config, out_dir=out_dir, generator=generator)
         self.temperature = check_float(temperature, "temperature", minimum=0.0, strict=True)
