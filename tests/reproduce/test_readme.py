@@ -88,3 +88,33 @@ def test_a_budgets_eps_scale_reads_the_claims_at_that_budgets_units(tmp_path: Pa
     assert "ce: worst-case 0.083" in row25 and "adt: worst-case 0.333" in row25 and "at: not run at ε 0.025" in row25
     row5 = next(line for line in (tmp_path / "README.md").read_text().splitlines() if "low-ε PGD" in line)
     assert "ce: not run at ε 0.005" in row5
+
+
+def test_eps_curves_start_at_clean_accuracy_and_follow_increasing_eps_with_wilson_bars() -> None:
+    from medrobust.evaluation.metrics import wilson_interval
+    from medrobust.reproduce.readme import eps_curves
+
+    card = {"clean": {"accuracy": _r(9, 10)},
+            "results": [{"eps": 0.05, "robust_accuracy": _r(2, 10)}, {"eps": 0.01, "robust_accuracy": _r(6, 10)}]}
+    curves = eps_curves({"ce": card, "nsr": None})
+    assert list(curves) == ["ce"]  # a model without results has no curve
+    assert [(e, v) for e, v, _, _ in curves["ce"]] == [(0.0, 0.9), (0.01, 0.6), (0.05, 0.2)]
+    assert [p[2:] for p in curves["ce"]] == [wilson_interval(9, 10), wilson_interval(6, 10), wilson_interval(2, 10)]
+    assert eps_curves({"ce": None}) == {}
+
+
+def test_the_readme_shows_the_eps_figure_of_a_budget_with_results(tmp_path: Path) -> None:
+    plan = load_plan("han2020")
+    ev = tmp_path / "cpu" / "eval" / "resnet"
+    ev.mkdir(parents=True)
+    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)}, "data": {"units": "mV"},
+                                              "results": [{"eps": 0.01, "robust_accuracy": _r(2, 12), "attacks": [
+                                                  {"label": "sap", "success_rate": _r(7, 10)},
+                                                  {"label": "pgd", "success_rate": _r(8, 10)}]}]}))
+    text = write_readme(plan, tmp_path).read_text()
+    assert "![worst-case robust accuracy against ε per model, ε = 0: clean accuracy](cpu/figures/" \
+           "robust_accuracy_vs_eps.png)" in text
+    assert (tmp_path / "cpu" / "figures" / "robust_accuracy_vs_eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ev / "card.json").unlink()
+    (tmp_path / "cpu" / "eval" / "other").mkdir()
+    assert "robust_accuracy_vs_eps" not in write_readme(plan, tmp_path).read_text()  # no results: no figure

@@ -100,6 +100,50 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     return lines
 
 
+def eps_curves(cards: dict[str, dict[str, Any] | None]) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per model with results: ``(ε, robust accuracy, Wilson low, Wilson high)`` points, the clean accuracy at
+    ε = 0 first, then the worst case at every evaluated ε in increasing order."""
+    curves = {}
+    for mid, card in cards.items():
+        if not card:
+            continue
+        points = [(0.0, card["clean"]["accuracy"])] + sorted(
+            ((float(r["eps"]), r["robust_accuracy"]) for r in card["results"]), key=lambda p: p[0])
+        curves[mid] = [(e, float(a["value"]), *wilson_interval(int(a["numerator"]), int(a["denominator"])))
+                       for e, a in points]
+    return curves
+
+
+def _eps_figure(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
+    """``<budget>/figures/robust_accuracy_vs_eps.png`` (worst-case robust accuracy against ε per model, 95 % Wilson
+    bars; ε = 0 is clean accuracy; one panel per dataset and units) and the README lines showing it; none when no
+    model has results."""
+    cards = {mid: _card(root, budget, mid) for mid in plan["models"]}
+    curves = eps_curves(cards)
+    if not curves:
+        return []
+    from medrobust.reproduce.hirano_figures import pyplot, save_png
+
+    panels: dict[tuple[str, str], list[str]] = {}
+    for mid in curves:
+        data = cards[mid].get("data") or {}  # type: ignore[union-attr]
+        panels.setdefault((str(data.get("name", "")), str(data.get("units") or "input units")), []).append(mid)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.6), squeeze=False)
+    for ax, ((dataset, units), mids) in zip(axes[0], panels.items()):
+        for mid in mids:
+            e, v, lo, hi = (list(col) for col in zip(*curves[mid]))
+            ax.errorbar(e, v, yerr=[[a - b for a, b in zip(v, lo)], [b - a for a, b in zip(v, hi)]], marker="o",
+                        capsize=2, label=mid)
+        ax.set(xlabel=f"ε ({units}, L∞)", ylabel="worst-case robust accuracy", ylim=(0, 1.02),
+               title=f"{plan['name']}, budget {budget}" + (f": {dataset}" if len(panels) > 1 else ""))
+        ax.legend(fontsize=7)
+    name = f"{budget}/figures/robust_accuracy_vs_eps.png"
+    (root / budget / "figures").mkdir(parents=True, exist_ok=True)
+    save_png(fig, root / name)
+    return [f"![worst-case robust accuracy against ε per model, ε = 0: clean accuracy]({name})", ""]
+
+
 def _masking_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     """Gradient-masking checks (``<budget>/masking/<model>/masking.json``): empty when none ran."""
     rows = []
@@ -186,7 +230,7 @@ def write_readme(plan: dict[str, Any], root: Path) -> Path:
         ran = _ran(plan, budget)
         lines += ["### Paper vs ours", ""]
         lines += _claims_table(ran, root, budget) + [""]
-        lines += ["### Every model", ""] + _models_table(ran, root, budget) + [""]
+        lines += ["### Every model", ""] + _models_table(ran, root, budget) + [""] + _eps_figure(ran, root, budget)
         lines += _masking_table(ran, root, budget)
         lines += _band_table(ran, root, budget)
     path = root / "README.md"
