@@ -29,6 +29,11 @@ def test_the_plan_evaluates_the_users_model_and_trains_nothing(tmp_path: Path) -
     assert load_plan("ma2020")["models"]["ce"] == {"model": "cnn1", "defense": "ce"}     # the shipped plan untouched
     han = resolve_steps(with_user_model(load_plan("han2020"), "h.onnx"), budget="cpu", out=tmp_path)
     assert [s.kind for s in han] == ["evaluate", "band"] and han[1].config["checkpoint"] == "h.onnx"
+    # a budget's architecture builds the paper's models, never the user's: shao2022's cpu budget evaluates the file
+    shao = resolve_steps(with_user_model(load_plan("shao2022"), "s.onnx"), budget="cpu", out=tmp_path)
+    assert [s.kind for s in shao] == ["evaluate", "masking"]
+    assert shao[0].config["checkpoint"] == shao[1].config["checkpoint"] == "s.onnx"
+    assert shao[0].config["protocol"]["eps"] == [0.005, 0.01, 0.025]  # the budget's mV radii
 
 
 def test_the_readme_says_the_model_is_the_users_and_was_not_trained(tmp_path: Path) -> None:
