@@ -10,6 +10,9 @@ from medrobust.reproduce import load_plan
 from medrobust.reproduce.readme import write_readme
 
 
+TM = {"norm": "linf", "eps_mode": "abs", "units": "mV"}  # every result card has its threat model
+
+
 def _r(num: int, den: int) -> dict:
     return {"numerator": num, "denominator": den, "value": num / den}
 
@@ -19,7 +22,7 @@ def test_success_rate_claim_and_model_rows(tmp_path: Path) -> None:
     ev = tmp_path / "cpu" / "eval" / "resnet"  # the cpu budget runs the ResNet
     ev.mkdir(parents=True)
     attacks = [{"label": "sap", "success_rate": _r(37, 50)}, {"label": "pgd", "success_rate": _r(45, 50)}]
-    card = {"clean": {"accuracy": _r(50, 60)}, "flags": [{"code": "degenerate-model", "title": "x"}],
+    card = {"threat_model": TM, "clean": {"accuracy": _r(50, 60)}, "flags": [{"code": "degenerate-model", "title": "x"}],
             "results": [{"eps": 0.01, "robust_accuracy": _r(4, 60), "attacks": attacks}]}
     (ev / "card.json").write_text(json.dumps(card))
     models = tmp_path / "cpu" / "models" / "resnet"
@@ -42,7 +45,7 @@ def test_no_correct_sample_reads_as_no_samples(tmp_path: Path) -> None:
     ev = tmp_path / "smoke" / "eval" / "ce"
     ev.mkdir(parents=True)
     attacks = [{"label": "sap", "success_rate": _r_zero()}, {"label": "pgd", "success_rate": _r_zero()}]
-    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": {"numerator": 0, "denominator": 12, "value": 0.0}},
+    (ev / "card.json").write_text(json.dumps({"threat_model": TM, "clean": {"accuracy": {"numerator": 0, "denominator": 12, "value": 0.0}},
                                               "results": [{"eps": 0.01, "robust_accuracy": {"numerator": 0,
                                                            "denominator": 12, "value": 0.0}, "attacks": attacks}]}))
     text = write_readme(plan, tmp_path).read_text()
@@ -58,7 +61,7 @@ def test_a_budget_shows_only_the_models_it_ran(tmp_path: Path) -> None:
     ev = tmp_path / "cpu" / "eval" / "resnet"
     ev.mkdir(parents=True)
     attacks = [{"label": "sap", "success_rate": _r(7, 10)}, {"label": "pgd", "success_rate": _r(8, 10)}]
-    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)},
+    (ev / "card.json").write_text(json.dumps({"threat_model": TM, "clean": {"accuracy": _r(10, 12)},
                                               "results": [{"eps": 0.01, "robust_accuracy": _r(2, 12), "attacks": attacks}]}))
     text = write_readme(plan, tmp_path).read_text()
     assert "resnet: sap misclassifies 0.700" in text and "| resnet | cinc2017 | ce |" in text
@@ -81,7 +84,7 @@ def test_a_budgets_eps_scale_reads_the_claims_at_that_budgets_units(tmp_path: Pa
         ev = tmp_path / "cpu" / "eval" / mid
         ev.mkdir(parents=True)
         results = [{"eps": e, "robust_accuracy": _r(k, 12), "attacks": []} for e, k in ((0.01, at10), (0.025, at25))]
-        (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)}, "results": results}))
+        (ev / "card.json").write_text(json.dumps({"threat_model": TM, "clean": {"accuracy": _r(10, 12)}, "results": results}))
     row = next(line for line in write_readme(plan, tmp_path).read_text().splitlines() if "holds against SAP" in line)
     assert "ce: worst-case 0.250" in row and "adt: worst-case 0.750" in row
     row25 = next(line for line in (tmp_path / "README.md").read_text().splitlines() if "released code" in line)
@@ -94,7 +97,7 @@ def test_eps_curves_start_at_clean_accuracy_and_follow_increasing_eps_with_wilso
     from medrobust.evaluation.metrics import wilson_interval
     from medrobust.reproduce.readme import eps_curves
 
-    card = {"clean": {"accuracy": _r(9, 10)},
+    card = {"threat_model": TM, "clean": {"accuracy": _r(9, 10)},
             "results": [{"eps": 0.05, "robust_accuracy": _r(2, 10)}, {"eps": 0.01, "robust_accuracy": _r(6, 10)}]}
     curves = eps_curves({"ce": card, "nsr": None})
     assert list(curves) == ["ce"]  # a model without results has no curve
@@ -107,7 +110,7 @@ def test_the_readme_shows_the_eps_figure_of_a_budget_with_results(tmp_path: Path
     plan = load_plan("han2020")
     ev = tmp_path / "cpu" / "eval" / "resnet"
     ev.mkdir(parents=True)
-    (ev / "card.json").write_text(json.dumps({"clean": {"accuracy": _r(10, 12)}, "data": {"units": "mV"},
+    (ev / "card.json").write_text(json.dumps({"threat_model": TM, "clean": {"accuracy": _r(10, 12)}, "data": {"units": "mV"},
                                               "results": [{"eps": 0.01, "robust_accuracy": _r(2, 12), "attacks": [
                                                   {"label": "sap", "success_rate": _r(7, 10)},
                                                   {"label": "pgd", "success_rate": _r(8, 10)}]}]}))

@@ -26,7 +26,8 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _eps_axis_label(card: dict[str, Any]) -> str:
+def eps_axis_label(card: dict[str, Any]) -> str:
+    """The x-axis label of a card's ε: its norm and units, or the relative scale it was given in."""
     tm = card["threat_model"]
     unit = tm.get("units") or ""
     mode = tm.get("eps_mode", "abs")
@@ -67,7 +68,7 @@ def robustness_curves_figure(card: dict[str, Any]) -> Figure:
         ax.plot(me["curve"]["eps"], me["curve"]["accuracy"], ls=(0, (6, 2)), lw=1.2, color="crimson", zorder=2.5,
                 label=f"from minimal ε, one run (AUC {me['auc']:.3f})")
     _annotate_snr(ax, card)
-    ax.set_xlabel(_eps_axis_label(card))
+    ax.set_xlabel(eps_axis_label(card))
     ax.set_ylabel("accuracy under attack")
     ax.set_ylim(-0.02, 1.08)
     ax.grid(alpha=0.3)

@@ -122,20 +122,21 @@ def _eps_figure(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     curves = eps_curves(cards)
     if not curves:
         return []
+    from medrobust.report.figures import eps_axis_label
     from medrobust.reproduce.hirano_figures import pyplot, save_png
 
-    panels: dict[tuple[str, str], list[str]] = {}
+    panels: dict[tuple[str, str], list[str]] = {}  # one per dataset and ε scale (norm, units)
     for mid in curves:
-        data = cards[mid].get("data") or {}  # type: ignore[union-attr]
-        panels.setdefault((str(data.get("name", "")), str(data.get("units") or "input units")), []).append(mid)
+        card = cards[mid] or {}
+        panels.setdefault((str((card.get("data") or {}).get("name", "")), eps_axis_label(card)), []).append(mid)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.6), squeeze=False)
-    for ax, ((dataset, units), mids) in zip(axes[0], panels.items()):
+    for ax, ((dataset, xlabel), mids) in zip(axes[0], panels.items()):
         for mid in mids:
             e, v, lo, hi = (list(col) for col in zip(*curves[mid]))
             ax.errorbar(e, v, yerr=[[a - b for a, b in zip(v, lo)], [b - a for a, b in zip(v, hi)]], marker="o",
                         capsize=2, label=mid)
-        ax.set(xlabel=f"ε ({units}, L∞)", ylabel="worst-case robust accuracy", ylim=(0, 1.02),
+        ax.set(xlabel=xlabel, ylabel="worst-case robust accuracy", ylim=(0, 1.02),
                title=f"{plan['name']}, budget {budget}" + (f": {dataset}" if len(panels) > 1 else ""))
         ax.legend(fontsize=7)
     name = f"{budget}/figures/robust_accuracy_vs_eps.png"
