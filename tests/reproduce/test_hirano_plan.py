@@ -163,6 +163,43 @@ def test_readme_claims_are_read_from_the_uap_results(tmp_path: Path) -> None:
     assert (tmp_path / "cpu" / "figures" / "fooling_rate_vs_zeta.png").stat().st_size > 1000
 
 
+def test_readme_shows_where_fooled_inputs_went_and_the_resized_data(tmp_path: Path) -> None:
+    plan = load_plan("hirano2021")
+    one_way = _unit("fgsm", "l2", 0.04, None, 6, [8, 2])
+    one_way["test"]["transition"] = [[2, 0], [6, 2]]                 # 6 of the 8 predicted pneumonia -> normal
+    both = _unit("batched", "l2", 0.04, None, 3, [5, 5])
+    both["test"]["transition"] = [[3, 1], [2, 4]]
+    linf = _unit("fgsm", "linf", 0.04, None, 1, [5, 5])
+    linf["test"]["transition"] = [[4, 0], [1, 5]]
+    control = _unit("random_uniform", "l2", 0.04, None, 1, [5, 5])
+    control["test"]["transition"] = [[4, 0], [1, 5]]
+    _write(tmp_path, "resnet18_112", [one_way, both, linf, control, _unit("fgsm", "l2", 0.02, None, 0, [2, 8])])
+    summary = tmp_path / "cpu" / "models" / "resnet18_112" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"config": {"model": {"name": "resnet18", "kwargs": {"small_input": False}}},
+                                   "test": {"correct": 9, "n": 10}}))
+    text = "\n".join(readme_lines(plan, tmp_path, "cpu"))
+    assert "### Non-targeted UAPs: where the fooled test inputs went" in text
+    flow = [line for line in text.splitlines() if line.startswith(("| resnet18_112 | fgsm", "| resnet18_112 | batched",
+                                                                      "| resnet18_112 | random"))]
+    assert len(flow) == 2      # L2 UAPs with a transition matrix only: no L-inf, no control, not the ζ 2 % one
+    assert flow[0].startswith("| resnet18_112 | fgsm l2 ζ 4% | 0.600 [")
+    assert flow[0].endswith("| normal 6, pneumonia 0 | 100% into normal | 0.800 |")    # 8 of 10 not predicted normal
+    assert flow[1].startswith("| resnet18_112 | batched l2 ζ 4% | 0.300 [")
+    assert flow[1].endswith("| normal 2, pneumonia 1 | 67% into normal | 0.600 |")
+    models = [r for r in text.splitlines() if r.startswith("| resnet18_112 | pneumoniamnist")]
+    assert models and models[0].startswith("| resnet18_112 | pneumoniamnist 112×112 | ce | ImageNet | 0.900 [")
+
+
+def test_readme_names_the_data_and_its_size() -> None:
+    from medrobust.reproduce.hirano_readme import _data_name
+
+    assert _data_name({"name": "medmnist", "options": {"flag": "breastmnist"}}) == "breastmnist"
+    assert _data_name({"name": "medmnist", "options": {"flag": "pneumoniamnist", "size": 64}}) == "pneumoniamnist 64×64"
+    assert _data_name({"name": "image_folder", "options": {"size": [96, 128]}}) == "image_folder 96×128"
+    assert _data_name({"name": "medmnist"}) == "medmnist"
+
+
 @pytest.mark.parametrize("budget", ["smoke", "cpu", "paper"])
 def test_every_train_step_of_every_budget_is_a_valid_training_config(tmp_path: Path, budget: str) -> None:
     import inspect

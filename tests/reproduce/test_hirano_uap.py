@@ -17,7 +17,7 @@ from medrobust.attacks import UniversalPerturbation as SOLVER
 from medrobust.data.base import DatasetMeta, ECGDataset
 from medrobust.errors import ConfigError, DataError
 from medrobust.reproduce import hirano_uap
-from medrobust.reproduce.hirano_uap import run_uap_step, uap_metrics, uap_step_config, unit_specs
+from medrobust.reproduce.hirano_uap import fooled_flow, run_uap_step, uap_metrics, uap_step_config, unit_specs
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -69,6 +69,32 @@ def test_uap_metrics_refuse_bad_predictions(clean: list[int], adv: list[int], y:
     with pytest.raises(DataError, match=match):
         uap_metrics(clean=torch.tensor(clean, dtype=torch.long), adv=torch.tensor(adv, dtype=torch.long),
                     y=torch.tensor(y, dtype=torch.long), k=k)
+
+
+def test_fooled_flow_counts_where_the_fooled_inputs_went_and_the_one_way_ceiling() -> None:
+    # clean 0 -> adv 1 twice, clean 1 -> adv 0 five times, clean 2 -> adv 0 once; 10 inputs, 8 fooled
+    f = fooled_flow([[1, 2, 0], [5, 0, 0], [1, 0, 1]])
+    assert f["into"] == [6, 2, 0] and f["fooled"] == 8 and f["dominant"] == 0
+    assert f["share"] == 6 / 8 and f["ceiling"] == 7 / 10       # 3 inputs predicted 0 clean: at most 7 of 10
+    # the resnet18_112 shape: every fooled pneumonia went to normal; 168 of 624 were normal clean
+    two = fooled_flow([[168, 0], [321, 135]])
+    assert two["into"] == [321, 0] and two["share"] == 1.0 and two["ceiling"] == 456 / 624
+    # the dominant class is the destination, not the larger clean class
+    up = fooled_flow([[2, 3], [0, 95]])
+    assert up["dominant"] == 1 and up["ceiling"] == 5 / 100 and up["into"] == [0, 3]
+
+
+def test_fooled_flow_with_nothing_fooled_or_a_tie() -> None:
+    none = fooled_flow([[4, 0], [0, 6]])
+    assert none["fooled"] == 0 and none["share"] is None and none["dominant"] == 0 and none["ceiling"] == 0.6
+    tie = fooled_flow([[3, 2], [2, 3]])
+    assert tie["dominant"] == 0 and tie["share"] == 0.5 and tie["ceiling"] == 0.5
+
+
+@pytest.mark.parametrize("bad", [[[1, 2]], [[1]], [[0, 0], [0, 0]], [[1, -1], [0, 1]], [1, 2], [[1, 2], [3]]])
+def test_fooled_flow_refuses_a_matrix_that_is_not_a_count_table(bad: Any) -> None:
+    with pytest.raises(DataError, match="square k x k"):
+        fooled_flow(bad)
 
 
 # ----------------------------------------------------------------------------------------------- config

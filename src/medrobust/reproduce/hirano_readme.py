@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.evaluation.metrics import wilson_interval
+from medrobust.reproduce.hirano_uap import fooled_flow
 from medrobust.reproduce.plan import command, config_path
 
 SUCCESS = 0.80
@@ -159,6 +160,14 @@ def _stem(summary: dict[str, Any] | None) -> str:
     return text + (", batch norm" if kwargs.get("batch_norm") else "")
 
 
+def _data_name(data: dict[str, Any]) -> str:
+    """``pneumoniamnist``, or ``pneumoniamnist 112×112`` for a dataset the plan resizes (option ``size``)."""
+    options = data.get("options") or {}
+    size = options.get("size")
+    hw = (size, size) if isinstance(size, int) else tuple(size) if size else None
+    return str(options.get("flag", data["name"])) + (f" {hw[0]}×{hw[1]}" if hw else "")
+
+
 def _models_table(plan: dict[str, Any], root: Path, budget: str, results: dict[str, Any]) -> list[str]:
     grid = sorted({(u["method"], u["norm"], float(u["zeta"])) for r in results.values() if r for u in r["units"]
                    if u["target"] is None})
@@ -170,8 +179,7 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str, results: dict[s
         if summary is None and res is None:
             continue
         test = (summary or {}).get("test") or {}
-        data = (plan.get("datasets") or {}).get(spec.get("dataset"), plan["dataset"])
-        name = (data.get("options") or {}).get("flag", data["name"])
+        name = _data_name((plan.get("datasets") or {}).get(spec.get("dataset"), plan["dataset"]))
         defence = spec["defense"] + (f" (from {spec['init']})" if spec.get("init") else "")
         row = [mid, name, defence, _stem(summary), _rate(test["correct"], test["n"]) if test else "–"]
         row += [_fr_text(_unit(res, method=m, norm=n, zeta=z)) for m, n, z in grid]
@@ -190,6 +198,25 @@ def _targeted_table(plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
             t = u["target"]
             lines.append(f"| {mid} | {u['method']} {u['norm']} ζ {u['zeta']:.0%} | {res['classes'][t]} | "
                          f"{_success(u, t)} | {_success(u, t, excluding=True)} | {_success(u, t, 'train')} |")
+    return lines if len(lines) > 2 else []
+
+
+def _flow_table(plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Per non-targeted L2 UAP of each base model: where its fooled test inputs went
+    (:func:`~medrobust.reproduce.hirano_uap.fooled_flow`) and the fooling-rate ceiling of a one-way UAP."""
+    lines = ["| model | UAP | fooling rate | fooled inputs moved into | into the dominant class | "
+             "ceiling of a one-way UAP (inputs not predicted that class) |", "|---|---|---|---|---|---|"]
+    for mid in _base_models(plan, results):
+        res = results[mid]
+        for u in res["units"]:
+            if u["target"] is not None or u["method"].startswith("random") or u["norm"] != "l2" \
+                    or "transition" not in u["test"]:
+                continue
+            f = fooled_flow(u["test"]["transition"])
+            moved = ", ".join(f"{c} {k}" for c, k in zip(res["classes"], f["into"]))
+            share = "–" if f["share"] is None else f"{f['share']:.0%} into {res['classes'][f['dominant']]}"
+            lines.append(f"| {mid} | {u['method']} {u['norm']} ζ {u['zeta']:.0%} | {_fr_text(u)} | {moved} | "
+                         f"{share} | {f['ceiling']:.3f} |")
     return lines if len(lines) > 2 else []
 
 
@@ -242,6 +269,13 @@ def readme_lines(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     lines = ["### Paper vs ours", "", *_claims_table(plan, root, budget, results), "",
              "### Non-targeted UAPs: fooling rate on the test split (pred(x + v) ≠ pred(x))", "",
              *_models_table(plan, root, budget, results), ""]
+    flow = _flow_table(plan, results)
+    if flow:
+        lines += ["### Non-targeted UAPs: where the fooled test inputs went", "",
+                  "On a two-class task a UAP that moves inputs one way only — into the dominant class — fools at most "
+                  "the inputs not already predicted that class: the last column. The paper's > 80 % needs a UAP that "
+                  "moves both classes, or a model that predicts the other class for more than 80 % of the inputs.",
+                  "", *flow, ""]
     targeted = _targeted_table(plan, results)
     if targeted:
         lines += ["### Targeted UAPs", "", *targeted, ""]

@@ -78,6 +78,30 @@ def uap_metrics(*, clean: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, k: i
             "targets": targets, "transition": trans.tolist()}
 
 
+def fooled_flow(transition: list[list[int]]) -> dict[str, Any]:
+    """Where the inputs a non-targeted UAP fooled went, from its ``transition`` matrix (clean ``i`` -> perturbed
+    ``j``; :func:`uap_metrics`).
+
+    ``into[j]``: inputs moved into class ``j`` from another; ``dominant``: the class most of them went to (the
+    lowest index on a tie); ``share``: its part of all fooled inputs (``None`` when none was fooled);
+    ``ceiling``: the fooling rate of a UAP that moved every input not already predicted ``dominant`` into it and
+    no other, i.e. the share of inputs whose clean prediction is not ``dominant``. Hirano et al. (2021) observe
+    that UAPs push inputs into one or two dominant classes; on a two-class task such a one-way UAP cannot fool more
+    than ``ceiling``, which the README prints beside the fooling rate.
+    """
+    try:
+        t = np.asarray(transition, dtype=np.int64)
+    except (TypeError, ValueError):
+        t = np.zeros(0, dtype=np.int64)
+    if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 2 or t.sum() == 0 or (t < 0).any():
+        raise DataError(f"fooled_flow needs a square k x k (k >= 2) count matrix with some inputs, got {transition!r}.")
+    n, into = int(t.sum()), t.sum(axis=0) - np.diag(t)
+    fooled, dominant = int(into.sum()), int(np.argmax(into))
+    return {"into": into.tolist(), "fooled": fooled, "dominant": dominant,
+            "share": float(into[dominant]) / fooled if fooled else None,
+            "ceiling": float(n - t[dominant].sum()) / n}
+
+
 # ----------------------------------------------------------------------------------------------- config
 def _fail(where: str, msg: str) -> ConfigError:
     return ConfigError(f"{where}: {msg}")
