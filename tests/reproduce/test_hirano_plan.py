@@ -146,7 +146,11 @@ def test_readme_claims_are_read_from_the_uap_results(tmp_path: Path) -> None:
     nt = [line for line in text.splitlines() if line.startswith("| almost imperceptible") and "ζ = 4%" in line][0]
     assert "**1 of 2 models above 0.80**" in nt and "resnet18: 0.900 [0.596, 0.982]" in nt
     assert "vgg16: 0.600 [" in nt and "inception_v3: not run" in nt
-    tg = row["targeted UAPs send more than 80 % of the images to the target class, for every class"]
+    targeted = [line for line in text.splitlines() if line.startswith("| targeted UAPs send more than 80 %")]
+    assert len(targeted) == 2 and "(batched, l2, ζ = 4%)" in targeted[1]   # the same claim with our solver
+    assert "resnet18: not run<br>vgg16: not run" in targeted[1]              # no batched targeted units here
+    tg = targeted[0]
+    assert "(fgsm, l2, ζ = 4%)" in tg
     assert "every target above 0.80 for 1 of 2 models; 3 of 4 (model, target) pairs" in tg
     assert "resnet18: →normal 0.900" in tg and "vgg16: →normal 0.700" in tg
     assert "**highest 0.200**" in row["random perturbations of the same norm do little"]
