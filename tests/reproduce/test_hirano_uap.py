@@ -82,6 +82,9 @@ def test_fooled_flow_counts_where_the_fooled_inputs_went_and_the_one_way_ceiling
     # the dominant class is the destination, not the larger clean class
     up = fooled_flow([[2, 3], [0, 95]])
     assert up["dominant"] == 1 and up["ceiling"] == 5 / 100 and up["into"] == [0, 3]
+    # counts as read back from uap.json, or as a NumPy / torch integer table
+    assert fooled_flow(np.array([[2, 3], [0, 95]], dtype=np.int32)) == up
+    assert fooled_flow(torch.tensor([[2, 3], [0, 95]]).tolist()) == up
 
 
 def test_fooled_flow_with_nothing_fooled_or_a_tie() -> None:
@@ -91,7 +94,9 @@ def test_fooled_flow_with_nothing_fooled_or_a_tie() -> None:
     assert tie["dominant"] == 0 and tie["share"] == 0.5 and tie["ceiling"] == 0.5
 
 
-@pytest.mark.parametrize("bad", [[[1, 2]], [[1]], [[0, 0], [0, 0]], [[1, -1], [0, 1]], [1, 2], [[1, 2], [3]]])
+@pytest.mark.parametrize("bad", [[[1, 2]], [[1]], [[0, 0], [0, 0]], [[1, -1], [0, 1]], [1, 2], [[1, 2], [3]],
+                                 [[1, 2, 3], [4, 5, 6]], [[1, 2], [3, 4], [5, 6]], [[1.5, 0], [0, 1]],
+                                 [["1", "0"], ["0", "1"]]])
 def test_fooled_flow_refuses_a_matrix_that_is_not_a_count_table(bad: Any) -> None:
     with pytest.raises(DataError, match="square k x k"):
         fooled_flow(bad)

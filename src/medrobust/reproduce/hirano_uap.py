@@ -89,12 +89,15 @@ def fooled_flow(transition: list[list[int]]) -> dict[str, Any]:
     that UAPs push inputs into one or two dominant classes; on a two-class task such a one-way UAP cannot fool more
     than ``ceiling``, which the README prints beside the fooling rate.
     """
+    bad = DataError(f"fooled_flow needs a square k x k (k >= 2) matrix of integer counts with some inputs, got "
+                    f"{transition!r}.")
     try:
-        t = np.asarray(transition, dtype=np.int64)
-    except (TypeError, ValueError):
-        t = np.zeros(0, dtype=np.int64)
-    if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 2 or t.sum() == 0 or (t < 0).any():
-        raise DataError(f"fooled_flow needs a square k x k (k >= 2) count matrix with some inputs, got {transition!r}.")
+        t = np.array(transition)
+    except ValueError:  # a ragged list
+        raise bad from None
+    if not np.issubdtype(t.dtype, np.integer) or t.ndim != 2 or t.shape[0] < 2 or t.shape[0] != t.shape[1] or t.sum() == 0 \
+            or (t < 0).any():
+        raise bad
     n, into = int(t.sum()), t.sum(axis=0) - np.diag(t)
     fooled, dominant = int(into.sum()), int(np.argmax(into))
     return {"into": into.tolist(), "fooled": fooled, "dominant": dominant,
