@@ -177,7 +177,9 @@ def test_readme_shows_where_fooled_inputs_went_and_the_resized_data(tmp_path: Pa
     linf["test"]["transition"] = [[4, 0], [1, 5]]
     control = _unit("random_uniform", "l2", 0.04, None, 1, [5, 5])
     control["test"]["transition"] = [[4, 0], [1, 5]]
-    _write(tmp_path, "resnet18_112", [one_way, both, linf, control, _unit("fgsm", "l2", 0.02, None, 0, [2, 8])])
+    still = _unit("batched", "l2", 0.02, None, 0, [2, 8])
+    still["test"]["transition"] = [[2, 0], [0, 8]]                  # nothing fooled: no dominant class, no ceiling
+    _write(tmp_path, "resnet18_112", [one_way, both, linf, control, _unit("fgsm", "l2", 0.02, None, 0, [2, 8]), still])
     summary = tmp_path / "cpu" / "models" / "resnet18_112" / "summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text(json.dumps({"config": {"model": {"name": "resnet18", "kwargs": {"small_input": False}}},
@@ -186,7 +188,8 @@ def test_readme_shows_where_fooled_inputs_went_and_the_resized_data(tmp_path: Pa
     assert "### Non-targeted UAPs: where the fooled test inputs went" in text
     flow = [line for line in text.splitlines() if line.startswith(("| resnet18_112 | fgsm", "| resnet18_112 | batched",
                                                                       "| resnet18_112 | random"))]
-    assert len(flow) == 2      # L2 UAPs with a transition matrix only: no L-inf, no control, not the ζ 2 % one
+    assert len(flow) == 3      # L2 UAPs with a transition matrix only: no L-inf, no control, not the fgsm ζ 2 % one
+    assert flow[2] == "| resnet18_112 | batched l2 ζ 2% | 0.000 [0.000, 0.278] | normal 0, pneumonia 0 | – | – |"
     assert flow[0].startswith("| resnet18_112 | fgsm l2 ζ 4% | 0.600 [")
     assert flow[0].endswith("| normal 6, pneumonia 0 | 100% into normal | 0.800 |")    # 8 of 10 not predicted normal
     assert flow[1].startswith("| resnet18_112 | batched l2 ζ 4% | 0.300 [")

@@ -214,9 +214,10 @@ def _flow_table(plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
                 continue
             f = fooled_flow(u["test"]["transition"])
             moved = ", ".join(f"{c} {k}" for c, k in zip(res["classes"], f["into"]))
-            share = "–" if f["share"] is None else f"{f['share']:.0%} into {res['classes'][f['dominant']]}"
+            none = f["share"] is None  # nothing fooled: no dominant class, no ceiling to show
+            share = "–" if none else f"{f['share']:.0%} into {res['classes'][f['dominant']]}"
             lines.append(f"| {mid} | {u['method']} {u['norm']} ζ {u['zeta']:.0%} | {_fr_text(u)} | {moved} | "
-                         f"{share} | {f['ceiling']:.3f} |")
+                         f"{share} | {'–' if none else format(f['ceiling'], '.3f')} |")
     return lines if len(lines) > 2 else []
 
 
