@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medrobust.data.image_ops import parse_size
 from medrobust.evaluation.metrics import wilson_interval
 from medrobust.reproduce.hirano_uap import fooled_flow
 from medrobust.reproduce.plan import command, config_path
@@ -163,8 +164,7 @@ def _stem(summary: dict[str, Any] | None) -> str:
 def _data_name(data: dict[str, Any]) -> str:
     """``pneumoniamnist``, or ``pneumoniamnist 112×112`` for a dataset the plan resizes (option ``size``)."""
     options = data.get("options") or {}
-    size = options.get("size")
-    hw = (size, size) if isinstance(size, int) else tuple(size) if size else None
+    hw = parse_size(options.get("size"))
     return str(options.get("flag", data["name"])) + (f" {hw[0]}×{hw[1]}" if hw else "")
 
 

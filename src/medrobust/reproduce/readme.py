@@ -64,8 +64,7 @@ def _claim_cell(cards: dict[str, dict[str, Any] | None], claim: dict[str, Any]) 
     return "<br>".join(parts)
 
 
-def _claims_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
-    cards = {mid: _card(root, budget, mid) for mid in plan["models"]}
+def _claims_table(plan: dict[str, Any], root: Path, budget: str, cards: dict[str, dict[str, Any] | None]) -> list[str]:
     commands = {f"evaluate {m}": command("evaluate", config_path(root / budget, "evaluate", m)) for m in plan["models"]}
     lines = ["| claim | paper | ours (ε = claim's ε, 95 % CI) | command | result file |", "|---|---|---|---|---|"]
     for c in plan.get("claims", []):
@@ -75,8 +74,8 @@ def _claims_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
     return lines
 
 
-def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
-    eps = sorted({float(r["eps"]) for mid in plan["models"] for r in ((_card(root, budget, mid) or {}).get("results") or [])})
+def _models_table(plan: dict[str, Any], root: Path, budget: str, cards: dict[str, dict[str, Any] | None]) -> list[str]:
+    eps = sorted({float(r["eps"]) for card in cards.values() if card for r in card["results"]})
     head = ["model", "data", "defence", "training", "test accuracy (train)", "clean (eval subset)"] + [f"ε {e:g}" for e in eps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mid, m in plan["models"].items():
@@ -88,7 +87,7 @@ def _models_table(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
                f"your model (`{m['model']}`), not trained here" if "source" in m else "from scratch")
         if summary.get("degenerate"):
             how += f" — **degenerate: {summary['degenerate']}**"
-        card = _card(root, budget, mid)
+        card = cards.get(mid)
         data = (plan.get("datasets") or {}).get(m.get("dataset"), plan["dataset"])["name"]
         row = [mid, data, m["defense"], how,
                _ratio({"numerator": test["correct"], "denominator": test["n"], "value": test["accuracy"]}) if test else "–",
@@ -114,11 +113,10 @@ def eps_curves(cards: dict[str, dict[str, Any] | None]) -> dict[str, list[tuple[
     return curves
 
 
-def _eps_figure(plan: dict[str, Any], root: Path, budget: str) -> list[str]:
+def _eps_figure(plan: dict[str, Any], root: Path, budget: str, cards: dict[str, dict[str, Any] | None]) -> list[str]:
     """``<budget>/figures/robust_accuracy_vs_eps.png`` (worst-case robust accuracy against ε per model, 95 % Wilson
     bars; ε = 0 is clean accuracy; one panel per dataset and units) and the README lines showing it; none when no
     model has results."""
-    cards = {mid: _card(root, budget, mid) for mid in plan["models"]}
     curves = eps_curves(cards)
     if not curves:
         return []
@@ -229,9 +227,11 @@ def write_readme(plan: dict[str, Any], root: Path) -> Path:
             lines += readme_lines(plan, root, budget)
             continue
         ran = _ran(plan, budget)
+        cards = {mid: _card(root, budget, mid) for mid in ran["models"]}  # each card.json read once per budget
         lines += ["### Paper vs ours", ""]
-        lines += _claims_table(ran, root, budget) + [""]
-        lines += ["### Every model", ""] + _models_table(ran, root, budget) + [""] + _eps_figure(ran, root, budget)
+        lines += _claims_table(ran, root, budget, cards) + [""]
+        lines += ["### Every model", ""] + _models_table(ran, root, budget, cards) + [""]
+        lines += _eps_figure(ran, root, budget, cards)
         lines += _masking_table(ran, root, budget)
         lines += _band_table(ran, root, budget)
     path = root / "README.md"
